@@ -1,0 +1,3 @@
+from omproxy.cli import main
+
+raise SystemExit(main())

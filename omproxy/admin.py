@@ -1,0 +1,48 @@
+"""The admin API under /_omproxy/: never forwarded, recorded or matched. The edge of what the
+runtime exposes; each mode puts what it can show into `Runtime.admin`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from omproxy import __version__, gms
+from omproxy.proxy import SESSION_HEADER
+
+if TYPE_CHECKING:
+    from omproxy.app import Runtime
+
+PREFIX = "/_omproxy/"
+
+
+def install(app: web.Application, rt: Runtime) -> None:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "mode": rt.mode.value, "version": __version__})
+
+    async def journal(request: web.Request) -> web.Response:
+        return web.json_response({"entries": list(rt.journal.entries), "counts": dict(rt.journal.counts)})
+
+    async def cassettes(request: web.Request) -> web.Response:
+        report = rt.admin.get("cassettes")
+        return web.json_response({"cassettes": report() if report else []})
+
+    async def reset(request: web.Request) -> web.Response:
+        session = request.headers.get(SESSION_HEADER)
+        resetter = rt.admin.get("reset")
+        if resetter:
+            resetter(session)
+        rt.journal.clear(session)
+        return web.json_response({"status": "reset", "session": session})
+
+    async def unknown(request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"statusCode": 2, "errors": [{"code": gms.UNKNOWN_OPERATION, "advice":
+                                f"no admin endpoint {request.method} {request.path}; see "
+                                f"{PREFIX}health, journal, cassettes, reset"}]}
+        return web.json_response(body, status=404, headers={"X-Omproxy-Error": "admin-not-found"})
+
+    app.router.add_get(PREFIX + "health", health)
+    app.router.add_get(PREFIX + "journal", journal)
+    app.router.add_get(PREFIX + "cassettes", cassettes)
+    app.router.add_post(PREFIX + "reset", reset)
+    app.router.add_route("*", PREFIX + "{tail:.*}", unknown)

@@ -1,0 +1,171 @@
+"""The GMS Open Media vocabulary: which operation a path names, which body parameters each takes,
+the GMS-shaped JSON replies, and the findings only GMS knowledge can make (unknown parameters,
+an empty update, ...). Pure: no I/O, no aiohttp. Error codes other than 248 are omproxy's own
+and listed in the README; they are all defined here so they change in one place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from omproxy.formcodec import DecodedForm, Finding, split_key
+
+BASE = "/genesys/2/openmedia/"
+OPERATIONS = ("create", "get", "update", "stop")
+
+# Documented by Genesys.
+NOT_FOUND = 248
+# omproxy's own codes [ours]: GMS documents no others.
+UNKNOWN_SERVICE = 901
+EMPTY_UPDATE = 902
+NOT_FORM = 903
+BAD_BOOLEAN = 904
+UNKNOWN_OPERATION = 905
+NO_MATCH = 910
+
+_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "create": ("externalId", "interactionType", "interactionSubType", "mediaType", "userData[]"),
+    "get": ("searchByExternalId",),
+    "update": ("change[]", "delete[]"),
+    "stop": ("reasonSystemName", "reasonDescription"),
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a request path names: the operation, the service and (but for create) the id."""
+
+    kind: str
+    service: str
+    id: str | None = None
+
+
+def parse_path(path: str) -> Operation | None:
+    """`/genesys/2/openmedia/svc/ID/get` -> Operation("get", "svc", "ID"). `path` is the raw path
+    (no query); segments are split before percent-decoding so `%2F` never makes a new segment."""
+    path = path.split("?", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    if not path.startswith(BASE):
+        return None
+    parts = [unquote(p) for p in path[len(BASE):].split("/")]
+    if len(parts) == 1 and parts[0]:
+        return Operation("create", parts[0])
+    if len(parts) == 3 and parts[0] and parts[1] and parts[2] in OPERATIONS[1:]:
+        return Operation(parts[2], parts[0], parts[1])
+    return None
+
+
+def service_of(path: str) -> str | None:
+    """The service segment of any path under the Open Media base, even an unknown operation."""
+    path = path.split("?", 1)[0]
+    if not path.startswith(BASE):
+        return None
+    return unquote(path[len(BASE):].split("/")[0]) or None
+
+
+def interaction_id_of(op: Operation | None, form: DecodedForm | None = None) -> str | None:
+    """The interaction id a request addresses (None for create and for get by external id)."""
+    if op is None or op.kind == "create":
+        return None
+    if op.kind == "get" and form is not None and (form.get("searchByExternalId") or "").lower() == "true":
+        return None
+    return op.id
+
+
+# ---- replies --------------------------------------------------------------------------------
+
+def reply(status_code: int = 0, **fields: Any) -> bytes:
+    return json.dumps({"statusCode": status_code, **fields}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def failure(code: int, advice: str) -> bytes:
+    return reply(2, errors=[{"code": code, "advice": advice}])
+
+
+def retry(advice: str) -> bytes:
+    """statusCode 1: 'may succeed if retried' (server down, network failure)."""
+    return reply(1, errors=[{"advice": advice}])
+
+
+def not_found(kind: str, interaction_id: str) -> bytes:
+    if kind == "get":
+        return failure(NOT_FOUND, f"Specified interaction Id[{interaction_id}] was not found")
+    return failure(NOT_FOUND, f"Interaction with specified id[{interaction_id}] was not found")
+
+
+def parse_reply(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---- parameter findings ---------------------------------------------------------------------
+
+def _known(kind: str, key: str) -> bool:
+    parts = split_key(key)
+    return (parts is not None and f"{parts[0]}[]" in _PARAMETERS[kind]) or key in _PARAMETERS[kind]
+
+
+def _suggest(kind: str, key: str) -> str | None:
+    names = [p.replace("[]", f"[{split_key(key)[1]}]") if p.endswith("[]") and split_key(key) else p
+             for p in _PARAMETERS[kind]]
+    lowered = {n.lower(): n for n in names}
+    if key.lower() in lowered:
+        return lowered[key.lower()]
+    prefixed = [n for n in names if n.lower().startswith(key.lower()) or n.lower().endswith(key.lower())]
+    if prefixed:
+        return prefixed[0]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
+    """What GMS would ignore or refuse in this body, for this operation."""
+    findings: list[Finding] = []
+    for key, value in form.fields:
+        if not _known(op.kind, key):
+            hint = _suggest(op.kind, key)
+            owners = [k for k in OPERATIONS if k != op.kind and _known(k, key)]
+            msg = f"'{key}' is not a parameter of {op.kind}; GMS ignores it"
+            if owners:
+                msg += f" — it belongs to {owners[0]}: is the path for the wrong operation?"
+            elif hint:
+                msg += f" — did you mean '{hint}'?"
+            else:
+                msg += f" (known: {', '.join(_PARAMETERS[op.kind])})"
+            findings.append(Finding("unknown-parameter", msg, key))
+        parts = split_key(key)
+        if op.kind == "update" and parts and parts[0] == "delete" and value:
+            findings.append(Finding("delete-with-value", f"'{key}' carries the value '{value}', which GMS "
+                                    "ignores: delete[key] removes the key whatever the value", f"{key}={value}"))
+        name = parts[1] if parts else key
+        if parts and re.match(r"^0[a-z]", name):
+            findings.append(Finding("zero-for-o", f"the key '{name}' starts with the digit zero before a "
+                                    f"letter — legal, but did you mean 'O{name[1:]}'?", key))
+        if re.match(r"^u[A-Z]", value):
+            findings.append(Finding("python-repr", f"the value '{value}' starts with 'u' before a capital: it "
+                                    f"looks like a Python 2 u'...' repr; real clients send '{value[1:]}'",
+                                    f"{key}={value}"))
+    if op.kind == "update" and not any((split_key(k) or ("",))[0] in ("change", "delete") for k, _ in form.fields):
+        findings.append(Finding("empty-update", "an update must change or delete at least one key "
+                                "(change[key]=value or delete[key]=)"))
+    if op.kind == "get":
+        flag = form.get("searchByExternalId")
+        if flag is not None and flag.lower() not in ("true", "false"):
+            findings.append(Finding("bad-boolean", f"searchByExternalId must be true or false, not '{flag}'",
+                                    f"searchByExternalId={flag}"))
+    return findings
+
+
+def path_findings(path: str) -> list[Finding]:
+    if path and not path.startswith("/"):
+        return [Finding("path-without-slash", f"the path '{path}' has no leading '/'", path)]
+    return []

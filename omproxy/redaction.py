@@ -1,0 +1,98 @@
+"""Keep secrets out of cassettes and logs: masks header values, decoded form values (whatever the
+client's percent-encoding) and JSON fields, including where GMS echoes a redacted user-data key
+(`change[K]`, `delete[K]`, the `K` entry of `interactionUserData`). Pure. Redaction changes what is
+stored and logged, never what is forwarded."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omproxy.config import Redaction
+from omproxy.formcodec import charset_of, split_key, unescape
+
+MASK = "REDACTED"
+SECRET_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie")
+_USER_DATA_PREFIXES = ("userData", "change", "delete")
+
+
+class Redactor:
+    def __init__(self, rules: Redaction) -> None:
+        self.header_names = {h.lower() for h in (*SECRET_HEADERS, *rules.headers)}
+        self.user_data_keys: set[str] = set()
+        self.form_keys: set[str] = set()
+        for key in rules.form_keys:
+            parts = split_key(key)
+            if parts and parts[0] in _USER_DATA_PREFIXES:
+                self.user_data_keys.add(parts[1])
+            elif key == "externalId":
+                self.user_data_keys.add("ExternalId")
+            self.form_keys.add(key)
+        for name in self.user_data_keys:
+            self.form_keys.update(f"{p}[{name}]" for p in _USER_DATA_PREFIXES)
+        if "ExternalId" in self.user_data_keys:
+            self.form_keys.add("externalId")
+        self.json_paths = [tuple(p.split(".")) for p in rules.json_fields]
+
+    def headers(self, pairs: Any) -> list[tuple[str, str]]:
+        return [(k, MASK if k.lower() in self.header_names else v) for k, v in pairs]
+
+    def fields(self, fields: Any) -> list[tuple[str, str]]:
+        return [(k, MASK if k in self.form_keys else v) for k, v in fields]
+
+    def form_body(self, body: bytes, content_type: str | None) -> bytes:
+        """Mask redacted values in the raw body, keeping every other byte as the client sent it."""
+        if not self.form_keys or not body:
+            return body
+        charset = charset_of(content_type)
+        out = []
+        for segment in body.split(b"&"):
+            raw_key, eq, _ = segment.partition(b"=")
+            key = unescape(raw_key)[0].decode(charset, "replace")
+            out.append(raw_key + b"=" + MASK.encode() if key in self.form_keys else segment)
+        return b"&".join(out)
+
+    def json_body(self, body: bytes) -> bytes:
+        if not (self.json_paths or self.user_data_keys) or not body:
+            return body
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return body
+        if self.json_value(data):
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        return body
+
+    def json_value(self, data: Any) -> bool:
+        """Mask in place; True when anything was masked."""
+        changed = False
+        for path in self.json_paths:
+            changed |= _mask_path(data, path)
+        if self.user_data_keys:
+            changed |= _mask_user_data(data, self.user_data_keys)
+        return changed
+
+
+def _mask_path(data: Any, path: tuple[str, ...]) -> bool:
+    if not isinstance(data, dict) or path[0] not in data:
+        if isinstance(data, list):
+            return any([_mask_path(item, path) for item in data])
+        return False
+    if len(path) == 1:
+        data[path[0]] = MASK
+        return True
+    return _mask_path(data[path[0]], path[1:])
+
+
+def _mask_user_data(data: Any, keys: set[str]) -> bool:
+    changed = False
+    if isinstance(data, dict):
+        if data.get("key") in keys and "value" in data:
+            data["value"] = MASK
+            changed = True
+        for value in data.values():
+            changed |= _mask_user_data(value, keys)
+    elif isinstance(data, list):
+        for value in data:
+            changed |= _mask_user_data(value, keys)
+    return changed

@@ -1,0 +1,130 @@
+"""The command line as a user meets it: decode, exit codes, bad config, a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from omproxy.cli import main
+
+STOP_PATH = "/genesys/2/openmedia/customer-support/01QG0Q255S50G000/stop"
+
+
+def test_decode_explains_the_double_encoded_stop(capsys) -> None:
+    code = main(["decode", "reason%3DRSN-123%26description%3DORDER%2BCANCELLED", "--path", STOP_PATH])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "double-encoded" in out
+    assert "did you mean 'reasonSystemName'" in out
+    assert "did you mean 'reasonDescription'" in out
+
+
+def test_decode_clean_body_exits_0(capsys) -> None:
+    assert main(["decode", "externalId=xy932&userData%5BOrderNumber%5D=ABC",
+                 "--path", "/genesys/2/openmedia/s"]) == 0
+    assert "findings: none" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body,path,kind", [
+    ("externalId=xy932&userData%5BKeyToDelete%5D=value to delete", "/genesys/2/openmedia/s", "literal-space"),
+    ("change%5BOrderNumber%5D=uABC123456789", "/genesys/2/openmedia/s/ID/update", "python-repr"),
+    ("userData%5B0rderNumber%5D=ABC123456789", "/genesys/2/openmedia/s", "zero-for-o"),
+    ("change%5BA%5D=1", "genesys/2/openmedia/test/0000KaA0C8XH003Y/stop", "path-without-slash"),
+], ids=["literal-space", "python-repr", "zero-for-o", "path-without-slash"])
+def test_decode_json_names_each_reference_defect(capsys, body, path, kind) -> None:
+    assert main(["decode", body, "--path", path, "--json"]) == 1
+    assert kind in [f["kind"] for f in json.loads(capsys.readouterr().out)["findings"]]
+
+
+def test_decode_reads_stdin(monkeypatch, capsys) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a=1&a=2\n")))
+    assert main(["decode", "-"]) == 1
+    assert "conflicting-duplicate" in capsys.readouterr().out
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "omproxy", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("match:\n  ignore: 3\n", "match.ignore: expected a list of strings"),
+    ("match:\n  on: [method, body]\n", "match.on: expected one of"),
+    ("prot: 1\n", "prot: unknown key — did you mean 'port'?"),
+    ("port: [\n", "not valid YAML"),
+    ("simulator:\n  sections:\n    billing: {}\n", "simulator.sections.billing"),
+], ids=["ignore-not-list", "unknown-matcher", "typo-key", "bad-yaml", "bad-section"])
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(content)
+    out = run("simulate", "--config", str(cfg))
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_missing_config_file_and_bad_flag_exit_2(tmp_path: Path) -> None:
+    out = run("simulate", "--config", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "config file not found" in out.stderr
+    out = run("simulate", "--port", "eighty")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_config_is_valid_and_on_parses_as_a_key() -> None:
+    from omproxy.config import load
+
+    config = load(Path(__file__).parent.parent / "config.yaml")
+    assert config.match.on == ("method", "path", "query", "form")
+    assert config.sections["openmedia.customer-support"] == {"allow_overwrite": True}
+
+
+def start_server(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "omproxy", *args, "--port", "0"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the server says it is ready
+    assert " listening on http://127.0.0.1:" in line, proc.stderr.read() if proc.stderr else line
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def post(url: str, body: bytes) -> dict:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_simulate_process_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, base = start_server("simulate", cwd=tmp_path)
+    try:
+        with urllib.request.urlopen(base + "/_omproxy/health", timeout=10) as resp:
+            assert json.loads(resp.read())["mode"] == "simulate"
+        assert post(base + "/genesys/2/openmedia/customer-support", b"externalId=xy932")["statusCode"] == 0
+    finally:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "summary: simulated 1" in err
+    assert "Traceback" not in err
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    proc, base = start_server("simulate", cwd=tmp_path)
+    try:
+        port = base.rsplit(":", 1)[1]
+        out = subprocess.run([sys.executable, "-m", "omproxy", "simulate", "--port", port], capture_output=True,
+                             text=True, timeout=30, cwd=tmp_path, env={**os.environ})
+        assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -1,0 +1,147 @@
+"""The form decoder: table-driven over the reference page's bodies and the edge cases."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from omproxy import formcodec
+from omproxy.formcodec import FORM_TYPE, decode, encode
+
+
+def kinds(body: bytes, content_type: str | None = FORM_TYPE) -> list[str]:
+    return [f.kind for f in decode(body, content_type).findings]
+
+
+DECODE_CASES = [
+    ("reference-create",
+     b"externalId=xy932&userData%5B0rderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
+     b"&userData%5BKeyToDelete%5D=value to delete",
+     [("externalId", "xy932"), ("userData[0rderNumber]", "ABC123456789"), ("userData[TestKey2]", "Test value"),
+      ("userData[KeyToDelete]", "value to delete")]),
+    ("reference-update",
+     b"change%5B0rderNumber%5D=uABC123456789&change%5BTestKey2%5D=uTest+value&delete%5BKeyToDelete%5D=",
+     [("change[0rderNumber]", "uABC123456789"), ("change[TestKey2]", "uTest value"), ("delete[KeyToDelete]", "")]),
+    ("reference-stop-double-encoded", b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED",
+     [("reason=RSN-123&description=ORDER+CANCELLED", "")]),
+    ("literal-brackets", b"userData[OrderNumber]=ABC", [("userData[OrderNumber]", "ABC")]),
+    ("plus-and-%20-are-spaces", b"a=x+y%20z", [("a", "x y z")]),
+    ("encoded-plus-is-plus", b"a=1%2B1", [("a", "1+1")]),
+    ("order-and-repeats-kept", b"b=2&a=1&b=3", [("b", "2"), ("a", "1"), ("b", "3")]),
+    ("empty-value", b"delete%5BK%5D=", [("delete[K]", "")]),
+    ("key-without-equals", b"flag&a=1", [("flag", ""), ("a", "1")]),
+    ("empty-segments-skipped", b"a=1&&b=2&", [("a", "1"), ("b", "2")]),
+    ("empty-body", b"", []),
+    ("utf8-value", "userData%5BName%5D=Zo%C3%AB".encode(), [("userData[Name]", "Zoë")]),
+    ("invalid-escape-kept-literally", b"a=100%zz", [("a", "100%zz")]),
+    ("truncated-escape-kept", b"a=5%", [("a", "5%")]),
+    ("invalid-utf8-replaced", b"a=%FF", [("a", "\ufffd")]),
+    ("key-with-dots-and-spaces", b"userData%5Bmy.key+x%5D=1", [("userData[my.key x]", "1")]),
+]
+
+
+@pytest.mark.parametrize("body,expected", [c[1:] for c in DECODE_CASES], ids=[c[0] for c in DECODE_CASES])
+def test_decode_fields(body: bytes, expected: list[tuple[str, str]]) -> None:
+    assert list(decode(body).fields) == expected
+
+
+def test_decode_uses_declared_charset() -> None:
+    form = decode(b"a=Zo%EB", "application/x-www-form-urlencoded; charset=ISO-8859-1")
+    assert form.fields == (("a", "Zoë"),)
+    assert form.charset == "iso8859-1"
+    assert form.findings == ()
+
+
+FINDING_CASES = [
+    ("double-encoded-body", b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED", FORM_TYPE, "double-encoded"),
+    ("double-encoded-value", b"userData%5BK%5D=a%2520b", FORM_TYPE, "double-encoded"),
+    ("double-encoded-key", b"userData%255BK%255D=v", FORM_TYPE, "double-encoded"),
+    ("literal-space", b"userData%5BKeyToDelete%5D=value to delete", FORM_TYPE, "literal-space"),
+    ("unencoded-quote", b'a="x"', FORM_TYPE, "unencoded-character"),
+    ("raw-non-ascii", "a=Zoë".encode(), FORM_TYPE, "unencoded-character"),
+    ("invalid-escape", b"a=100%zz", FORM_TYPE, "invalid-escape"),
+    ("invalid-utf8", b"a=%FF%FE", FORM_TYPE, "invalid-charset"),
+    ("unclosed-bracket", b"userData%5BOrder=1", FORM_TYPE, "malformed-key"),
+    ("empty-bracket", b"userData%5B%5D=1", FORM_TYPE, "malformed-key"),
+    ("nested-bracket", b"userData%5Ba%5D%5Bb%5D=1", FORM_TYPE, "malformed-key"),
+    ("conflicting-duplicate", b"a=1&a=2", FORM_TYPE, "conflicting-duplicate"),
+    ("json-under-form-type", b'{"externalId": "xy932"}', FORM_TYPE, "not-form"),
+    ("multipart-under-form-type", b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--xyz--',
+     FORM_TYPE, "not-form"),
+    ("form-under-json-type", b"externalId=xy932", "application/json", "content-type"),
+    ("no-content-type", b"externalId=xy932", None, "content-type"),
+]
+
+
+@pytest.mark.parametrize("body,ctype,kind", [c[1:] for c in FINDING_CASES], ids=[c[0] for c in FINDING_CASES])
+def test_findings_name_each_anomaly(body: bytes, ctype: str | None, kind: str) -> None:
+    findings = decode(body, ctype).findings
+    assert kind in [f.kind for f in findings]
+    found = next(f for f in findings if f.kind == kind)
+    assert found.message and len(found.message) > 20
+
+
+CLEAN = [
+    ("careful-client", b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BNote%5D=Test+value"),
+    ("same-key-same-value", b"a=1&a=1"),
+    ("empty", b""),
+    ("get-body", b"searchByExternalId=true"),
+]
+
+
+@pytest.mark.parametrize("body", [c[1] for c in CLEAN], ids=[c[0] for c in CLEAN])
+def test_clean_bodies_have_no_findings(body: bytes) -> None:
+    assert kinds(body) == []
+
+
+def test_double_encoded_message_shows_the_body_decoded_once_more() -> None:
+    (finding,) = decode(b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED").findings
+    assert "reason=RSN-123&description=ORDER CANCELLED" in finding.message
+    assert finding.fragment == "reason%3DRSN-123%26description%3DORDER%2BCANCELLED"
+
+
+def test_bracket_view_groups_and_keeps_repeats_and_malformed_keys() -> None:
+    view = decode(b"externalId=x&userData%5BA%5D=1&userData%5BB%5D=2&userData%5BA%5D=3"
+                  b"&change%5BC%5D=4&delete%5BD%5D=&userData%5Bx%5D%5By%5D=5").view()
+    assert view == {"externalId": "x", "userData": {"A": ["1", "3"], "B": "2"}, "change": {"C": "4"},
+                    "delete": {"D": ""}, "userData[x][y]": "5"}
+
+
+def test_bracket_view_keeps_unicode_keys_verbatim() -> None:
+    assert decode("userData%5BCl%C3%A9+%C3%A0%5D=v".encode()).view() == {"userData": {"Clé à": "v"}}
+
+
+def test_encode_percent_encodes_brackets_and_spaces() -> None:
+    assert encode([("userData[Order Number]", "A B&C")]) == b"userData%5BOrder+Number%5D=A+B%26C"
+
+
+def test_decode_never_raises_on_any_bytes() -> None:
+    for i in range(256):
+        decode(bytes([i]) * 3 + b"=%" + bytes([i]))
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@given(st.lists(st.tuples(text, text), max_size=8))
+def test_decode_of_encode_is_identity(pairs: list[tuple[str, str]]) -> None:
+    assert list(decode(encode(pairs)).fields) == pairs
+
+
+@given(st.lists(st.tuples(text, text), max_size=8))
+def test_encoded_bodies_decode_without_encoding_findings(pairs: list[tuple[str, str]]) -> None:
+    found = {f.kind for f in decode(encode(pairs)).findings}
+    assert not found & {"literal-space", "unencoded-character", "invalid-escape", "invalid-charset"}
+
+
+@given(st.binary(max_size=64))
+def test_decode_total_on_random_bytes(body: bytes) -> None:
+    form = decode(body)
+    assert isinstance(form.fields, tuple)
+
+
+def test_charset_of() -> None:
+    assert formcodec.charset_of("application/x-www-form-urlencoded; charset=\"ISO-8859-1\"") == "iso8859-1"
+    assert formcodec.charset_of("application/x-www-form-urlencoded") == "utf-8"
+    assert formcodec.charset_of("application/x-www-form-urlencoded; charset=bogus") == "utf-8"

@@ -1,0 +1,67 @@
+"""`omproxy simulate` over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from omproxy.app import build_app
+from omproxy.config import Config, Mode
+from tests.support import BASE, FORM
+
+
+async def test_story_over_http(aiohttp_client, make_simulator) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE, simulator=make_simulator()))
+    resp = await client.post(f"{BASE}/customer-support", data=b"externalId=xy932&userData%5BOrderNumber%5D=A",
+                             headers=FORM)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert resp.headers["X-Omproxy-Source"] == "simulator"
+    assert await resp.json() == {"statusCode": 0, "interactionId": "01QG0Q2S5S50G000"}
+    got = await (await client.post(f"{BASE}/customer-support/01QG0Q2S5S50G000/get")).json()
+    assert got["interactionProperties"]["interactionUserData"] == [
+        {"key": "ExternalId", "type": "str", "value": "xy932"}, {"key": "OrderNumber", "type": "str", "value": "A"}]
+
+
+async def test_health_answers_in_simulate_mode(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    resp = await client.get("/_omproxy/health")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "ok"
+
+
+async def test_non_post_is_405_never_500(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        resp = await client.request(method, f"{BASE}/s")
+        assert resp.status == 405, method
+        assert (await resp.json())["statusCode"] == 2
+
+
+async def test_garbage_bodies_never_answer_500(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    bodies = [bytes(range(256)), b"%%%%", b"=" * 1000, b"&" * 1000, b"\x00\xff", "é".encode() * 100]
+    for body in bodies:
+        for path in ("/s", "/s/X/get", "/s/X/update", "/s/X/stop"):
+            resp = await client.post(BASE + path, data=body, headers=FORM)
+            assert resp.status == 200, (path, body[:10])
+            assert "statusCode" in await resp.json()
+
+
+async def test_concurrent_creates_get_distinct_ids_and_all_are_readable(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+
+    async def create(i: int) -> str:
+        resp = await client.post(f"{BASE}/s", data=f"externalId=e{i}".encode(), headers=FORM)
+        return (await resp.json())["interactionId"]
+
+    ids = await asyncio.gather(*(create(i) for i in range(200)))
+    assert len(set(ids)) == 200
+
+    async def update_then_get(i: int, iid: str) -> dict:
+        await client.post(f"{BASE}/s/{iid}/update", data=f"change%5BN%5D={i}".encode(), headers=FORM)
+        return await (await client.post(f"{BASE}/s/{iid}/get")).json()
+
+    replies = await asyncio.gather(*(update_then_get(i, iid) for i, iid in enumerate(ids)))
+    for i, reply in enumerate(replies):
+        data = {e["key"]: e["value"] for e in reply["interactionProperties"]["interactionUserData"]}
+        assert data == {"ExternalId": f"e{i}", "N": str(i)}

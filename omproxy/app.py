@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from omproxy import __version__, accesslog, admin, gms
+from omproxy import accesslog, admin, gms
 from omproxy.config import Config, Mode
+from omproxy.errors import UpstreamError
 from omproxy.journal import Journal
 from omproxy.model import Request, Response
-from omproxy.proxy import Forwarder, error_middleware, to_request, to_web
+from omproxy.proxy import Forwarder, error_middleware, origin_form_only, to_request, to_web
 from omproxy.redaction import Redactor
 from omproxy.simulator import Simulator
 
@@ -80,7 +81,7 @@ def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None)
 
         forwarder = modes.assemble(rt, simulator)
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
+    app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body)
     app[RUNTIME] = rt
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -119,13 +120,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         log.warning("%s %s: %s: %s%s", req.method, req.target, finding.kind, finding.message,
                     f" [{finding.fragment}]" if finding.fragment else "",
                     extra={"entry": {"finding": finding.as_dict(), "method": req.method, "path": req.target}})
-    resp = await rt.answer(req)
+    try:
+        resp = await rt.answer(req)
+    except UpstreamError:
+        rt.journal.count("failed upstream")
+        raise
     entry = accesslog.record(rt.mode.value, req, resp, (time.perf_counter() - started) * 1000,
                              rt.redactor, rt.config.verbose)
     rt.journal.add(entry)
     log.info("%s", accesslog.text(entry), extra={"entry": entry})
     return to_web(resp)
 
-
-def version() -> str:
-    return __version__

@@ -36,11 +36,8 @@ def end_to_end(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
 
 
 async def to_request(request: web.Request, max_body: int) -> Request:
-    """Read the aiohttp request once, refusing CONNECT, absolute-form targets and big bodies."""
+    """Read the aiohttp request once, refusing bodies over max_body."""
     target = request.raw_path
-    if request.method == "CONNECT" or not target.startswith("/"):
-        raise RequestRefused(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
-                             f"{request.method} {target}", 400, "not-an-open-proxy")
     length = request.content_length
     if length is not None and length > max_body:
         raise _too_large(max_body)
@@ -140,9 +137,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
+async def origin_form_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Not an open proxy: aiohttp accepts absolute-form targets (`GET http://other/x`) and shows only
+    their path in `request.path`; the raw target tells. CONNECT is refused the same way."""
+    if request.method == "CONNECT" or not request.raw_path.startswith("/"):
+        raise RequestRefused(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
+                             f"{request.method} {request.raw_path}", 400, "not-an-open-proxy")
+    return await handler(request)
+
+
+@web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except OmproxyError as e:
         log.warning("%s %s -> %s: %s", request.method, request.raw_path, e.status, e.message)
         return to_web(error_response(e))
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug in omproxy: still a GMS-shaped answer, and the traceback in the log
+        log.exception("internal error on %s %s", request.method, request.raw_path)
+        return to_web(error_response(OmproxyError(f"omproxy internal error: {type(e).__name__}: {e}")))

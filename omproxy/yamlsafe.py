@@ -11,7 +11,13 @@ import yaml
 BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
-class Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (10x faster on big cassettes); the constructor is
+# SafeConstructor either way.
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class Loader(_Base):  # type: ignore[misc,valid-type]
     pass
 
 
@@ -24,6 +30,13 @@ Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|Fal
 
 def load(text: str | bytes) -> Any:
     return yaml.load(text, Loader=Loader)  # noqa: S506 — Loader is a SafeLoader
+
+
+def dump(data: Any) -> str:
+    """Block style, keys in insertion order, unicode kept; strings that would load as another type
+    (`'00012'`, `'true'`, `'on'`) are quoted by the safe dumper."""
+    return yaml.dump(data, Dumper=Dumper, default_flow_style=False, sort_keys=False, allow_unicode=True,
+                     width=100_000)
 
 
 def error_line(error: yaml.YAMLError) -> int | None:

@@ -1,0 +1,276 @@
+"""Record and passthrough over real sockets: a fake GMS (a real aiohttp app), omproxy in front."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omproxy import cassette
+from omproxy.app import build_app
+from omproxy.config import Config, Mode, Redaction
+from tests.support import BASE, FORM, FakeGms
+
+
+@pytest.fixture
+async def gms(aiohttp_server):
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+def proxy(aiohttp_client, gms, tmp_path):
+    async def make(mode: Mode = Mode.RECORD, **overrides):
+        settings = {"upstream": gms.url, "cassette": str(tmp_path / "cassettes" / "{service}.yaml"), **overrides}
+        return await aiohttp_client(build_app(Config(**settings), mode))
+
+    return make
+
+
+def loaded(path: Path) -> list[dict]:
+    """The cassette as any YAML reader sees it: plain safe_load."""
+    return yaml.safe_load(path.read_text())["interactions"]
+
+
+async def test_body_path_query_forwarded_byte_exact(proxy, gms, tmp_path) -> None:
+    client = await proxy()
+    body = b"externalId=xy932&userData%5BOrder%5D=A+B%20C&userData[Raw]=x y&z=%zz"
+    path = f"{BASE}/customer-support/..%2F..%2Fx/get?trace=1%2B1&a=%5B"
+    resp = await client.post(path, data=body, headers=FORM)
+    assert resp.status == 200
+    (got,) = gms.received
+    assert got["raw_path"] == path  # not decoded-and-re-encoded into a traversal
+    assert got["body"] == body
+
+
+async def test_headers_end_to_end_forwarded_hop_by_hop_dropped(proxy, gms) -> None:
+    client = await proxy(Mode.PASSTHROUGH)
+    await client.post("/echo", data=b"a=1", headers={
+        **FORM, "X-Custom": "kept", "gms_user": "agent1", "Connection": "keep-alive, X-Hop", "X-Hop": "dropped",
+        "Keep-Alive": "timeout=5", "TE": "trailers", "Proxy-Authorization": "Basic eA==", "Upgrade": "h2c"})
+    headers = {k.lower(): v for k, v in gms.received[0]["headers"]}
+    assert headers["x-custom"] == "kept" and headers["gms_user"] == "agent1"
+    for hop in ("x-hop", "keep-alive", "te", "proxy-authorization", "upgrade"):
+        assert hop not in headers, hop
+    assert headers["host"] == gms.url.split("//")[1]
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert headers["x-forwarded-host"].startswith("127.0.0.1:")
+    assert headers["content-type"] == FORM["Content-Type"]
+    assert "user-agent" in headers  # the client's own, aiohttp's client here
+
+
+async def test_no_content_type_invented_when_client_sent_none(proxy, gms) -> None:
+    client = await proxy(Mode.PASSTHROUGH)
+    await client.post("/echo", data=b"a=1", skip_auto_headers=["Content-Type"])
+    assert "content-type" not in {k.lower() for k, _ in gms.received[0]["headers"]}
+
+
+@pytest.mark.parametrize("accept", ["gzip, deflate", "identity"], ids=["client-accepts-gzip", "client-no-gzip"])
+@pytest.mark.parametrize("path,text", [("/gzip", '"zipped":true'), ("/deflate", '"deflated":true')],
+                         ids=["gzip", "deflate"])
+async def test_compressed_upstream_reaches_client_and_cassette_decoded(proxy, tmp_path, accept, path, text) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    resp = await client.post(path, data=b"a=1", headers={**FORM, "Accept-Encoding": accept}, auto_decompress=False)
+    raw = await resp.read()
+    body = gzip.decompress(raw) if resp.headers.get("Content-Encoding") == "gzip" else raw
+    assert text in body.decode()
+    (entry,) = loaded(tmp_path / "c.yaml")
+    assert text in entry["response"]["body"]
+    assert entry["response"]["content_encoding"] == path.strip("/")
+
+
+async def test_chunked_upstream_response(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    resp = await client.post("/chunked", data=b"a=1", headers=FORM)
+    assert await resp.json() == {"statusCode": 0, "chunked": True}
+    assert loaded(tmp_path / "c.yaml")[0]["response"]["json"] == {"statusCode": 0, "chunked": True}
+
+
+async def test_several_set_cookie_stay_several_and_are_redacted_on_disk(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    resp = await client.post("/cookies", data=b"a=1", headers={**FORM, "Cookie": "session=s3cret"})
+    assert resp.headers.getall("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    text = (tmp_path / "c.yaml").read_text()
+    (entry,) = loaded(tmp_path / "c.yaml")
+    assert entry["response"]["headers"]["Set-Cookie"] == ["REDACTED", "REDACTED"]
+    assert entry["request"]["headers"]["Cookie"] == "REDACTED"
+    assert "s3cret" not in text and "a=1; Path" not in text
+
+
+async def test_upstream_down_is_502_retry_and_nothing_recorded(aiohttp_client, unused_tcp_port, tmp_path) -> None:
+    config = Config(upstream=f"http://127.0.0.1:{unused_tcp_port}", cassette=str(tmp_path / "c.yaml"))
+    client = await aiohttp_client(build_app(config, Mode.RECORD))
+    resp = await client.post(f"{BASE}/s", data=b"externalId=1", headers=FORM)
+    assert resp.status == 502
+    assert resp.headers["X-Omproxy-Error"] == "upstream-unreachable"
+    body = await resp.json()
+    assert body["statusCode"] == 1 and "unreachable" in body["errors"][0]["advice"]
+    assert not (tmp_path / "c.yaml").exists()
+
+
+async def test_slow_upstream_is_504_and_nothing_recorded(proxy, tmp_path) -> None:
+    client = await proxy(upstream_timeout=0.2, cassette=str(tmp_path / "c.yaml"))
+    resp = await client.post("/slow", data=b"a=1", headers=FORM)
+    assert resp.status == 504
+    assert resp.headers["X-Omproxy-Error"] == "upstream-timeout"
+    assert (await resp.json())["statusCode"] == 1
+    assert not (tmp_path / "c.yaml").exists()
+
+
+async def raw_exchange(client, request_bytes: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request_bytes)
+    await writer.drain()
+    data = await reader.read(65536)
+    writer.close()
+    return data
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET http://other-host/genesys/2/openmedia/s HTTP/1.1\r\nHost: other-host\r\nContent-Length: 0\r\n\r\n",
+    b"POST http://other-host/x HTTP/1.1\r\nHost: other-host\r\nContent-Length: 0\r\n\r\n",
+    b"CONNECT other-host:443 HTTP/1.1\r\nHost: other-host:443\r\n\r\n",
+], ids=["absolute-form-get", "absolute-form-post", "connect"])
+async def test_not_an_open_proxy(proxy, gms, raw) -> None:
+    client = await proxy(Mode.PASSTHROUGH)
+    answer = await raw_exchange(client, raw)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert gms.received == []
+
+
+async def test_body_over_max_body_is_413(proxy, gms) -> None:
+    client = await proxy(max_body=1000)
+    resp = await client.post(f"{BASE}/s", data=b"a=" + b"x" * 2000, headers=FORM)
+    assert resp.status == 413
+    assert "max_body" in (await resp.json())["errors"][0]["advice"]
+    assert gms.received == []
+
+
+async def test_admin_paths_are_never_forwarded(proxy, gms) -> None:
+    client = await proxy()
+    assert (await client.get("/_omproxy/health")).status == 200
+    assert (await client.post("/_omproxy/anything")).status == 404
+    assert gms.received == []
+
+
+@pytest.mark.parametrize("service", ["..%2F..%2Fescape", "%2Ftmp%2Fabs", "a%00b", "..", "...%2F.."],
+                         ids=["dotdot", "absolute", "nul", "bare-dotdot", "dots"])
+async def test_service_template_cannot_write_outside_the_folder(proxy, tmp_path, service) -> None:
+    client = await proxy(Mode.RECORD)
+    resp = await client.post(f"{BASE}/{service}", data=b"externalId=1", headers=FORM)
+    assert resp.status in (200, 404)
+    folder = tmp_path / "cassettes"
+    written = [p for p in tmp_path.rglob("*.yaml")]
+    assert written and all(p.parent == folder for p in written), written
+    assert not any(".." in p.name.split(".yaml")[0].strip("_") for p in written)
+
+
+async def test_redaction_of_headers_and_percent_encoded_form_keys(proxy, gms, tmp_path, caplog) -> None:
+    redact = Redaction(headers=("X-Api-Key",), form_keys=("userData[CreditCard]",),
+                       json_fields=("interactionProperties.interactionSubmittedBy",))
+    client = await proxy(redact=redact, cassette=str(tmp_path / "c.yaml"))
+    caplog.set_level(logging.INFO, logger="omproxy")
+    resp = await client.post(f"{BASE}/s", data=b"externalId=e1&userData%5BCreditCard%5D=4111111111111111",
+                             headers={**FORM, "X-Api-Key": "k-123", "Authorization": "Basic dTpw"})
+    iid = (await resp.json())["interactionId"]
+    await client.post(f"{BASE}/s/{iid}/update", data=b"change%5BCreditCard%5D=5500000000000004", headers=FORM)
+    got = await (await client.post(f"{BASE}/s/{iid}/get")).json()
+    # Forwarded unchanged: GMS got the real values and echoes them to the client.
+    assert gms.received[0]["body"].endswith(b"4111111111111111")
+    assert {"key": "CreditCard", "type": "str", "value": "5500000000000004"} in \
+        got["interactionProperties"]["interactionUserData"]
+    text = (tmp_path / "c.yaml").read_text()
+    for secret in ("4111111111111111", "5500000000000004", "k-123", "dTpw", "FAKEGMS", "GMS-DC-API"):
+        if secret != "FAKEGMS":
+            assert secret not in text, secret
+            assert secret not in caplog.text, secret
+    create, update, get = loaded(tmp_path / "c.yaml")
+    assert create["request"]["body"] == "externalId=e1&userData%5BCreditCard%5D=REDACTED"
+    assert create["request"]["form"]["userData"]["CreditCard"] == "REDACTED"
+    assert update["request"]["form"]["change"]["CreditCard"] == "REDACTED"
+    props = get["response"]["json"]["interactionProperties"]
+    assert props["interactionSubmittedBy"] == "REDACTED"
+    assert {"key": "CreditCard", "type": "str", "value": "REDACTED"} in props["interactionUserData"]
+
+
+async def test_200_concurrent_requests_all_recorded_whole(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+
+    async def create(i: int) -> int:
+        resp = await client.post(f"{BASE}/s", data=f"externalId=e{i}&userData%5BN%5D={i}".encode(), headers=FORM)
+        return resp.status
+
+    statuses = await asyncio.gather(*(create(i) for i in range(200)))
+    assert statuses == [200] * 200
+    entries = loaded(tmp_path / "c.yaml")
+    assert sorted(e["request"]["form"]["externalId"] for e in entries) == sorted(f"e{i}" for i in range(200))
+    assert all(e["response"]["json"]["statusCode"] == 0 for e in entries)
+
+
+async def test_passthrough_records_nothing_and_logs_decoded_form(proxy, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await proxy(Mode.PASSTHROUGH)
+    resp = await client.post(f"{BASE}/s/ID/stop", data=b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED",
+                             headers=FORM)
+    assert resp.headers["X-Omproxy-Source"] == "upstream"
+    assert not list(tmp_path.rglob("*.yaml"))
+    assert "double-encoded" in caplog.text and "did you mean 'reasonSystemName'" in caplog.text
+    line = next(r for r in caplog.records if r.levelno == logging.INFO and "stop@s" in r.getMessage())
+    assert "passthrough POST" in line.getMessage() and "-> 200 statusCode=2" in line.getMessage()
+
+
+async def test_recorded_cassette_reads_back_with_plain_safe_load(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    await client.post(f"{BASE}/customer-support", data=b"externalId=xy932&userData%5BOrderNumber%5D=00012",
+                      headers=FORM)
+    raw = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert raw["version"] == 1
+    (entry,) = raw["interactions"]
+    assert entry["request"]["form"] == {"externalId": "xy932", "userData": {"OrderNumber": "00012"}}
+    assert entry["response"]["json"]["statusCode"] == 0
+    assert entry["request"]["body"] == "externalId=xy932&userData%5BOrderNumber%5D=00012"
+    assert isinstance(entry["recorded_at"], str) and isinstance(entry["duration_ms"], float)
+
+
+async def test_binary_body_recorded_losslessly(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    body = bytes(range(256))
+    await client.post("/echo", data=body, headers=FORM)
+    (entry,) = loaded(tmp_path / "c.yaml")
+    assert base64.b64decode(entry["request"]["body_base64"]) == body
+    (rec,) = cassette.load(tmp_path / "c.yaml").interactions
+    assert rec.request.body == body
+
+
+def test_torn_tail_is_dropped_with_file_and_line(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    whole = cassette.HEADER + "".join(
+        cassette.dump_entry({"request": {"method": "POST", "path": f"/p{i}", "body": "a=1"},
+                             "response": {"status": 200, "body": "{}"}}).decode() for i in range(3))
+    path.write_text(whole + "- recorded_at: '2026-11-28T10:15:02.114Z'\n  request:\n    method: POST\n    path: '/p")
+    loaded_cassette = cassette.load(path)
+    assert [r.request.path for r in loaded_cassette.interactions] == ["/p0", "/p1", "/p2"]
+    assert loaded_cassette.dropped is not None
+    last_line = whole.count("\n") + 1
+    assert f"{path}:{last_line}: dropped a torn last interaction (#3" in loaded_cassette.dropped
+
+
+async def test_recording_after_a_torn_tail_repairs_it_first(proxy, tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(cassette.HEADER + cassette.dump_entry(
+        {"request": {"method": "POST", "path": "/p0"}, "response": {"status": 200}}).decode()
+        + "- request:\n    method: PO")
+    client = await proxy(cassette=str(path))
+    await client.post("/echo", data=b"a=1", headers=FORM)
+    got = cassette.load(path)
+    assert got.dropped is None
+    assert [r.request.path for r in got.interactions] == ["/p0", "/echo"]

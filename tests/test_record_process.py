@@ -1,0 +1,61 @@
+"""omproxy record as a real process: SIGKILL loses nothing answered; SIGTERM finishes in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from omproxy import cassette
+from tests.support import BASE, FORM, FakeGms
+
+
+async def start(*args: str, cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "omproxy", *args, "--port", "0", cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    assert "listening on http://" in line, line
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+async def test_sigkill_after_n_answers_loses_none_of_them(tmp_path: Path) -> None:
+    target = tmp_path / "c.yaml"
+    proc, base = await start("record", "--upstream", "builtin", "--cassette", str(target), cwd=tmp_path)
+    answered = 0
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(25):
+                async with http.post(f"{base}{BASE}/s", data=f"externalId=e{i}".encode(), headers=FORM) as resp:
+                    assert (await resp.json())["statusCode"] == 0
+                    answered += 1
+    finally:
+        proc.kill()
+        await proc.wait()
+    got = cassette.load(target)
+    assert got.dropped is None
+    assert len(got.interactions) == answered == 25
+
+
+async def test_sigterm_finishes_and_records_in_flight_requests(aiohttp_server, tmp_path: Path) -> None:
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    target = tmp_path / "c.yaml"
+    proc, base = await start("record", "--upstream", str(server.make_url("")).rstrip("/"),
+                             "--cassette", str(target), cwd=tmp_path)
+    async with aiohttp.ClientSession() as http:
+        pending = asyncio.ensure_future(http.post(f"{base}/hold", data=b"a=1", headers=FORM))
+        await asyncio.wait_for(fake.holding.wait(), 30)
+        proc.send_signal(signal.SIGTERM)
+        fake.release.set()
+        resp = await asyncio.wait_for(pending, 30)
+        assert resp.status == 200
+        resp.release()
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "summary: forwarded 1, recorded 1, failed upstream 0" in err.decode()
+    assert [r.request.path for r in cassette.load(target).interactions] == ["/hold"]

@@ -150,8 +150,11 @@ def to_recorded(data: Any, cassette: str, index: int, line: int) -> Recorded:
         raise _problem(where, "missing response.status (a number)")
     request = Request(rq["method"].upper(), rq["path"], str(rq.get("query") or ""),
                       _read_headers(where, rq.get("headers")), _read_body(where, rq))
-    response = Response(rs["status"], _read_body(where, rs), _read_headers(where, rs.get("headers")), "cassette",
-                        note=f"{cassette} #{index}")
+    body = _read_body(where, rs)
+    headers = _read_headers(where, rs.get("headers"))
+    if "Content-Type" not in headers and ("json" in rs or body.lstrip()[:1] in (b"{", b"[")):
+        headers = headers_of([*headers.items(), ("Content-Type", "application/json")])  # hand-written entries
+    response = Response(rs["status"], body, headers, "cassette", note=f"{cassette} #{index}")
     return Recorded(cassette, index, line, request, response)
 
 
@@ -188,9 +191,9 @@ def load(path: Path) -> Cassette:
     try:
         return Cassette(name, tuple(_records(_parse(text, name), name, lines)))
     except CassetteError as error:
-        # A torn tail (killed mid-write) leaves a last entry that is not valid YAML or not ended by a
-        # newline; everything before it must still be whole, or the file is bad for real.
-        torn = lines and (not text.endswith("\n") or "not valid YAML" in error.message)
+        # A torn tail (killed mid-write) leaves a last entry not ended by a newline (omproxy writes
+        # whole lines); everything before it must still be whole, or the file is bad for real.
+        torn = lines and not text.endswith("\n")
         if not torn:
             raise
         cut = len("\n".join(text.split("\n")[: lines[-1] - 1])) + 1

@@ -1,0 +1,171 @@
+"""Named matchers, the lookup index and the near-miss report. Pure.
+
+A request's key is one value per matcher in `match.on` (+ named headers). The form is compared as
+a multiset of decoded (key, value) pairs, so parameter order, `%5B` versus `[`, `+` versus `%20`
+and which characters a client chose to percent-encode do not matter. Lookup is one dict access,
+whatever the number of interactions; only a miss looks at candidates, to explain itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from omproxy import formcodec
+from omproxy.cassette import Recorded
+from omproxy.config import Matching
+from omproxy.model import Request
+from omproxy.redaction import MASK
+
+NEAR_MISS_SCAN = 5000  # candidates examined to explain one miss, at most
+
+
+@dataclass(frozen=True)
+class Rules:
+    on: tuple[str, ...]
+    headers: tuple[str, ...]
+    ignore: frozenset[str]
+
+    @classmethod
+    def of(cls, matching: Matching, also_ignore: Iterable[str] = ()) -> Rules:
+        return cls(matching.on, tuple(h.lower() for h in matching.headers), frozenset(matching.ignore) | set(also_ignore))
+
+
+def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(f for f in req.form.fields if f[0] not in ignore))
+
+
+def _query(query: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(formcodec.decode(query.encode("latin-1", "replace")).fields))
+
+
+def views(req: Request, rules: Rules) -> dict[str, Any]:
+    """Each matcher's view of a request, named."""
+    out: dict[str, Any] = {}
+    for name in rules.on:
+        if name == "method":
+            out[name] = req.method.upper()
+        elif name == "path":
+            out[name] = unquote(req.path)
+        elif name == "query":
+            out[name] = _query(req.query)
+        elif name == "form":
+            out[name] = _form(req, rules.ignore)
+    for header in rules.headers:
+        out[f"header {header}"] = tuple(req.headers.getall(header, ()))
+    return out
+
+
+def key(req: Request, rules: Rules) -> Hashable:
+    return tuple(views(req, rules).values())
+
+
+def differences(recorded: Request, received: Request, rules: Rules) -> list[str]:
+    """What differs, field by field after decoding: `userData[X]: recorded 'a', received 'b'`."""
+    want, got = views(recorded, rules), views(received, rules)
+    out: list[str] = []
+    for name in want:
+        if want[name] == got[name]:
+            continue
+        if name in ("form", "query"):
+            out += _pair_differences(want[name], got[name], "" if name == "form" else "query ")
+        else:
+            out.append(f"{name}: recorded {_show(want[name])}, received {_show(got[name])}")
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(value[0]) if len(value) == 1 else ("nothing" if not value else repr(list(value)))
+    return repr(value)
+
+
+def _pair_differences(want: tuple, got: tuple, prefix: str) -> list[str]:
+    wanted: dict[str, list[str]] = defaultdict(list)
+    given: dict[str, list[str]] = defaultdict(list)
+    for k, v in want:
+        wanted[k].append(v)
+    for k, v in got:
+        given[k].append(v)
+    out = []
+    for k in list(wanted) + [k for k in given if k not in wanted]:
+        a, b = wanted.get(k, []), given.get(k, [])
+        if a != b:
+            out.append(f"{prefix}{k}: recorded {_show(tuple(a))}, received {_show(tuple(b))}")
+    return out
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    recorded: Recorded
+    differences: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cassette": self.recorded.cassette, "index": self.recorded.index, "line": self.recorded.line,
+                "differences": list(self.differences)}
+
+
+class Index:
+    """Recorded interactions by match key, in recorded order; plus by route, to explain misses."""
+
+    def __init__(self, recorded: Iterable[Recorded], rules: Rules) -> None:
+        self.rules = rules
+        self.by_key: dict[Hashable, list[Recorded]] = defaultdict(list)
+        self._by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+        self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+        self.all: list[Recorded] = []
+        for rec in recorded:
+            self.add(rec)
+
+    def add(self, rec: Recorded) -> None:
+        self.all.append(rec)
+        self.by_key[key(rec.request, self.rules)].append(rec)
+        self._by_route[_route(rec.request)].append(rec)
+        op = rec.request.operation
+        if op is not None:
+            self._by_operation[(op.kind, op.service)].append(rec)
+
+    def lookup(self, req: Request) -> list[Recorded]:
+        return self.by_key.get(key(req, self.rules), [])
+
+    def near_misses(self, req: Request, n: int = 3) -> list[NearMiss]:
+        """The n recorded interactions closest to req, each with what differs."""
+        pool = self._by_route.get(_route(req))
+        op = req.operation
+        if not pool and op is not None:
+            pool = self._by_operation.get((op.kind, op.service))
+        pool = (pool or self.all)[:NEAR_MISS_SCAN]
+        scored = []
+        for rec in pool:
+            diffs = differences(rec.request, req, self.rules)
+            weight = sum(3 if d.startswith(("method", "path")) else 1 for d in diffs)
+            scored.append((weight, rec.index, rec, diffs))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        return [NearMiss(rec, tuple(diffs)) for _, _, rec, diffs in scored[:n]]
+
+
+def _route(req: Request) -> tuple[str, str]:
+    return req.method.upper(), unquote(req.path)
+
+
+def redacted_keys(recorded: Iterable[Recorded]) -> set[str]:
+    """Form keys stored as REDACTED at record time: matching must ignore them."""
+    return {k for rec in recorded for k, v in rec.request.form.fields if v == MASK}
+
+
+def miss_report(req: Request, misses: list[NearMiss]) -> str:
+    """One readable paragraph: what was asked, and how the nearest recordings differ."""
+    op = req.operation
+    what = f"{op.kind} on '{op.service}'" if op else f"{req.method} {req.path}"
+    if not misses:
+        return f"no recorded interaction matches {what}: the cassettes hold nothing near it"
+    parts = [f"no recorded interaction matches {what}; nearest:"]
+    for miss in misses:
+        diffs = "; ".join(miss.differences) or "identical but used up (replay.repeat: miss)"
+        parts.append(f"[{miss.recorded.where}] {diffs}")
+    return " ".join(parts)
+
+

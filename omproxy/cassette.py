@@ -17,7 +17,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def _body(target: dict[str, Any], body: bytes) -> None:
 def entry(req: Request, resp: Response, duration_ms: float, redactor: Redactor,
           now: datetime | None = None) -> dict[str, Any]:
     """A cassette entry for an exchange, with secrets masked."""
-    when = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     # Content-Length is derived from the body; the session header is omproxy's own.
     kept = [(k, v) for k, v in req.headers.items() if k.lower() not in ("content-length", "x-omproxy-session")]
     request: dict[str, Any] = {"method": req.method, "path": req.path, "query": req.query,

@@ -115,8 +115,8 @@ def _known(kind: str, key: str) -> bool:
 
 
 def _suggest(kind: str, key: str) -> str | None:
-    names = [p.replace("[]", f"[{split_key(key)[1]}]") if p.endswith("[]") and split_key(key) else p
-             for p in _PARAMETERS[kind]]
+    parts = split_key(key)
+    names = [p.replace("[]", f"[{parts[1]}]") if parts and p.endswith("[]") else p for p in _PARAMETERS[kind]]
     lowered = {n.lower(): n for n in names}
     if key.lower() in lowered:
         return lowered[key.lower()]

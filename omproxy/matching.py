@@ -31,7 +31,8 @@ class Rules:
 
     @classmethod
     def of(cls, matching: Matching, also_ignore: Iterable[str] = ()) -> Rules:
-        return cls(matching.on, tuple(h.lower() for h in matching.headers), frozenset(matching.ignore) | set(also_ignore))
+        headers = tuple(h.lower() for h in matching.headers)
+        return cls(matching.on, headers, frozenset(matching.ignore) | set(also_ignore))
 
 
 def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:

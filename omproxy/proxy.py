@@ -5,9 +5,8 @@ errors become omproxy errors here, and only here; omproxy errors become HTTP ans
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -27,9 +26,9 @@ SESSION_HEADER = "X-Omproxy-Session"
 DECODABLE = ("gzip", "deflate", "identity")
 
 
-def end_to_end(headers: CIMultiDict[str] | object) -> CIMultiDict[str]:
+def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Drop hop-by-hop headers, those a Connection header names, and any Proxy-* header."""
-    pairs = list(headers.items())  # type: ignore[attr-defined]
+    pairs = list(headers.items())
     named = {t.strip().lower() for k, v in pairs if k.lower() == "connection" for t in v.split(",")}
     return CIMultiDict((k, v) for k, v in pairs
                        if k.lower() not in HOP_BY_HOP and k.lower() not in named and not k.lower().startswith("proxy-"))
@@ -123,7 +122,7 @@ class Forwarder:
                     out.popall(name, None)
                 return Response(up.status, body, headers_of(out), "upstream", up.reason,
                                 encoding if encoding and encoding.lower() != "identity" else None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"GMS at {self.base} did not answer within {self.timeout:g} s; "
                                   "try again") from None
         except aiohttp.ClientConnectorError as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from omproxy.simulator import Simulator
 
@@ -12,7 +12,7 @@ BASE = "/genesys/2/openmedia"
 
 
 def fixed_clock() -> datetime:
-    return datetime(2026, 11, 28, 10, 15, 2, tzinfo=timezone.utc)
+    return datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)
 
 
 def deterministic_simulator(sections=None, prefix: str = "01QG0Q2S5S50G") -> Simulator:

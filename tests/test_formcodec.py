@@ -33,7 +33,7 @@ DECODE_CASES = [
     ("key-without-equals", b"flag&a=1", [("flag", ""), ("a", "1")]),
     ("empty-segments-skipped", b"a=1&&b=2&", [("a", "1"), ("b", "2")]),
     ("empty-body", b"", []),
-    ("utf8-value", "userData%5BName%5D=Zo%C3%AB".encode(), [("userData[Name]", "Zoë")]),
+    ("utf8-value", b"userData%5BName%5D=Zo%C3%AB", [("userData[Name]", "Zoë")]),
     ("invalid-escape-kept-literally", b"a=100%zz", [("a", "100%zz")]),
     ("truncated-escape-kept", b"a=5%", [("a", "5%")]),
     ("invalid-utf8-replaced", b"a=%FF", [("a", "\ufffd")]),
@@ -109,7 +109,7 @@ def test_bracket_view_groups_and_keeps_repeats_and_malformed_keys() -> None:
 
 
 def test_bracket_view_keeps_unicode_keys_verbatim() -> None:
-    assert decode("userData%5BCl%C3%A9+%C3%A0%5D=v".encode()).view() == {"userData": {"Clé à": "v"}}
+    assert decode(b"userData%5BCl%C3%A9+%C3%A0%5D=v").view() == {"userData": {"Clé à": "v"}}
 
 
 def test_encode_percent_encodes_brackets_and_spaces() -> None:

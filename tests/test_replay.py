@@ -148,7 +148,7 @@ async def test_near_miss_reports_missing_and_extra_keys(replay) -> None:
 
 async def test_unrecorded_update_is_simulated_consistently_with_the_recording(replay, recorded) -> None:
     client = await replay()
-    created = json.loads((await (await client.post(SVC, data=CREATE, headers=FORM)).read()))
+    created = json.loads(await (await client.post(SVC, data=CREATE, headers=FORM)).read())
     iid = created["interactionId"]
     resp = await client.post(f"{SVC}/{iid}/update", data=b"change%5BNote%5D=off+script", headers=FORM)
     assert resp.headers["X-Omproxy-Source"] == "simulator"
@@ -168,7 +168,7 @@ async def test_unrecorded_update_is_simulated_consistently_with_the_recording(re
 
 async def test_simulated_get_shows_properties_learned_from_recorded_get(replay, recorded) -> None:
     client = await replay()
-    iid = json.loads((await (await client.post(SVC, data=CREATE, headers=FORM)).read()))["interactionId"]
+    iid = json.loads(await (await client.post(SVC, data=CREATE, headers=FORM)).read())["interactionId"]
     recorded_get = await (await client.post(f"{SVC}/{iid}/get")).json()
     await client.post(f"{SVC}/{iid}/update", data=b"change%5BNote%5D=1", headers=FORM)
     simulated = (await (await client.post(f"{SVC}/{iid}/get")).json())["interactionProperties"]

@@ -162,7 +162,12 @@ def to_recorded(data: Any, cassette: str, index: int, line: int) -> Recorded:
 
 def _entry_lines(text: str) -> list[int]:
     """1-based line of each top-level `- ` entry; cheap, for messages and torn-tail recovery."""
-    return [text.count("\n", 0, m.start()) + 1 for m in _ENTRY_START.finditer(text)]
+    lines, line, pos = [], 1, 0
+    for m in _ENTRY_START.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        lines.append(line)
+    return lines
 
 
 def _parse(text: str, path: str) -> Any:

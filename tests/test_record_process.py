@@ -59,3 +59,27 @@ async def test_sigterm_finishes_and_records_in_flight_requests(aiohttp_server, t
     assert proc.returncode == 0, err.decode()
     assert "summary: forwarded 1, recorded 1, failed upstream 0" in err.decode()
     assert [r.request.path for r in cassette.load(target).interactions] == ["/hold"]
+
+
+async def test_json_log_lines_carry_the_decoded_request_and_mask_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("redact:\n  form_keys: ['userData[CreditCard]']\n")
+    proc, base = await start("record", "--config", str(cfg), "--cassette", str(tmp_path / "c.yaml"),
+                             "--log-format", "json", "-v", cwd=tmp_path)
+    async with aiohttp.ClientSession() as http:
+        body = b"externalId=xy932&userData%5BCreditCard%5D=4111111111111111&userData%5BNote%5D=a b"
+        async with http.post(f"{base}{BASE}/customer-support", data=body,
+                             headers={**FORM, "Authorization": "Basic c2VjcmV0"}) as resp:
+            iid = (await resp.json())["interactionId"]
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    import json
+
+    lines = [json.loads(line) for line in err.decode().splitlines()]
+    access = next(e for e in lines if e.get("operation") == "create")
+    assert access["mode"] == "record" and access["service"] == "customer-support"
+    assert access["form"] == {"externalId": "xy932", "userData": {"CreditCard": "REDACTED", "Note": "a b"}}
+    assert access["status"] == 200 and access["statusCode"] == 0 and access["interactionId"] == iid
+    assert access["request_headers"]["Authorization"] == "REDACTED"
+    assert any(e.get("finding", {}).get("kind") == "literal-space" for e in lines)
+    assert "4111111111111111" not in err.decode() and "c2VjcmV0" not in err.decode()

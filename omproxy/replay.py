@@ -108,14 +108,19 @@ class Fallback:
 
     async def __call__(self, req: Request) -> Response:
         session = self.playback.session(req.session)
+        owned = req.interaction_id in session.diverged
         resp = session.simulator.handle(req)
         op = req.operation
         if op is not None and op.kind in ("update", "stop") and (resp.reply or {}).get("statusCode") == 0:
             session.diverged.add(op.id or "")
         self.journal.count("simulated")
-        misses = self.playback.index.near_misses(req, 1)
-        note = "no recording matched" + (f"; nearest {misses[0].recorded.where}: {'; '.join(misses[0].differences)}"
-                                         if misses and misses[0].differences else "")
+        if owned:
+            note = "consistency rule: the simulator changed this interaction, so it answers for it"
+        else:
+            misses = self.playback.index.near_misses(req, 1)
+            nearest = f"; nearest {misses[0].recorded.where}: {'; '.join(misses[0].differences)}" if (
+                misses and misses[0].differences) else ""
+            note = "no recording matched" + nearest
         return Response(resp.status, resp.body, resp.headers, "simulator", note=note)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -166,4 +167,15 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         config = from_mapping(data if data is not None else {}, str(path))
     known = {f.name for f in fields(Config)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None and k in known}
-    return replace(config, **given)
+    config = replace(config, **given)
+    check_upstream(config.upstream, f"{path}: upstream" if "upstream" not in given and path else "--upstream")
+    return config
+
+
+def check_upstream(upstream: str, where: str) -> None:
+    if upstream == "builtin":
+        return
+    parsed = urlsplit(upstream)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ConfigError(f"{where}: expected 'builtin' or a GMS base URL like http://gms.example:8080, "
+                          f"not {upstream!r}")

@@ -77,6 +77,7 @@ class Forwarder:
 
     def __init__(self, upstream: str, timeout: float) -> None:
         self.base = URL(upstream.rstrip("/"))
+        self.shown = self.base.with_user(None)  # for messages: credentials in the URL never reach a log
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -94,7 +95,8 @@ class Forwarder:
         original_host = headers.popone("Host", "")
         headers.popall("Content-Length", None)
         headers.popall(SESSION_HEADER, None)
-        headers["Host"] = self.base.raw_authority
+        port = self.base.explicit_port
+        headers["Host"] = f"{self.base.raw_host}:{port}" if port else str(self.base.raw_host)
         if req.client:
             prior = headers.popone("X-Forwarded-For", "")
             headers["X-Forwarded-For"] = f"{prior}, {req.client}" if prior else req.client
@@ -123,13 +125,13 @@ class Forwarder:
                 return Response(up.status, body, headers_of(out), "upstream", up.reason,
                                 encoding if encoding and encoding.lower() != "identity" else None)
         except TimeoutError:
-            raise UpstreamTimeout(f"GMS at {self.base} did not answer within {self.timeout:g} s; "
+            raise UpstreamTimeout(f"GMS at {self.shown} did not answer within {self.timeout:g} s; "
                                   "try again") from None
         except aiohttp.ClientConnectorError as e:
-            raise UpstreamUnreachable(f"GMS at {self.base} is unreachable ({e.os_error.strerror or e}); "
+            raise UpstreamUnreachable(f"GMS at {self.shown} is unreachable ({e.os_error.strerror or e}); "
                                       "try again") from None
         except aiohttp.ClientError as e:
-            raise UpstreamUnreachable(f"GMS at {self.base} failed: {type(e).__name__}: {e}; try again") from None
+            raise UpstreamUnreachable(f"GMS at {self.shown} failed: {type(e).__name__}: {e}; try again") from None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

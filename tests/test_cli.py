@@ -128,3 +128,10 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("upstream", ["gms.example:8080", "ftp://gms", "http://", "http://gms?x=1"])
+def test_bad_upstream_is_a_usage_error(tmp_path: Path, upstream: str) -> None:
+    out = run("record", "--upstream", upstream, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "--upstream: expected 'builtin' or a GMS base URL" in out.stderr

@@ -273,3 +273,23 @@ async def test_recording_after_a_torn_tail_repairs_it_first(proxy, tmp_path) -> 
     got = cassette.load(path)
     assert got.dropped is None
     assert [r.request.path for r in got.interactions] == ["/p0", "/echo"]
+
+
+async def test_credentials_in_the_upstream_url_never_reach_the_log(aiohttp_client, unused_tcp_port, tmp_path,
+                                                                   caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    config = Config(upstream=f"http://admin:hunter2@127.0.0.1:{unused_tcp_port}", cassette=str(tmp_path / "c.yaml"))
+    client = await aiohttp_client(build_app(config, Mode.PASSTHROUGH))
+    resp = await client.post(f"{BASE}/s", data=b"a=1", headers=FORM)
+    assert resp.status == 502
+    assert "hunter2" not in await resp.text() and "hunter2" not in caplog.text
+    assert f"127.0.0.1:{unused_tcp_port}" in await resp.text()
+
+
+async def test_upstream_credentials_become_basic_auth_and_host_has_no_userinfo(aiohttp_client, gms) -> None:
+    url = gms.url.replace("http://", "http://user:pa55@")
+    client = await aiohttp_client(build_app(Config(upstream=url), Mode.PASSTHROUGH))
+    await client.post("/echo", data=b"a=1", headers=FORM)
+    headers = {k.lower(): v for k, v in gms.received[0]["headers"]}
+    assert headers["host"] == gms.url.split("//")[1]
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"user:pa55").decode()

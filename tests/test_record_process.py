@@ -83,3 +83,24 @@ async def test_json_log_lines_carry_the_decoded_request_and_mask_secrets(tmp_pat
     assert access["request_headers"]["Authorization"] == "REDACTED"
     assert any(e.get("finding", {}).get("kind") == "literal-space" for e in lines)
     assert "4111111111111111" not in err.decode() and "c2VjcmV0" not in err.decode()
+
+
+async def test_two_processes_recording_into_one_cassette_interleave_no_entry(tmp_path: Path) -> None:
+    target = tmp_path / "shared.yaml"
+    procs = [await start("record", "--upstream", "builtin", "--cassette", str(target), cwd=tmp_path)
+             for _ in range(2)]
+    async with aiohttp.ClientSession() as http:
+        async def create(i: int) -> int:
+            base = procs[i % 2][1]
+            async with http.post(f"{base}{BASE}/s", data=f"externalId=e{i}".encode(), headers=FORM) as resp:
+                return resp.status
+
+        assert await asyncio.gather(*(create(i) for i in range(120))) == [200] * 120
+    for proc, _ in procs:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+    got = cassette.load(target)
+    assert got.dropped is None
+    assert sorted(r.request.form.get("externalId") for r in got.interactions) == sorted(f"e{i}" for i in range(120))
+    assert target.read_text().count("version: 1") == 1

@@ -1,5 +1,4 @@
-"""The admin API under /_omproxy/: never forwarded, recorded or matched. The edge of what the
-runtime exposes; each mode puts what it can show into `Runtime.admin`."""
+"""The admin API under /_omproxy/: never forwarded, recorded or matched; a thin view of the Runtime."""
 
 from __future__ import annotations
 
@@ -24,14 +23,12 @@ def install(app: web.Application, rt: Runtime) -> None:
         return web.json_response({"entries": list(rt.journal.entries), "counts": dict(rt.journal.counts)})
 
     async def cassettes(request: web.Request) -> web.Response:
-        report = rt.admin.get("cassettes")
-        return web.json_response({"cassettes": report() if report else []})
+        return web.json_response({"cassettes": rt.playback.report() if rt.playback else []})
 
     async def reset(request: web.Request) -> web.Response:
         session = request.headers.get(SESSION_HEADER)
-        resetter = rt.admin.get("reset")
-        if resetter:
-            resetter(session)
+        if rt.playback is not None:
+            rt.playback.reset(session)
         rt.journal.clear(session)
         return web.json_response({"status": "reset", "session": session})
 

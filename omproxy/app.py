@@ -1,24 +1,33 @@
-"""build_app(config, mode): the chain of responders for a mode, read top to bottom as the
-architecture. A responder takes a Request and returns a Response, or None for "not mine, ask the
-next". Only this module, `proxy`, `admin` and `cli` import aiohttp."""
+"""build_app(config, mode): the chain of responders for each mode — read top to bottom, this is
+the architecture. A responder takes a Request and returns a Response, or None for "not mine, ask
+the next". Only this module, `proxy`, `admin` and `cli` import aiohttp.
+
+    simulate     Simulating
+    passthrough  upstream                      (a Forwarder, or the simulator for `builtin`)
+    record       Recorder(upstream)
+    replay       Replayer, then Fallback (the seeded simulator) or Misser (an explained 404)
+    auto         Replayer, then Recorder(upstream)
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
-from omproxy import accesslog, admin, gms
+from omproxy import accesslog, admin, cassette, gms
 from omproxy.config import Config, Mode
 from omproxy.errors import UpstreamError
 from omproxy.journal import Journal
 from omproxy.model import Request, Response
 from omproxy.proxy import Forwarder, error_middleware, origin_form_only, to_request, to_web
+from omproxy.record import CassetteWriter, Recorder
 from omproxy.redaction import Redactor
+from omproxy.replay import Fallback, Misser, Playback, Replayer
 from omproxy.simulator import Simulator
 
 log = logging.getLogger("omproxy.access")
@@ -28,24 +37,18 @@ class Responder(Protocol):
     async def __call__(self, req: Request) -> Response | None: ...
 
 
-class Simulating:
-    """The simulator as a responder (simulate mode, and the `builtin` upstream)."""
-
-    def __init__(self, simulator: Simulator) -> None:
-        self.simulator = simulator
-
-    async def __call__(self, req: Request) -> Response:
-        return self.simulator.handle(req)
-
-
 @dataclass
 class Runtime:
+    """What one running omproxy is: its config, its chain, and what the admin API can see."""
+
     config: Config
     mode: Mode
     redactor: Redactor
     journal: Journal = field(default_factory=Journal)
     responders: list[Responder] = field(default_factory=list)
-    admin: dict[str, Any] = field(default_factory=dict)  # what the admin API can see, per mode
+    playback: Playback | None = None  # replay and auto
+    forwarder: Forwarder | None = None  # a real upstream, opened and closed with the app
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def answer(self, req: Request) -> Response:
         for responder in self.responders:
@@ -60,43 +63,76 @@ class Runtime:
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-def upstream_of(config: Config, simulator: Simulator | None = None) -> tuple[Responder, Forwarder | None]:
-    """The upstream GMS: the built-in simulator, or a Forwarder to a real one."""
-    if config.upstream == "builtin":
-        return Simulating(simulator or Simulator(config.sections)), None
-    forwarder = Forwarder(config.upstream, config.upstream_timeout)
-    return forwarder, forwarder
-
-
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None) -> web.Application:
     rt = Runtime(config, mode, Redactor(config.redact))
-    forwarder: Forwarder | None = None
+    simulator = simulator or Simulator(config.sections)
     if mode is Mode.SIMULATE:
-        rt.responders = [Counting(Simulating(simulator or Simulator(config.sections)), rt.journal, "simulated")]
+        rt.responders = [Counting(Simulating(simulator), rt.journal, "simulated")]
     elif mode is Mode.PASSTHROUGH:
-        upstream, forwarder = upstream_of(config, simulator)
-        rt.responders = [Counting(upstream, rt.journal, "forwarded")]
-    else:
-        from omproxy import modes  # record / replay / auto: the cassette-backed chains
-
-        forwarder = modes.assemble(rt, simulator)
+        rt.responders = [upstream(rt, simulator)]
+    elif mode is Mode.RECORD:
+        rt.responders = [recorder(rt, upstream(rt, simulator))]
+    elif mode is Mode.REPLAY:  # never an upstream: replay opens no connection, ever
+        rt.playback = playback(rt, must_exist=True, repeat=config.repeat)
+        miss = Fallback if config.fallback == "simulator" else Misser
+        rt.responders = [Replayer(rt.playback, rt.journal), miss(rt.playback, rt.journal)]
+    elif mode is Mode.AUTO:  # a request whose recordings are used up is a new episode: forward, record
+        rt.playback = playback(rt, must_exist=False, repeat="miss")
+        rt.responders = [Replayer(rt.playback, rt.journal), recorder(rt, upstream(rt, simulator))]
 
     app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body)
     app[RUNTIME] = rt
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        if forwarder is not None:
-            await forwarder.start()
-        yield
-        if forwarder is not None:
-            await forwarder.close()
-        for close in rt.admin.get("closers", []):
-            await close()
-
     app.cleanup_ctx.append(lifecycle)
     admin.install(app, rt)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+def upstream(rt: Runtime, simulator: Simulator) -> Responder:
+    """The upstream GMS, counted: the built-in simulator, or a Forwarder to a real one."""
+    if rt.config.upstream == "builtin":
+        return Counting(Simulating(simulator), rt.journal, "forwarded")
+    rt.forwarder = Forwarder(rt.config.upstream, rt.config.upstream_timeout)
+    return Counting(rt.forwarder, rt.journal, "forwarded")
+
+
+def recorder(rt: Runtime, inner: Responder) -> Recorder:
+    writer = CassetteWriter(rt.config.cassette)
+    rt.closers.append(writer.drain)
+    return Recorder(inner, writer, rt.redactor, rt.journal)
+
+
+def playback(rt: Runtime, *, must_exist: bool, repeat: str) -> Playback:
+    cassettes = cassette.load_spec(rt.config.cassette, must_exist=must_exist)
+    for c in cassettes:
+        if c.dropped:
+            log.warning("%s", c.dropped)
+    pb = Playback.of(cassettes, rt.config, rt.redactor.form_keys, repeat)
+    log.info("loaded %d interactions from %d cassette(s)", len(pb.index.all), len(cassettes))
+    return pb
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    if rt.forwarder is not None:
+        await rt.forwarder.start()
+    yield
+    if rt.forwarder is not None:
+        await rt.forwarder.close()
+    for close in rt.closers:
+        await close()
+    if rt.playback is not None:
+        rt.journal.counts["never played"] = rt.playback.never_played()
+
+
+class Simulating:
+    """The simulator as a responder (simulate mode, and the `builtin` upstream)."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+
+    async def __call__(self, req: Request) -> Response:
+        return self.simulator.handle(req)
 
 
 class Counting:
@@ -113,6 +149,7 @@ class Counting:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    """Every request outside /_omproxy/: read it once, log its findings, ask the chain, log the answer."""
     rt = request.app[RUNTIME]
     started = time.perf_counter()
     req = await to_request(request, rt.config.max_body)
@@ -130,4 +167,3 @@ async def handle(request: web.Request) -> web.StreamResponse:
     rt.journal.add(entry)
     log.info("%s", accesslog.text(entry), extra={"entry": entry})
     return to_web(resp)
-

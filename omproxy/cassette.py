@@ -250,6 +250,19 @@ def load_all(target: Path) -> list[Cassette]:
     return [load(target)]
 
 
+def load_spec(spec: str, *, must_exist: bool) -> list[Cassette]:
+    """The cassettes named by --cassette: a file, a folder, or a {service} template (its folder)."""
+    path = Path(spec).parent if "{service}" in spec else Path(spec)
+    if not path.exists():
+        if must_exist:
+            raise CassetteError(f"{path}: cassette not found")
+        return []
+    found = load_all(path)
+    if must_exist and not found:
+        raise CassetteError(f"{path}: no cassettes (*.yaml) in this folder")
+    return found
+
+
 def repair_tail(fd: int, name: str) -> str | None:
     """Before appending: cut a torn last entry off an open cassette. Returns the report, or None."""
     size = os.fstat(fd).st_size

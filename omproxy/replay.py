@@ -17,7 +17,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from omproxy import gms, matching
-from omproxy.cassette import Cassette, Recorded
+from omproxy.cassette import Cassette
+from omproxy.config import Config
 from omproxy.journal import Journal
 from omproxy.model import Request, Response
 from omproxy.simulator import Simulator
@@ -43,6 +44,14 @@ class Playback:
         self.new_simulator = new_simulator
         self.sessions: dict[str, Session] = {}
         self.played: set[tuple[str, int]] = set()
+
+    @classmethod
+    def of(cls, cassettes: list[Cassette], config: Config, also_ignore: set[str], repeat: str) -> Playback:
+        """Index the cassettes; keys redacted at record time (and `also_ignore`) are left out of matching."""
+        recorded = [r for c in cassettes for r in c.interactions]
+        rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | also_ignore)
+        sections = config.sections
+        return cls(cassettes, matching.Index(recorded, rules), repeat, lambda: Simulator(sections))
 
     def session(self, name: str) -> Session:
         if name not in self.sessions:
@@ -140,6 +149,3 @@ class Misser:
         resp = Response.json(404, body, "omproxy", **{"X-Omproxy-Error": "no-match"})
         return Response(resp.status, resp.body, resp.headers, "omproxy", note=report)
 
-
-def all_recorded(cassettes: list[Cassette]) -> list[Recorded]:
-    return [r for c in cassettes for r in c.interactions]

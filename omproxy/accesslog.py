@@ -47,6 +47,7 @@ def record(mode: str, req: Request, resp: Response, duration_ms: float, redactor
         entry["session"] = req.session
     if resp.note:
         entry["note"] = resp.note
+    entry.update(resp.details)
     if verbose:
         entry["request_headers"] = dict(redactor.headers(req.headers.items()))
         entry["response_headers"] = dict(redactor.headers(resp.headers.items()))

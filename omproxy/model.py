@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -59,7 +60,8 @@ class Response:
     source: str = "omproxy"
     reason: str | None = None
     content_encoding: str | None = None  # the upstream's original encoding; body is decoded
-    note: str = ""  # e.g. "cassette prod.yaml #3", shown in the journal
+    note: str = ""  # one human line for the log, e.g. "prod.yaml #3"
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # structured, for the journal
 
     @classmethod
     def json(cls, status: int, body: bytes, source: str, **extra: str) -> Response:

@@ -105,7 +105,7 @@ class Replayer:
         pb.played.add((rec.cassette, rec.index))
         self.journal.count("from cassette")
         return Response(rec.response.status, rec.response.body, rec.response.headers, "cassette",
-                        note=rec.where)
+                        note=rec.where, details={"cassette": rec.cassette, "index": rec.index})
 
 
 class Fallback:
@@ -130,7 +130,7 @@ class Fallback:
             nearest = f"; nearest {misses[0].recorded.where}: {'; '.join(misses[0].differences)}" if (
                 misses and misses[0].differences) else ""
             note = "no recording matched" + nearest
-        return Response(resp.status, resp.body, resp.headers, "simulator", note=note)
+        return Response(resp.status, resp.body, resp.headers, "simulator", note=note, details={"miss": note})
 
 
 class Misser:
@@ -147,5 +147,6 @@ class Misser:
         body = gms.reply(2, errors=[{"code": gms.NO_MATCH, "advice": report}],
                          nearMisses=[m.as_dict() for m in misses])
         resp = Response.json(404, body, "omproxy", **{"X-Omproxy-Error": "no-match"})
-        return Response(resp.status, resp.body, resp.headers, "omproxy", note=report)
+        return Response(resp.status, resp.body, resp.headers, "omproxy", note=report,
+                        details={"miss": report, "nearMisses": [m.as_dict() for m in misses]})
 

@@ -218,9 +218,10 @@ async def test_admin_journal_and_cassettes(replay, recorded) -> None:
     await client.post(SVC, data=b"externalId=other", headers=FORM)
     journal = await (await client.get("/_omproxy/journal")).json()
     first, second = journal["entries"]
-    assert first["source"] == "cassette" and first["note"] == f"{recorded[0]} #0"
+    assert first["source"] == "cassette" and (first["cassette"], first["index"]) == (str(recorded[0]), 0)
     assert first["form"]["userData"]["OrderNumber"] == "ABC123456789"
-    assert second["status"] == 404 and "externalId: recorded 'xy932', received 'other'" in second["note"]
+    assert second["status"] == 404 and "externalId: recorded 'xy932', received 'other'" in second["miss"]
+    assert second["nearMisses"][0]["differences"][0] == "externalId: recorded 'xy932', received 'other'"
     report = (await (await client.get("/_omproxy/cassettes")).json())["cassettes"]
     assert report == [{"cassette": str(recorded[0]), "interactions": 6, "played": 1, "never_played": [1, 2, 3, 4, 5]}]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
+from yarl import URL
 
 from omproxy import __version__, formcodec, gms
 from omproxy.accesslog import findings_of
@@ -152,6 +153,21 @@ def summary(app: web.Application, mode: Mode) -> str:
     return "summary: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in SUMMARY[mode])
 
 
+def startup_line(config: Config, mode: Mode) -> str:
+    """What this run will do, in one line (credentials in the upstream URL are not shown)."""
+    upstream = config.upstream if config.upstream == "builtin" else str(URL(config.upstream).with_user(None))
+    parts = [f"mode {mode.value}", f"config {config.source}"]
+    if mode in (Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO):
+        parts.append(f"upstream {upstream}")
+    if mode in (Mode.RECORD, Mode.AUTO):
+        parts.append(f"recording to {config.cassette}")
+    if mode in (Mode.REPLAY, Mode.AUTO):
+        parts.append(f"replaying {config.cassette}")
+    if mode is Mode.REPLAY:
+        parts.append(f"fallback {config.fallback}, repeat {config.repeat}")
+    return "; ".join(parts)
+
+
 def run_server(args: argparse.Namespace) -> int:
     from omproxy.app import build_app
 
@@ -159,6 +175,7 @@ def run_server(args: argparse.Namespace) -> int:
     mode = Mode(args.command)
     setup_logging(config)
     app = build_app(config, mode)
+    log.info("%s", startup_line(config, mode))
     started = time.monotonic()
     asyncio.run(serve(app, config, mode))
     log.info("%s (%.0f s)", summary(app, mode), time.monotonic() - started)

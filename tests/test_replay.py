@@ -295,6 +295,8 @@ BAD = [
      "interaction #0: missing response"),
     ("python-tag", "version: 1\ninteractions:\n- !!python/object/apply:os.system ['touch {marker}']\n",
      "refused YAML tag"),
+    ("python-tag-in-a-view", "version: 1\ninteractions:\n- request: {method: POST, path: /x}\n  response:\n"
+     "    status: 200\n    json: !!python/object/apply:os.system ['touch {marker}']\n", "refused YAML tag"),
     ("not-a-cassette", "- just\n- a list\n", "not a cassette"),
 ]
 

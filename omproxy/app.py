@@ -153,10 +153,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     started = time.perf_counter()
     req = await to_request(request, rt.config.max_body)
+    secrets = rt.redactor.secrets_in(req.form.fields, req.body, req.headers.get("Content-Type"))
     for finding in accesslog.findings_of(req):
-        log.warning("%s %s: %s: %s%s", req.method, req.target, finding.kind, finding.message,
-                    f" [{finding.fragment}]" if finding.fragment else "",
-                    extra={"entry": {"finding": finding.as_dict(), "method": req.method, "path": req.target}})
+        shown = {k: rt.redactor.scrub(v, secrets) for k, v in finding.as_dict().items()}
+        log.warning("%s %s: %s: %s%s", req.method, req.target, shown["kind"], shown["message"],
+                    f" [{shown['fragment']}]" if shown["fragment"] else "",
+                    extra={"entry": {"finding": shown, "method": req.method, "path": req.target}})
     try:
         resp = await rt.answer(req)
     except UpstreamError:

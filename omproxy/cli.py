@@ -183,6 +183,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    if args.body == "-" and sys.stdin.isatty():
+        raise UsageError("give the body as an argument, or pipe it in: omproxy decode - < body.txt")
     body = sys.stdin.buffer.read().rstrip(b"\r\n") if args.body == "-" else args.body.encode("utf-8")
     req = Request("POST", args.path or "", "", headers_of({"Content-Type": args.content_type}), body)
     findings = findings_of(req) + gms.path_findings(args.path or "")

@@ -52,6 +52,24 @@ class Redactor:
             out.append(raw_key + b"=" + MASK.encode() if key in self.form_keys else segment)
         return b"&".join(out)
 
+    def secrets_in(self, fields: Any, body: bytes, content_type: str | None) -> list[str]:
+        """The redacted values of one request, decoded and as sent, to scrub from free text."""
+        if not self.form_keys:
+            return []
+        found = {v for k, v in fields if k in self.form_keys and v}
+        charset = charset_of(content_type)
+        for segment in body.split(b"&"):
+            raw_key, _, raw_value = segment.partition(b"=")
+            if raw_value and unescape(raw_key)[0].decode(charset, "replace") in self.form_keys:
+                found.add(raw_value.decode("latin-1"))
+        return sorted(found, key=len, reverse=True)
+
+    @staticmethod
+    def scrub(text: str, secrets: list[str]) -> str:
+        for secret in secrets:
+            text = text.replace(secret, MASK)
+        return text
+
     def json_body(self, body: bytes) -> bytes:
         if not (self.json_paths or self.user_data_keys) or not body:
             return body

@@ -293,3 +293,13 @@ async def test_upstream_credentials_become_basic_auth_and_host_has_no_userinfo(a
     headers = {k.lower(): v for k, v in gms.received[0]["headers"]}
     assert headers["host"] == gms.url.split("//")[1]
     assert headers["authorization"] == "Basic " + base64.b64encode(b"user:pa55").decode()
+
+
+async def test_encoding_findings_in_the_log_do_not_leak_redacted_values(proxy, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await proxy(redact=Redaction(form_keys=("userData[CreditCard]",)), cassette=str(tmp_path / "c.yaml"))
+    await client.post(f"{BASE}/s", data=b"userData%5BCreditCard%5D=4111 1111 1111 1111&userData%5BNote%5D=x%zz",
+                      headers=FORM)
+    assert "literal-space" in caplog.text and "invalid-escape" in caplog.text
+    assert "4111" not in caplog.text
+    assert "4111" not in (tmp_path / "c.yaml").read_text()

@@ -150,7 +150,8 @@ def summary(app: web.Application, mode: Mode) -> str:
     from omproxy.app import RUNTIME
 
     counts = app[RUNTIME].journal.counts
-    return "summary: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in SUMMARY[mode])
+    extra = [name for name, n in counts.items() if n and name not in SUMMARY[mode]]  # e.g. "write failed"
+    return "summary: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in (*SUMMARY[mode], *extra))
 
 
 def startup_line(config: Config, mode: Mode) -> str:

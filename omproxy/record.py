@@ -60,6 +60,7 @@ class CassetteWriter:
                 except OSError as e:
                     for _, f in batch:
                         f.set_exception(e)
+                        f.exception()  # retrieved here too: a waiter whose client hung up is gone
                 else:
                     for _, f in batch:
                         f.set_result(None)

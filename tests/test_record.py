@@ -303,3 +303,14 @@ async def test_encoding_findings_in_the_log_do_not_leak_redacted_values(proxy, t
     assert "literal-space" in caplog.text and "invalid-escape" in caplog.text
     assert "4111" not in caplog.text
     assert "4111" not in (tmp_path / "c.yaml").read_text()
+
+
+async def test_a_cassette_that_cannot_be_written_still_answers_and_says_so(proxy, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cassette folder should be")
+    client = await proxy(cassette=str(blocker / "c.yaml"))
+    resp = await client.post(f"{BASE}/s", data=b"externalId=1", headers=FORM)
+    assert resp.status == 200 and (await resp.json())["statusCode"] == 0
+    assert "NOT RECORDED" in caplog.text and str(blocker / "c.yaml") in caplog.text
+    assert (await (await client.get("/_omproxy/journal")).json())["counts"]["write failed"] == 1

@@ -314,3 +314,10 @@ async def test_a_cassette_that_cannot_be_written_still_answers_and_says_so(proxy
     assert resp.status == 200 and (await resp.json())["statusCode"] == 0
     assert "NOT RECORDED" in caplog.text and str(blocker / "c.yaml") in caplog.text
     assert (await (await client.get("/_omproxy/journal")).json())["counts"]["write failed"] == 1
+
+
+async def test_the_session_header_is_omproxys_own_never_forwarded_or_recorded(proxy, gms, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    await client.post("/echo", data=b"a=1", headers={**FORM, "X-Omproxy-Session": "run-7"})
+    assert "x-omproxy-session" not in {k.lower() for k, _ in gms.received[0]["headers"]}
+    assert "X-Omproxy-Session" not in loaded(tmp_path / "c.yaml")[0]["request"]["headers"]

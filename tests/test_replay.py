@@ -329,3 +329,17 @@ def _empty_config(tmp_path: Path) -> Path:
     cfg = tmp_path / "empty-config.yaml"
     cfg.write_text("{}\n")
     return cfg
+
+
+async def test_concurrent_identical_requests_each_take_a_different_recording(replay, recorded) -> None:
+    client = await replay(fallback="none", repeat="miss")
+    iid = json.loads(recorded[1][0][1])["interactionId"]
+
+    async def get() -> tuple[int, bytes]:
+        resp = await client.post(f"{SVC}/{iid}/get")
+        return resp.status, await resp.read()
+
+    answers = await asyncio.gather(*(get() for _ in range(10)))
+    served = sorted(body for status, body in answers if status == 200)
+    assert served == sorted([recorded[1][1][1], recorded[1][3][1], recorded[1][5][1]])
+    assert [status for status, _ in answers].count(404) == 7

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, quote_plus
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from omproxy.cassette import Recorded
 from omproxy.config import Matching
@@ -86,3 +90,18 @@ def test_near_misses_fall_back_to_the_same_operation_then_anything() -> None:
     (miss,) = index.near_misses(req(path=f"{BASE}/s/ID2/get"), 1)
     assert miss.recorded.index == 0
     assert miss.differences == (f"path: recorded '{BASE}/s/ID1/get', received '{BASE}/s/ID2/get'",)
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(st.lists(st.tuples(text, text), max_size=6), st.randoms(use_true_random=False))
+def test_any_careful_encoding_in_any_order_is_the_same_request(pairs, rnd) -> None:
+    def encode(fields, quoter) -> bytes:
+        return "&".join(f"{quoter(k, safe='')}={quoter(v, safe='')}" for k, v in fields).encode()
+
+    shuffled = list(pairs)
+    rnd.shuffle(shuffled)
+    a = req(encode(pairs, quote_plus))
+    b = req(encode(shuffled, quote))  # %20 for spaces, a different order
+    assert key(a, RULES) == key(b, RULES)

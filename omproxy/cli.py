@@ -33,7 +33,14 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     parser = Parser(prog="omproxy", description="Record, replay and explain Genesys Mobile Services "
-                    "Open Media traffic.")
+                    "Open Media traffic.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  omproxy record                                  # record through the built-in simulator (config.yaml)
+  omproxy record --upstream http://gms.example:8080 --cassette cassettes/prod.yaml
+  omproxy replay --cassette cassettes/ --fallback none
+  omproxy decode 'reason%3DRSN-123' --path /genesys/2/openmedia/svc/ID/stop
+
+Settings: ./config.yaml (every key commented), overridden by flags. Exit status: 0 ok,
+1 decode found anomalies, 2 a usage, config or cassette error.""")
     parser.add_argument("--version", action="version", version=f"omproxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
 
@@ -68,7 +75,7 @@ def build_parser() -> Parser:
     p = server("passthrough", "forward to GMS and log decoded bodies; record nothing")
     upstream(p)
     p = server("replay", "serve recorded answers offline; the simulator answers what was not recorded")
-    cassette(p, "a cassette file or a folder of them")
+    cassette(p, "a cassette file or a folder of them (default: the folder of config.yaml's cassette)")
     replay(p)
     p = server("auto", "replay what was recorded; forward and record the rest")
     upstream(p)

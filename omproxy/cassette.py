@@ -171,16 +171,17 @@ def _entry_lines(text: str) -> list[int]:
     return lines
 
 
-# The views for people: replay matches on the raw body, so they are checked but not constructed
-# (they are most of a cassette's nodes; skipping them halves the load time of a big cassette).
-_VIEWS = {"request": "form", "response": "json"}
+# What to construct of a cassette. The views for people (form, json) are most of its nodes and
+# replay matches on the raw body, so they are tag-checked (SKIP) but not built: half the load time.
+SKIP = "skip"
+_PLAN: Any = {"interactions": [{"request": {"form": SKIP}, "response": {"json": SKIP}}]}
 
 
 def _parse(text: str, path: str) -> Any:
     loader = yamlsafe.Loader(text)
     try:
         root = loader.get_single_node()
-        return None if root is None else _construct(loader, root)
+        return None if root is None else _build(loader, root, _PLAN)
     except yaml.constructor.ConstructorError as e:
         line = yamlsafe.error_line(e)
         raise _problem(f"{path}:{line}", f"refused YAML tag ({e.problem}); cassettes hold plain data only "
@@ -193,39 +194,22 @@ def _parse(text: str, path: str) -> Any:
         loader.dispose()
 
 
-def _construct(loader: Any, root: yaml.Node) -> Any:
-    """The safe loader's result, minus the view subtrees of each interaction."""
-    if not isinstance(root, yaml.MappingNode):
-        return loader.construct_document(root)
-    out = {}
-    for key_node, value_node in root.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key == "interactions" and isinstance(value_node, yaml.SequenceNode):
-            out[key] = [_construct_entry(loader, n) for n in value_node.value]
-        else:
-            out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-def _construct_entry(loader: Any, node: yaml.Node) -> Any:
-    if not isinstance(node, yaml.MappingNode):
-        return loader.construct_object(node, deep=True)
-    entry = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        view = _VIEWS.get(key) if isinstance(key, str) else None
-        if view and isinstance(value_node, yaml.MappingNode):
-            part = {}
-            for k_node, v_node in value_node.value:
-                k = loader.construct_object(k_node, deep=True)
-                if k == view:
-                    _check_tags(loader, v_node)
-                else:
-                    part[k] = loader.construct_object(v_node, deep=True)
-            entry[key] = part
-        else:
-            entry[key] = loader.construct_object(value_node, deep=True)
-    return entry
+def _build(loader: Any, node: yaml.Node, plan: Any) -> Any:
+    """Construct `node` as the safe loader would, leaving out what `plan` marks SKIP."""
+    if isinstance(plan, dict) and isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # hand-written cassettes may use `<<: *anchor` merge keys
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            sub = plan.get(key) if isinstance(key, str) else None
+            if sub == SKIP:
+                _check_tags(loader, value_node)
+            else:
+                out[key] = _build(loader, value_node, sub)
+        return out
+    if isinstance(plan, list) and isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, plan[0]) for item in node.value]
+    return loader.construct_object(node, deep=True)
 
 
 def _check_tags(loader: Any, node: yaml.Node) -> None:

@@ -46,3 +46,14 @@ def test_strings_yaml_would_change_stay_strings(tmp_path, text) -> None:
                                                                      "application/x-www-form-urlencoded"}), body)
     rec = round_trip(tmp_path, req, Response(200, b"{}"))
     assert rec.request.body == body
+
+
+def test_hand_written_cassettes_may_use_anchors_and_merge_keys(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\ninteractions:\n"
+                    "- &created\n  request: {method: POST, path: /a, form: {x: '1'}}\n"
+                    "  response: {status: 200, body: '{\"statusCode\":0}'}\n"
+                    "- <<: *created\n  request: {method: POST, path: /b}\n")
+    first, second = cassette.load(path).interactions
+    assert second.request.path == "/b"
+    assert second.response.body == first.response.body == b'{"statusCode":0}'

@@ -95,10 +95,9 @@ class Recorder:
     """Asks the upstream, appends the exchange to the cassette, then answers. Upstream failures
     raise and are never recorded."""
 
-    def __init__(self, upstream: Callable, writer: CassetteWriter, redactor: Redactor, journal: Journal,
-                 on_recorded: Callable[[Request, Response, Path], None] | None = None) -> None:
+    def __init__(self, upstream: Callable, writer: CassetteWriter, redactor: Redactor, journal: Journal) -> None:
         self.upstream, self.writer, self.redactor, self.journal = upstream, writer, redactor, journal
-        self.on_recorded = on_recorded
+        self._warned: set[str] = set()  # suspect keys already warned about, once per run
 
     async def __call__(self, req: Request) -> Response:
         started = time.perf_counter()
@@ -112,6 +111,9 @@ class Recorder:
             log.error("NOT RECORDED %s %s: cannot write %s: %s", req.method, req.target, path, e.strerror or e)
             return replace(resp, note=f"NOT recorded: {e.strerror or e}")
         self.journal.count("recorded")
-        if self.on_recorded is not None:
-            self.on_recorded(req, resp, path)
+        for key in self.redactor.suspects(req.form.fields):
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s looks like a card number or credential and is recorded in clear in %s; "
+                            "add '%s' to redact.form_keys in config.yaml", key, path, key)
         return replace(resp, note=f"recorded to {path}")

@@ -6,6 +6,7 @@ stored and logged, never what is forwarded."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from omproxy.config import Redaction
@@ -70,6 +71,18 @@ class Redactor:
             text = text.replace(secret, MASK)
         return text
 
+    def suspects(self, fields: Any) -> list[str]:
+        """Form keys recorded in clear whose values look like secrets: a payment card number
+        (13-19 digits passing the Luhn check) or an HTTP credential. Only the keys are reported."""
+        found = []
+        for key, value in fields:
+            if key in self.form_keys or key in found:
+                continue
+            digits = re.sub(r"[ -]", "", value)
+            if (digits.isdigit() and 13 <= len(digits) <= 19 and _luhn(digits)) or _CREDENTIAL.match(value):
+                found.append(key)
+        return found
+
     def json_body(self, body: bytes) -> bytes:
         if not (self.json_paths or self.user_data_keys) or not body:
             return body
@@ -89,6 +102,17 @@ class Redactor:
         if self.user_data_keys:
             changed |= _mask_user_data(data, self.user_data_keys)
         return changed
+
+
+_CREDENTIAL = re.compile(r"^(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}$")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        n = int(d) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
 
 
 def _mask_path(data: Any, path: tuple[str, ...]) -> bool:

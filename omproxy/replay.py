@@ -74,6 +74,10 @@ class Playback:
                         "played": len(c.interactions) - len(never), "never_played": never[:1000]})
         return out
 
+    def stale(self) -> list[str]:
+        """Every recording no session ever played, as `cassette #index`."""
+        return [r.where for c in self.cassettes for r in c.interactions if (c.path, r.index) not in self.played]
+
     def never_played(self) -> int:
         return sum(len(c.interactions) for c in self.cassettes) - len(self.played)
 

@@ -321,3 +321,16 @@ async def test_the_session_header_is_omproxys_own_never_forwarded_or_recorded(pr
     await client.post("/echo", data=b"a=1", headers={**FORM, "X-Omproxy-Session": "run-7"})
     assert "x-omproxy-session" not in {k.lower() for k, _ in gms.received[0]["headers"]}
     assert "X-Omproxy-Session" not in loaded(tmp_path / "c.yaml")[0]["request"]["headers"]
+
+
+async def test_unredacted_card_numbers_are_warned_about_by_key_only(proxy, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    for _ in range(2):
+        await client.post(f"{BASE}/s", data=b"userData%5BCard%5D=4111+1111+1111+1111&userData%5BOrder%5D=1234567890123",
+                          headers=FORM)
+    warnings = [r.getMessage() for r in caplog.records if "looks like a card number" in r.getMessage()]
+    assert len(warnings) == 1  # once per key per run
+    assert "userData[Card]" in warnings[0] and "redact.form_keys" in warnings[0]
+    assert "userData[Order]" not in warnings[0]  # 13 digits, but not a Luhn-valid card number
+    assert "4111 1111" not in "".join(warnings)

@@ -212,6 +212,17 @@ async def test_reset_of_one_session_leaves_the_others(replay, recorded) -> None:
     assert got_a == recorded[1][1][1] and got_b == recorded[1][3][1]
 
 
+async def test_never_played_recordings_are_listed_at_shutdown(replay, recorded, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await replay(fallback="none")
+    await client.post(SVC, data=CREATE, headers=FORM)
+    await client.close()
+    line = next(r.getMessage() for r in caplog.records if "never played" in r.getMessage())
+    assert f"{recorded[0]} #1, {recorded[0]} #2" in line and f"{recorded[0]} #0" not in line
+
+
 async def test_admin_journal_and_cassettes(replay, recorded) -> None:
     client = await replay(fallback="none")
     await client.post(SVC, data=CREATE, headers=FORM)

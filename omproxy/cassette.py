@@ -301,7 +301,8 @@ def load_spec(spec: str, *, must_exist: bool) -> list[Cassette]:
         return []
     found = load_all(path)
     if must_exist and not found:
-        raise CassetteError(f"{path}: no cassettes (*.yaml) in this folder")
+        raise CassetteError(f"{path}: no cassettes (*.yaml) in this folder; record some with 'omproxy record', "
+                            "or try --cassette cassettes/examples/reference-story.yaml")
     return found
 
 

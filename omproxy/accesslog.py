@@ -18,12 +18,10 @@ def findings_of(req: Request) -> list[formcodec.Finding]:
     found = list(req.form.findings)
     if req.operation is None:
         return found
-    if any(f.kind == "double-encoded" for f in found) and len(req.form.fields) == 1 and "=" in req.form.fields[0][0]:
-        # Judge the parameters the client meant: the body decoded once more.
-        inner = formcodec.decode(req.form.fields[0][0].encode(req.form.charset))
-        return found + [formcodec.Finding(f.kind, f"{f.message} (in the body decoded once more)", f.fragment)
-                        for f in gms.parameter_findings(req.operation, inner)]
-    return found + gms.parameter_findings(req.operation, req.form)
+    meant = formcodec.intended(req.form)  # judge the parameters the client meant
+    suffix = " (in the body decoded once more)" if meant is not req.form else ""
+    return found + [formcodec.Finding(f.kind, f.message + suffix, f.fragment)
+                    for f in gms.parameter_findings(req.operation, meant)]
 
 
 def record(mode: str, req: Request, resp: Response, duration_ms: float, redactor: Redactor,

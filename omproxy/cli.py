@@ -197,9 +197,11 @@ def run_decode(args: argparse.Namespace) -> int:
     req = Request("POST", args.path or "", "", headers_of({"Content-Type": args.content_type}), body)
     findings = findings_of(req) + gms.path_findings(args.path or "")
     op = req.operation
+    fixed = formcodec.repaired(req.form)
     if args.json:
         print(json.dumps({"operation": op.__dict__ if op else None, "fields": [list(f) for f in req.form.fields],
-                          "form": req.form.view(), "findings": [f.as_dict() for f in findings]},
+                          "form": req.form.view(), "findings": [f.as_dict() for f in findings],
+                          "repaired": fixed.decode("ascii") if fixed is not None else None},
                          ensure_ascii=False, indent=2))
         return 1 if findings else 0
     if op:
@@ -218,6 +220,8 @@ def run_decode(args: argparse.Namespace) -> int:
         print(f"  {f.kind}: {f.message}")
         if f.fragment:
             print(f"    in: {f.fragment}")
+    if fixed is not None:
+        print(f"correctly encoded, the body would read:\n  {fixed.decode('ascii')}")
     return 1
 
 

@@ -166,6 +166,23 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
     return DecodedForm(tuple(fields), tuple(_unique(findings)), charset)
 
 
+_REPAIRABLE = {"double-encoded", "literal-space", "unencoded-character", "invalid-escape"}
+
+
+def intended(form: DecodedForm) -> DecodedForm:
+    """The fields the client meant: for a whole body percent-encoded twice, the body decoded once more."""
+    if len(form.fields) == 1 and "=" in form.fields[0][0] and any(f.kind == "double-encoded" for f in form.findings):
+        return decode(form.fields[0][0].encode(form.charset))
+    return form
+
+
+def repaired(form: DecodedForm) -> bytes | None:
+    """The body as a careful client would have encoded what this one meant, when its encoding was off."""
+    if not any(f.kind in _REPAIRABLE for f in form.findings):
+        return None
+    return encode(intended(form).fields, form.charset)
+
+
 def encode(fields: list[tuple[str, str]] | tuple[tuple[str, str], ...], charset: str = "utf-8") -> bytes:
     """Encode pairs the way a careful client does (brackets and spaces percent-encoded, `+` for space)."""
     return "&".join(

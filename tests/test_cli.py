@@ -24,6 +24,8 @@ def test_decode_explains_the_double_encoded_stop(capsys) -> None:
     assert "double-encoded" in out
     assert "did you mean 'reasonSystemName'" in out
     assert "did you mean 'reasonDescription'" in out
+    fixed = "correctly encoded, the body would read:\n  reason=RSN-123&description=ORDER+CANCELLED"
+    assert out.rstrip().endswith(fixed)
 
 
 def test_decode_clean_body_exits_0(capsys) -> None:

@@ -145,3 +145,18 @@ def test_charset_of() -> None:
     assert formcodec.charset_of("application/x-www-form-urlencoded; charset=\"ISO-8859-1\"") == "iso8859-1"
     assert formcodec.charset_of("application/x-www-form-urlencoded") == "utf-8"
     assert formcodec.charset_of("application/x-www-form-urlencoded; charset=bogus") == "utf-8"
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED", b"reason=RSN-123&description=ORDER+CANCELLED"),
+    (b"userData[KeyToDelete]=value to delete", b"userData%5BKeyToDelete%5D=value+to+delete"),
+    (b"a=100%zz", b"a=100%25zz"),
+    (b"a=%22x%22&b=\"y\"", b"a=%22x%22&b=%22y%22"),
+], ids=["double-encoded", "literal-space", "invalid-escape", "unencoded-quote"])
+def test_repaired_is_what_a_careful_client_sends(body: bytes, expected: bytes) -> None:
+    assert formcodec.repaired(decode(body)) == expected
+    assert formcodec.repaired(decode(expected)) is None  # and that is clean
+
+
+def test_nothing_to_repair_in_a_clean_or_merely_odd_body() -> None:
+    assert formcodec.repaired(decode(b"a=1&a=2")) is None  # conflicting, but encoded fine

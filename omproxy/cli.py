@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -136,9 +137,20 @@ async def serve(app: web.Application, config: Config, mode: Mode) -> None:
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"omproxy {mode.value} listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        # A second signal while finishing: the user wants out now. Every answered request is on disk
+        # already; requests still in flight were answered to no one and are recorded nowhere.
+        log.warning("second signal: stopping now, without waiting for requests in flight")
+        logging.shutdown()
+        os._exit(1)
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
     log.info("stopping: finishing requests in flight")
     await runner.cleanup()  # waits for in-flight handlers, then runs cleanup_ctx (flushes cassettes)

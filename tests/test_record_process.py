@@ -104,3 +104,28 @@ async def test_two_processes_recording_into_one_cassette_interleave_no_entry(tmp
     assert got.dropped is None
     assert sorted(r.request.form.get("externalId") for r in got.interactions) == sorted(f"e{i}" for i in range(120))
     assert target.read_text().count("version: 1") == 1
+
+
+async def test_a_second_signal_stops_at_once(aiohttp_server, tmp_path: Path) -> None:
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    proc, base = await start("record", "--upstream", str(server.make_url("")).rstrip("/"),
+                             "--cassette", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    async with aiohttp.ClientSession() as http:
+        pending = asyncio.ensure_future(http.post(f"{base}/hold", data=b"a=1", headers=FORM))
+        await asyncio.wait_for(fake.holding.wait(), 30)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        while b"stopping: finishing requests in flight" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+            pass
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 1
+        assert b"second signal: stopping now" in err
+        try:
+            resp = await asyncio.wait_for(pending, 30)
+            assert resp.status != 200
+        except aiohttp.ClientError:
+            pass  # the connection went away: nobody was told the request succeeded
+    fake.release.set()
+    assert not (tmp_path / "c.yaml").exists()

@@ -31,7 +31,7 @@ def record(mode: str, req: Request, resp: Response, duration_ms: float, redactor
     entry: dict[str, Any] = {
         "mode": mode,
         "method": req.method,
-        "path": req.target,
+        "path": redactor.target(req.path, req.query),
         "operation": op.kind if op else None,
         "service": op.service if op else req.service,
         "form": formcodec.bracket_view(redactor.fields(req.form.fields)),

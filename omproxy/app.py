@@ -158,11 +158,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     req = await to_request(request, rt.config.max_body)
     secrets = rt.redactor.secrets_in(req.form.fields, req.body, req.headers.get("Content-Type"))
+    target = rt.redactor.target(req.path, req.query)
     for finding in accesslog.findings_of(req):
         shown = {k: rt.redactor.scrub(v, secrets) for k, v in finding.as_dict().items()}
-        log.warning("%s %s: %s: %s%s", req.method, req.target, shown["kind"], shown["message"],
+        log.warning("%s %s: %s: %s%s", req.method, target, shown["kind"], shown["message"],
                     f" [{shown['fragment']}]" if shown["fragment"] else "",
-                    extra={"entry": {"finding": shown, "method": req.method, "path": req.target}})
+                    extra={"entry": {"finding": shown, "method": req.method, "path": target}})
     try:
         resp = await rt.answer(req)
     except UpstreamError:

@@ -88,7 +88,7 @@ def entry(req: Request, resp: Response, duration_ms: float, redactor: Redactor,
     when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     # Content-Length is derived from the body; the session header is omproxy's own.
     kept = [(k, v) for k, v in req.headers.items() if k.lower() not in ("content-length", "x-omproxy-session")]
-    request: dict[str, Any] = {"method": req.method, "path": req.path, "query": req.query,
+    request: dict[str, Any] = {"method": req.method, "path": req.path, "query": redactor.query(req.query),
                                "headers": _headers(redactor.headers(kept))}
     _body(request, redactor.form_body(req.body, req.headers.get("Content-Type")))
     if req.form.fields:

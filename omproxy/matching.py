@@ -39,8 +39,9 @@ def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(f for f in req.form.fields if f[0] not in ignore))
 
 
-def _query(query: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(formcodec.decode(query.encode("latin-1", "replace")).fields))
+def _query(query: str, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    fields = formcodec.decode(query.encode("latin-1", "replace")).fields
+    return tuple(sorted(f for f in fields if f[0] not in ignore))
 
 
 def views(req: Request, rules: Rules) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def views(req: Request, rules: Rules) -> dict[str, Any]:
         elif name == "path":
             out[name] = unquote(req.path)
         elif name == "query":
-            out[name] = _query(req.query)
+            out[name] = _query(req.query, rules.ignore)
         elif name == "form":
             out[name] = _form(req, rules.ignore)
     for header in rules.headers:

@@ -53,6 +53,14 @@ class Redactor:
             out.append(raw_key + b"=" + MASK.encode() if key in self.form_keys else segment)
         return b"&".join(out)
 
+    def query(self, query: str) -> str:
+        """The query string with redacted keys masked (same rules as the form)."""
+        return self.form_body(query.encode("latin-1", "replace"), None).decode("latin-1") if query else query
+
+    def target(self, path: str, query: str) -> str:
+        masked = self.query(query)
+        return f"{path}?{masked}" if masked else path
+
     def secrets_in(self, fields: Any, body: bytes, content_type: str | None) -> list[str]:
         """The redacted values of one request, decoded and as sent, to scrub from free text."""
         if not self.form_keys:

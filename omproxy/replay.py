@@ -146,7 +146,7 @@ class Misser:
     async def __call__(self, req: Request) -> Response:
         misses = self.playback.index.near_misses(req)
         report = matching.miss_report(req, misses)
-        log.warning("%s %s: %s", req.method, req.target, report)
+        log.warning("%s %s: %s", req.method, req.path, report)
         self.journal.count("missed")
         body = gms.reply(2, errors=[{"code": gms.NO_MATCH, "advice": report}],
                          nearMisses=[m.as_dict() for m in misses])

@@ -334,3 +334,12 @@ async def test_unredacted_card_numbers_are_warned_about_by_key_only(proxy, tmp_p
     assert "userData[Card]" in warnings[0] and "redact.form_keys" in warnings[0]
     assert "userData[Order]" not in warnings[0]  # 13 digits, but not a Luhn-valid card number
     assert "4111 1111" not in "".join(warnings)
+
+
+async def test_redacted_keys_are_masked_in_the_query_string_too(proxy, gms, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await proxy(redact=Redaction(form_keys=("token",)), cassette=str(tmp_path / "c.yaml"))
+    await client.post("/echo?token=s3cr3t&page=2", data=b"a=1", headers=FORM)
+    assert gms.received[0]["raw_path"] == "/echo?token=s3cr3t&page=2"  # forwarded unchanged
+    assert loaded(tmp_path / "c.yaml")[0]["request"]["query"] == "token=REDACTED&page=2"
+    assert "s3cr3t" not in caplog.text and "s3cr3t" not in (tmp_path / "c.yaml").read_text()

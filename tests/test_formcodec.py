@@ -118,7 +118,9 @@ def test_encode_percent_encodes_brackets_and_spaces() -> None:
 
 def test_decode_never_raises_on_any_bytes() -> None:
     for i in range(256):
-        decode(bytes([i]) * 3 + b"=%" + bytes([i]))
+        form = decode(bytes([i]) * 3 + b"=%" + bytes([i]))
+        assert form.fields and all(isinstance(k, str) and isinstance(v, str) for k, v in form.fields)
+        assert "invalid-escape" in [f.kind for f in form.findings]  # a lone % before any byte
 
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)

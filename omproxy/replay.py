@@ -5,8 +5,8 @@ Pure: no aiohttp, no sockets — replay never opens a connection to anything.
 
 Consistency rule: every interaction served from a cassette is applied to the session's simulator
 as it is served; once the simulator has itself changed an interaction (an unrecorded update or
-stop), every later request for that interaction is answered by the simulator, so answers never
-contradict each other.
+stop that succeeded), every later request for that interaction — by id, or a get by its external
+id — is answered by the simulator, so answers never contradict each other.
 """
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ class Session:
     simulator: Simulator
     positions: Counter[Hashable] = field(default_factory=Counter)
     diverged: set[str] = field(default_factory=set)  # interaction ids the simulator owns now
+    diverged_external: set[str] = field(default_factory=set)  # and their external ids
+
+    def owns(self, req: Request) -> bool:
+        """Whether the simulator answers for the interaction this request addresses (consistency rule)."""
+        op = req.operation
+        if op is None or op.id is None:
+            return False
+        if req.interaction_id is None:  # get with searchByExternalId=true
+            return op.id in self.diverged_external
+        return op.id in self.diverged
 
 
 class Playback:
@@ -91,7 +101,7 @@ class Replayer:
     async def __call__(self, req: Request) -> Response | None:
         pb = self.playback
         session = pb.session(req.session)
-        if req.interaction_id in session.diverged:
+        if session.owns(req):
             return None
         k = matching.key(req, pb.index.rules)
         found = pb.index.by_key.get(k)
@@ -121,11 +131,15 @@ class Fallback:
 
     async def __call__(self, req: Request) -> Response:
         session = self.playback.session(req.session)
-        owned = req.interaction_id in session.diverged
-        resp = session.simulator.handle(req)
+        owned = session.owns(req)
         op = req.operation
-        if op is not None and op.kind in ("update", "stop") and (resp.reply or {}).get("statusCode") == 0:
-            session.diverged.add(op.id or "")
+        target = op.id if op is not None and op.kind in ("update", "stop") else None
+        before = session.simulator.interactions.get(target) if target else None  # a stop forgets it
+        resp = session.simulator.handle(req)
+        if target and (resp.reply or {}).get("statusCode") == 0:
+            session.diverged.add(target)
+            if before is not None and "ExternalId" in before.user_data:
+                session.diverged_external.add(before.user_data["ExternalId"])
         self.journal.count("simulated")
         if owned:
             note = "consistency rule: the simulator changed this interaction, so it answers for it"

@@ -354,3 +354,36 @@ async def test_concurrent_identical_requests_each_take_a_different_recording(rep
     served = sorted(body for status, body in answers if status == 200)
     assert served == sorted([recorded[1][1][1], recorded[1][3][1], recorded[1][5][1]])
     assert [status for status, _ in answers].count(404) == 7
+
+
+async def test_consistency_rule_covers_gets_by_external_id(aiohttp_client, tmp_path) -> None:
+    path = tmp_path / "ext.yaml"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    entries = [
+        ({"method": "POST", "path": SVC, "headers": form, "body": "externalId=e1&userData%5BA%5D=1"},
+         '{"statusCode":0,"interactionId":"REC0000000000001"}'),
+        ({"method": "POST", "path": f"{SVC}/e1/get", "headers": form, "body": "searchByExternalId=true"},
+         json.dumps({"statusCode": 0, "interactionProperties": {"interactionId": "REC0000000000001",
+                     "interactionUserData": [{"key": "A", "type": "str", "value": "1"},
+                                             {"key": "ExternalId", "type": "str", "value": "e1"}]}})),
+    ]
+    path.write_text(cassette.HEADER + "".join(cassette.dump_entry(
+        {"request": rq, "response": {"status": 200, "body": body}}).decode() for rq, body in entries))
+    client = await aiohttp_client(build_app(Config(cassette=str(path)), Mode.REPLAY))
+    await client.post(SVC, data=b"externalId=e1&userData%5BA%5D=1", headers=FORM)
+    resp = await client.post(f"{SVC}/REC0000000000001/update", data=b"change%5BB%5D=2", headers=FORM)
+    assert resp.headers["X-Omproxy-Source"] == "simulator"
+    resp = await client.post(f"{SVC}/e1/get", data=b"searchByExternalId=true", headers=FORM)
+    assert resp.headers["X-Omproxy-Source"] == "simulator"  # the recorded get would lack B
+    data = {e["key"]: e["value"] for e in (await resp.json())["interactionProperties"]["interactionUserData"]}
+    assert data == {"A": "1", "B": "2", "ExternalId": "e1"}
+
+
+async def test_a_failed_simulated_update_does_not_take_the_interaction_from_the_recording(replay, recorded) -> None:
+    client = await replay()
+    iid = json.loads(recorded[1][0][1])["interactionId"]
+    await client.post(SVC, data=CREATE, headers=FORM)
+    resp = await client.post(f"{SVC}/{iid}/update", data=b"reasonSystemName=x", headers=FORM)  # 902, no change
+    assert resp.headers["X-Omproxy-Source"] == "simulator" and (await resp.json())["statusCode"] == 2
+    resp = await client.post(f"{SVC}/{iid}/get")
+    assert (resp.headers["X-Omproxy-Source"], await resp.read()) == ("cassette", recorded[1][1][1])

@@ -307,24 +307,23 @@ def load_spec(spec: str, *, must_exist: bool) -> list[Cassette]:
 
 
 def repair_tail(fd: int, name: str) -> str | None:
-    """Before appending: cut a torn last entry off an open cassette. Returns the report, or None."""
+    """Before appending: make an open cassette end on a whole entry, as `load` would read it — a last
+    entry cut short is cut off; one that is whole but for its final newline gets the newline."""
     size = os.fstat(fd).st_size
-    if size == 0:
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return None
     tail_len = min(size, 1 << 20)
     tail = os.pread(fd, tail_len, size - tail_len)
     starts = [m.start() for m in re.finditer(rb"^- ", tail, re.MULTILINE)]
     if not starts:
+        os.write(fd, b"\n")
         return None
-    last = tail[starts[-1]:]
-    whole = last.endswith(b"\n")
-    if whole:
-        try:
-            yamlsafe.load(last)
-        except yaml.YAMLError:
-            whole = False
-    if whole:
-        return None
-    keep = size - tail_len + starts[-1]
-    os.ftruncate(fd, keep)
-    return f"{name}: cut a torn last interaction off before appending ({size - keep} bytes)"
+    try:
+        (entry,) = yamlsafe.load(tail[starts[-1]:])
+        to_recorded(entry, name, 0, 0)
+    except (yaml.YAMLError, CassetteError, TypeError, ValueError):
+        keep = size - tail_len + starts[-1]
+        os.ftruncate(fd, keep)
+        return f"{name}: cut a torn last interaction off before appending ({size - keep} bytes)"
+    os.write(fd, b"\n")
+    return None

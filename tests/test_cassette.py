@@ -57,3 +57,19 @@ def test_hand_written_cassettes_may_use_anchors_and_merge_keys(tmp_path) -> None
     first, second = cassette.load(path).interactions
     assert second.request.path == "/b"
     assert second.response.body == first.response.body == b'{"statusCode":0}'
+
+
+def test_repair_keeps_a_whole_last_entry_missing_only_its_newline(tmp_path) -> None:
+    import os
+
+    path = tmp_path / "c.yaml"
+    whole = cassette.HEADER + cassette.dump_entry(
+        {"request": {"method": "POST", "path": "/p0"}, "response": {"status": 200, "body": "{}"}}).decode()
+    path.write_text(whole.rstrip("\n"))
+    assert [r.request.path for r in cassette.load(path).interactions] == ["/p0"]  # load keeps it
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        assert cassette.repair_tail(fd, str(path)) is None  # and so does the writer
+    finally:
+        os.close(fd)
+    assert path.read_text() == whole

@@ -20,7 +20,17 @@ def install(app: web.Application, rt: Runtime) -> None:
         return web.json_response({"status": "ok", "mode": rt.mode.value, "version": __version__})
 
     async def journal(request: web.Request) -> web.Response:
-        return web.json_response({"entries": list(rt.journal.entries), "counts": dict(rt.journal.counts)})
+        """?session=NAME keeps one session's entries; ?limit=N the last N."""
+        entries = list(rt.journal.entries)
+        if "session" in request.query:
+            entries = [e for e in entries if e.get("session", "") == request.query["session"]]
+        try:
+            limit = int(request.query.get("limit", len(entries)))
+        except ValueError:
+            return web.json_response({"statusCode": 2, "errors": [{"advice": "limit must be a whole number"}]},
+                                     status=400, headers={"X-Omproxy-Error": "bad-admin-query"})
+        return web.json_response({"entries": entries[-limit:] if limit > 0 else [],
+                                  "counts": dict(rt.journal.counts)})
 
     async def cassettes(request: web.Request) -> web.Response:
         return web.json_response({"cassettes": rt.playback.report() if rt.playback else []})

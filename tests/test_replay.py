@@ -387,3 +387,14 @@ async def test_a_failed_simulated_update_does_not_take_the_interaction_from_the_
     assert resp.headers["X-Omproxy-Source"] == "simulator" and (await resp.json())["statusCode"] == 2
     resp = await client.post(f"{SVC}/{iid}/get")
     assert (resp.headers["X-Omproxy-Source"], await resp.read()) == ("cassette", recorded[1][1][1])
+
+
+async def test_journal_filters_by_session_and_limit(replay, recorded) -> None:
+    client = await replay(fallback="none")
+    for name in ("a", "b", "a"):
+        await client.post(SVC, data=CREATE, headers={**FORM, "X-Omproxy-Session": name})
+    got = await (await client.get("/_omproxy/journal", params={"session": "a"})).json()
+    assert [e["session"] for e in got["entries"]] == ["a", "a"]
+    got = await (await client.get("/_omproxy/journal", params={"limit": "1"})).json()
+    assert len(got["entries"]) == 1 and got["entries"][0]["session"] == "a"
+    assert (await client.get("/_omproxy/journal", params={"limit": "x"})).status == 400

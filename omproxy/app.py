@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from aiohttp import web
 
@@ -23,7 +22,7 @@ from omproxy import accesslog, admin, cassette, gms
 from omproxy.config import Config, Mode
 from omproxy.errors import UpstreamError
 from omproxy.journal import Journal
-from omproxy.model import Request, Response
+from omproxy.model import Request, Responder, Response
 from omproxy.proxy import Forwarder, error_middleware, origin_form_only, to_request, to_web
 from omproxy.record import CassetteWriter, Recorder
 from omproxy.redaction import Redactor
@@ -31,10 +30,6 @@ from omproxy.replay import Fallback, Misser, Playback, Replayer
 from omproxy.simulator import Simulator
 
 log = logging.getLogger("omproxy.access")
-
-
-class Responder(Protocol):
-    async def __call__(self, req: Request) -> Response | None: ...
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -72,3 +72,9 @@ class Response:
     def reply(self) -> dict | None:
         """The GMS JSON reply when the body is one."""
         return gms.parse_reply(self.body)
+
+
+class Responder(Protocol):
+    """The seam: given a request, an answer, or None for "not mine, ask the next"."""
+
+    async def __call__(self, req: Request) -> Response | None: ...

@@ -12,13 +12,12 @@ import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from omproxy import cassette
 from omproxy.journal import Journal
-from omproxy.model import Request, Response
+from omproxy.model import Request, Responder, Response
 from omproxy.redaction import Redactor
 
 log = logging.getLogger(__name__)
@@ -95,13 +94,15 @@ class Recorder:
     """Asks the upstream, appends the exchange to the cassette, then answers. Upstream failures
     raise and are never recorded."""
 
-    def __init__(self, upstream: Callable, writer: CassetteWriter, redactor: Redactor, journal: Journal) -> None:
+    def __init__(self, upstream: Responder, writer: CassetteWriter, redactor: Redactor, journal: Journal) -> None:
         self.upstream, self.writer, self.redactor, self.journal = upstream, writer, redactor, journal
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
 
-    async def __call__(self, req: Request) -> Response:
+    async def __call__(self, req: Request) -> Response | None:
         started = time.perf_counter()
         resp = await self.upstream(req)
+        if resp is None:  # nothing answered: nothing to record
+            return None
         path = self.writer.path_for(req.service)
         data = cassette.dump_entry(cassette.entry(req, resp, (time.perf_counter() - started) * 1000, self.redactor))
         try:

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from tests.support import deterministic_simulator
+
+# No per-example deadline (a loaded CI machine is slow, not wrong); in CI, the same examples every
+# run, so a red build is always reproducible — exploration happens on developers' machines.
+settings.register_profile("omproxy", deadline=None, derandomize=bool(os.environ.get("CI")))
+settings.load_profile("omproxy")
 
 
 @pytest.fixture

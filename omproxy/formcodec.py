@@ -161,8 +161,9 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
                     segment.decode("latin-1")))
             texts.append(text)
         fields.append((texts[0], texts[1]))
-    findings += _literal_findings(body)
-    findings += _shape_findings(body, fields)
+    if not any(f.kind == "not-form" for f in findings):  # a JSON body's braces are not the point
+        findings += _literal_findings(body)
+        findings += _shape_findings(body, fields)
     return DecodedForm(tuple(fields), tuple(_unique(findings)), charset)
 
 
@@ -178,7 +179,8 @@ def intended(form: DecodedForm) -> DecodedForm:
 
 def repaired(form: DecodedForm) -> bytes | None:
     """The body as a careful client would have encoded what this one meant, when its encoding was off."""
-    if not any(f.kind in _REPAIRABLE for f in form.findings):
+    kinds = {f.kind for f in form.findings}
+    if not kinds & _REPAIRABLE or "not-form" in kinds:
         return None
     return encode(intended(form).fields, form.charset)
 

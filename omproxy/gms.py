@@ -130,8 +130,12 @@ def _suggest(kind: str, key: str) -> str | None:
 def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
     """What GMS would ignore or refuse in this body, for this operation."""
     findings: list[Finding] = []
+    if any(f.kind == "not-form" for f in form.findings):
+        return findings  # not form fields at all: naming "parameters" would only add noise
+    seen: set[str] = set()
     for key, value in form.fields:
-        if not _known(op.kind, key):
+        if not _known(op.kind, key) and key not in seen:
+            seen.add(key)
             hint = _suggest(op.kind, key)
             owners = [k for k in OPERATIONS if k != op.kind and _known(k, key)]
             msg = f"'{key}' is not a parameter of {op.kind}; GMS ignores it"
@@ -140,7 +144,7 @@ def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
             elif hint:
                 msg += f" — did you mean '{hint}'?"
             else:
-                msg += f" (known: {', '.join(_PARAMETERS[op.kind])})"
+                msg += f" (known: {', '.join(p.replace('[]', '[key]') for p in _PARAMETERS[op.kind])})"
             findings.append(Finding("unknown-parameter", msg, key))
         parts = split_key(key)
         if op.kind == "update" and parts and parts[0] == "delete" and value:

@@ -162,3 +162,9 @@ def test_repaired_is_what_a_careful_client_sends(body: bytes, expected: bytes) -
 
 def test_nothing_to_repair_in_a_clean_or_merely_odd_body() -> None:
     assert formcodec.repaired(decode(b"a=1&a=2")) is None  # conflicting, but encoded fine
+
+
+def test_a_json_body_is_reported_once_as_not_form() -> None:
+    form = decode(b'{"externalId": "xy932", "userData": {"a": "b c"}}')
+    assert [f.kind for f in form.findings] == ["not-form"]
+    assert formcodec.repaired(form) is None

@@ -80,3 +80,9 @@ def test_not_found_texts_are_the_references() -> None:
                                          b'"advice":"Specified interaction Id[X] was not found"}]}')
     assert b"Interaction with specified id[X] was not found" in gms.not_found("update", "X")
     assert b"Interaction with specified id[X] was not found" in gms.not_found("stop", "X")
+
+
+def test_a_repeated_unknown_parameter_is_reported_once() -> None:
+    found = gms.parameter_findings(gms.Operation("update", "s", "ID"), decode(b"a=1&a=2&change%5BK%5D=v"))
+    assert [f.kind for f in found] == ["unknown-parameter"]
+    assert "(known: change[key], delete[key])" in found[0].message

@@ -133,13 +133,13 @@ class Index:
     def lookup(self, req: Request) -> list[Recorded]:
         return self.by_key.get(key(req, self.rules), [])
 
-    def near_misses(self, req: Request, n: int = 3) -> list[NearMiss]:
-        """The n recorded interactions closest to req, each with what differs."""
+    def near_misses(self, req: Request, n: int = 3, scan: int = NEAR_MISS_SCAN) -> list[NearMiss]:
+        """The n recorded interactions closest to req (of at most `scan` candidates), with what differs."""
         pool = self._by_route.get(_route(req))
         op = req.operation
         if not pool and op is not None:
             pool = self._by_operation.get((op.kind, op.service))
-        pool = (pool or self.all)[:NEAR_MISS_SCAN]
+        pool = (pool or self.all)[:scan]
         scored = []
         for rec in pool:
             diffs = differences(rec.request, req, self.rules)

@@ -144,7 +144,7 @@ class Fallback:
         if owned:
             note = "consistency rule: the simulator changed this interaction, so it answers for it"
         else:
-            misses = self.playback.index.near_misses(req, 1)
+            misses = self.playback.index.near_misses(req, 1, scan=200)  # a hint for the log: keep it cheap
             nearest = f"; nearest {misses[0].recorded.where}: {'; '.join(misses[0].differences)}" if (
                 misses and misses[0].differences) else ""
             note = "no recording matched" + nearest

@@ -67,7 +67,10 @@ def key(req: Request, rules: Rules) -> Hashable:
 
 def differences(recorded: Request, received: Request, rules: Rules) -> list[str]:
     """What differs, field by field after decoding: `userData[X]: recorded 'a', received 'b'`."""
-    want, got = views(recorded, rules), views(received, rules)
+    return _differences(views(recorded, rules), views(received, rules))
+
+
+def _differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for name in want:
         if want[name] == got[name]:
@@ -141,8 +144,9 @@ class Index:
             pool = self._by_operation.get((op.kind, op.service))
         pool = (pool or self.all)[:scan]
         scored = []
+        got = views(req, self.rules)  # once, not once per candidate
         for rec in pool:
-            diffs = differences(rec.request, req, self.rules)
+            diffs = _differences(views(rec.request, self.rules), got)
             weight = sum(3 if d.startswith(("method", "path")) else 1 for d in diffs)
             scored.append((weight, rec.index, rec, diffs))
         scored.sort(key=lambda s: (s[0], s[1]))

@@ -118,7 +118,8 @@ class Simulator:
         problem = _body_problem(req)
         if problem:
             return self._answer(200, gms.failure(gms.NOT_FORM, problem))
-        return self._answer(200, getattr(self, f"_{op.kind}")(req, op, section))
+        operations = {"create": self._create, "get": self._get, "update": self._update, "stop": self._stop}
+        return self._answer(200, operations[op.kind](req, op, section))
 
     @staticmethod
     def _answer(status: int, body: bytes) -> Response:

@@ -152,10 +152,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except OmproxyError as e:
-        log.warning("%s %s -> %s: %s", request.method, request.raw_path, e.status, e.message)
+        # The path only: a query string may hold what redaction masks, and the Redactor is not here.
+        log.warning("%s %s -> %s: %s", request.method, request.raw_path.split("?")[0], e.status, e.message)
         return to_web(error_response(e))
     except web.HTTPException:
         raise
     except Exception as e:  # a bug in omproxy: still a GMS-shaped answer, and the traceback in the log
-        log.exception("internal error on %s %s", request.method, request.raw_path)
+        log.exception("internal error on %s %s", request.method, request.raw_path.split("?")[0])
         return to_web(error_response(OmproxyError(f"omproxy internal error: {type(e).__name__}: {e}")))

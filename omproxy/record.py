@@ -109,7 +109,8 @@ class Recorder:
             await self.writer.append(path, data)
         except OSError as e:
             self.journal.count("write failed")
-            log.error("NOT RECORDED %s %s: cannot write %s: %s", req.method, req.target, path, e.strerror or e)
+            log.error("NOT RECORDED %s %s: cannot write %s: %s", req.method,
+                      self.redactor.target(req.path, req.query), path, e.strerror or e)
             return replace(resp, note=f"NOT recorded: {e.strerror or e}")
         self.journal.count("recorded")
         for key in self.redactor.suspects(req.form.fields):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from omproxy.config import Redaction
@@ -45,13 +46,15 @@ class Redactor:
         """Mask redacted values in the raw body, keeping every other byte as the client sent it."""
         if not self.form_keys or not body:
             return body
+        return b"&".join(raw_key + b"=" + MASK.encode() if secret else segment
+                         for segment, raw_key, _, secret in self._segments(body, content_type))
+
+    def _segments(self, body: bytes, content_type: str | None) -> Iterator[tuple[bytes, bytes, bytes, bool]]:
+        """Each raw `key=value` segment, its raw key and value, and whether its decoded key is redacted."""
         charset = charset_of(content_type)
-        out = []
         for segment in body.split(b"&"):
-            raw_key, eq, _ = segment.partition(b"=")
-            key = unescape(raw_key)[0].decode(charset, "replace")
-            out.append(raw_key + b"=" + MASK.encode() if key in self.form_keys else segment)
-        return b"&".join(out)
+            raw_key, _, raw_value = segment.partition(b"=")
+            yield segment, raw_key, raw_value, unescape(raw_key)[0].decode(charset, "replace") in self.form_keys
 
     def query(self, query: str) -> str:
         """The query string with redacted keys masked (same rules as the form)."""
@@ -66,11 +69,8 @@ class Redactor:
         if not self.form_keys:
             return []
         found = {v for k, v in fields if k in self.form_keys and v}
-        charset = charset_of(content_type)
-        for segment in body.split(b"&"):
-            raw_key, _, raw_value = segment.partition(b"=")
-            if raw_value and unescape(raw_key)[0].decode(charset, "replace") in self.form_keys:
-                found.add(raw_value.decode("latin-1"))
+        found |= {raw_value.decode("latin-1") for _, _, raw_value, secret in self._segments(body, content_type)
+                  if secret and raw_value}
         return sorted(found, key=len, reverse=True)
 
     @staticmethod

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from omproxy import __version__, gms
-from omproxy.proxy import SESSION_HEADER
+from omproxy.model import SESSION_HEADER
 
 if TYPE_CHECKING:
     from omproxy.app import Runtime

@@ -26,7 +26,7 @@ import yaml
 
 from omproxy import formcodec, yamlsafe
 from omproxy.errors import CassetteError
-from omproxy.model import Request, Response, headers_of
+from omproxy.model import SESSION_HEADER, Request, Response, headers_of
 from omproxy.redaction import Redactor
 
 VERSION = 1
@@ -87,7 +87,8 @@ def entry(req: Request, resp: Response, duration_ms: float, redactor: Redactor,
     """A cassette entry for an exchange, with secrets masked."""
     when = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     # Content-Length is derived from the body; the session header is omproxy's own.
-    kept = [(k, v) for k, v in req.headers.items() if k.lower() not in ("content-length", "x-omproxy-session")]
+    dropped = ("content-length", SESSION_HEADER.lower())
+    kept = [(k, v) for k, v in req.headers.items() if k.lower() not in dropped]
     request: dict[str, Any] = {"method": req.method, "path": req.path, "query": redactor.query(req.query),
                                "headers": _headers(redactor.headers(kept))}
     _body(request, redactor.form_body(req.body, req.headers.get("Content-Type")))

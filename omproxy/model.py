@@ -11,6 +11,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from omproxy import formcodec, gms
 
+SESSION_HEADER = "X-Omproxy-Session"  # omproxy's own: never forwarded, never recorded
+
 
 def headers_of(pairs: object = ()) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(pairs))  # type: ignore[arg-type]

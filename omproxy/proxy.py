@@ -15,14 +15,13 @@ from yarl import URL
 
 from omproxy import gms
 from omproxy.errors import OmproxyError, RequestRefused, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from omproxy.model import Request, Response, headers_of
+from omproxy.model import SESSION_HEADER, Request, Response, headers_of
 
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
     "TE", "Trailer", "Trailers", "Transfer-Encoding", "Upgrade"))
-SESSION_HEADER = "X-Omproxy-Session"
 DECODABLE = ("gzip", "deflate", "identity")
 
 

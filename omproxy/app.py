@@ -117,8 +117,8 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     for close in rt.closers:
         await close()
     if rt.playback is not None:
-        rt.journal.counts["never played"] = rt.playback.never_played()
         stale = rt.playback.stale()
+        rt.journal.counts["never played"] = len(stale)
         if stale:
             log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
                         f" and {len(stale) - 10} more" if len(stale) > 10 else "")

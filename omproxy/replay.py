@@ -88,9 +88,6 @@ class Playback:
         """Every recording no session ever played, as `cassette #index`."""
         return [r.where for c in self.cassettes for r in c.interactions if (c.path, r.index) not in self.played]
 
-    def never_played(self) -> int:
-        return sum(len(c.interactions) for c in self.cassettes) - len(self.played)
-
 
 class Replayer:
     """Answers from the cassettes, in recorded order per identical request, per session."""

@@ -39,9 +39,9 @@ def exchange(i: int) -> tuple[Request, Response]:
 def write_cassette(path: Path, n: int) -> None:
     redactor = Redactor(Config().redact)
     with path.open("wb") as f:
-        f.write(cassette.HEADER.encode())
+        f.write(yamlformat.HEADER.encode())
         for i in range(n):
-            f.write(cassette.dump_entry(cassette.entry(*exchange(i), 1.0, redactor)))
+            f.write(yamlformat.dump_entry(cassette.entry(*exchange(i), 1.0, redactor)))
 
 
 def best(fn, repeat: int = 5) -> float:
@@ -63,7 +63,7 @@ def bench_cassettes(small: int, big: int, tmp: Path) -> list[tuple[str, float, f
     loaded = {}
     for n in (small, big):
         t = time.perf_counter()
-        loaded[n] = cassette.load(paths[n])
+        loaded[n] = storage.load(paths[n])
         loads[n] = (time.perf_counter() - t) / n
     rows.append(("cassette load, per interaction (s)", loads[small], loads[big]))
 
@@ -78,7 +78,7 @@ def bench_cassettes(small: int, big: int, tmp: Path) -> list[tuple[str, float, f
     async def appends(path: Path, count: int = 200) -> float:
         writer = CassetteWriter(str(path))
         redactor = Redactor(Config().redact)
-        data = cassette.dump_entry(cassette.entry(*exchange(0), 1.0, redactor))
+        data = yamlformat.dump_entry(cassette.entry(*exchange(0), 1.0, redactor))
         await writer.append(path, data)  # first append checks the tail once
         t = time.perf_counter()
         for _ in range(count):

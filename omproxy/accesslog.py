@@ -1,72 +1,111 @@
-"""One log line per request: what was asked (operation, service, decoded form with secrets
-masked), what was answered (status, GMS statusCode, interactionId, source) and how long it took.
-Pure: builds the record and its text or JSON form; `cli` configures where it goes."""
+"""The log of what happened, built from exchanges only when a log line will be written: one line per
+request (operation, service, decoded form with secrets masked, status, GMS statusCode, interaction
+id, source, duration; a miss at WARNING with its report) and one warning per encoding finding.
+`entry` is also the journal's JSON shape. Pure: `cli` configures where the lines go."""
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-from omproxy import formcodec, gms
-from omproxy.model import Request, Response
+from omproxy import formcodec
+from omproxy.exchange import Exchange, Outcome
 from omproxy.redaction import Redactor
 
-
-def findings_of(req: Request) -> list[formcodec.Finding]:
-    """Every encoding finding on a request: the generic ones and, when the path names an Open Media
-    operation, the GMS parameter ones."""
-    found = list(req.form.findings)
-    if req.operation is None:
-        return found
-    meant = formcodec.intended(req.form)  # judge the parameters the client meant
-    suffix = " (in the body decoded once more)" if meant is not req.form else ""
-    return found + [formcodec.Finding(f.kind, f.message + suffix, f.fragment)
-                    for f in gms.parameter_findings(req.operation, meant)]
+log = logging.getLogger("omproxy.access")
 
 
-def record(mode: str, req: Request, resp: Response, duration_ms: float, redactor: Redactor,
-           verbose: int = 0) -> dict[str, Any]:
+def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
+    req, resp = ex.request, ex.response
+    assert resp is not None, "an exchange is rendered once answered"
     op = req.operation
     reply = resp.reply or {}
-    entry: dict[str, Any] = {
-        "mode": mode,
+    out: dict[str, Any] = {
+        "time": ex.started,
         "method": req.method,
         "path": redactor.target(req.path, req.query),
         "operation": op.kind if op else None,
         "service": op.service if op else req.service,
-        "form": formcodec.bracket_view(redactor.fields(req.form.fields)),
+        "form": {} if req.form.not_form else formcodec.bracket_view(redactor.fields(req.form.fields)),
         "status": resp.status,
         "statusCode": reply.get("statusCode"),
         "interactionId": reply.get("interactionId") or req.interaction_id,
-        "source": resp.source,
-        "duration_ms": round(duration_ms, 1),
+        "source": resp.source.value,
+        "duration_ms": round(ex.duration_ms, 1),
     }
+    if ex.outcome is not None:
+        out["outcome"] = ex.outcome.value
     if req.session:
-        entry["session"] = req.session
-    if resp.note:
-        entry["note"] = resp.note
-    entry.update(resp.details)
+        out["session"] = req.session
+    if ex.note:
+        out["note"] = ex.note
+    if ex.matched is not None:
+        out["cassette"], out["index"] = ex.matched.cassette, ex.matched.index
+    if ex.miss is not None:
+        out["miss"] = ex.miss
+    if ex.near_misses:
+        out["nearMisses"] = [m.as_dict() for m in ex.near_misses]
     if verbose:
-        entry["request_headers"] = dict(redactor.headers(req.headers.items()))
-        entry["response_headers"] = dict(redactor.headers(resp.headers.items()))
-    return entry
+        out["request_headers"] = dict(redactor.headers(req.headers.items()))
+        out["response_headers"] = dict(redactor.headers(resp.headers.items()))
+    return out
 
 
-def text(entry: dict[str, Any]) -> str:
-    op = f"{entry['operation']}@{entry['service']}" if entry.get("operation") else "-"
-    parts = [entry["mode"], entry["method"], entry["path"], op]
-    if entry["form"]:
-        parts.append(json.dumps(entry["form"], ensure_ascii=False, separators=(",", ":")))
-    parts.append(f"-> {entry['status']}")
-    if entry.get("statusCode") is not None:
-        parts.append(f"statusCode={entry['statusCode']}")
-    if entry.get("interactionId"):
-        parts.append(f"id={entry['interactionId']}")
-    parts.append(f"[{entry['source']}{' ' + entry['note'] if entry.get('note') else ''}]")
-    if entry.get("session"):
-        parts.append(f"session={entry['session']}")
-    parts.append(f"{entry['duration_ms']}ms")
+def text(mode: str, e: dict[str, Any]) -> str:
+    op = f"{e['operation']}@{e['service']}" if e.get("operation") else "-"
+    parts = [mode, e["method"], escape(e["path"]), op]
+    if e["form"]:
+        parts.append(json.dumps(e["form"], ensure_ascii=False, separators=(",", ":")))
+    parts.append(f"-> {e['status']}")
+    if e.get("statusCode") is not None:
+        parts.append(f"statusCode={e['statusCode']}")
+    if e.get("interactionId"):
+        parts.append(f"id={escape(str(e['interactionId']))}")
+    parts.append(f"[{e['source']}{' ' + e['note'] if e.get('note') else ''}]")
+    if e.get("session"):
+        parts.append(f"session={escape(e['session'])}")
+    parts.append(f"{e['duration_ms']}ms")
     for key in ("request_headers", "response_headers"):
-        if key in entry:
-            parts.append(f"{key}={json.dumps(entry[key], ensure_ascii=False)}")
+        if key in e:
+            parts.append(f"{key}={json.dumps(e[key], ensure_ascii=False)}")
     return " ".join(str(p) for p in parts)
+
+
+def escape(value: str) -> str:
+    """Control characters (ESC, CR, LF, ...) from a request never reach a terminal or a log raw."""
+    return value.encode("unicode_escape").decode("ascii") if any(
+        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value) else value
+
+
+class AccessLog:
+    """The observer writing one line per exchange (a miss at WARNING), built only when it is written."""
+
+    def __init__(self, mode: str, redactor: Redactor, verbose: int = 0) -> None:
+        self.mode, self.redactor, self.verbose = mode, redactor, verbose
+
+    def __call__(self, ex: Exchange) -> None:
+        level = logging.WARNING if ex.outcome is Outcome.MISSED else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        e = entry(ex, self.redactor, self.verbose)
+        log.log(level, "%s", text(self.mode, e), extra={"entry": {"mode": self.mode, **e}})
+
+
+class FindingsLog:
+    """The observer warning once per encoding finding of a request, secrets scrubbed."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(self, ex: Exchange) -> None:
+        req = ex.request
+        if not req.findings or not log.isEnabledFor(logging.WARNING):
+            return
+        secrets = self.redactor.secrets_in(req.form.fields, req.body, req.headers.get("Content-Type"))
+        target = escape(self.redactor.target(req.path, req.query))
+        for finding in req.findings:
+            shown = {k: self.redactor.scrub(v, secrets) for k, v in finding.as_dict().items()}
+            log.warning("%s %s: %s: %s%s", req.method, target, shown["kind"], shown["message"],
+                        f" [{escape(shown['fragment'])}]" if shown["fragment"] else "",
+                        extra={"entry": {"finding": shown, "method": req.method, "path": target}})

@@ -1,171 +1,152 @@
-"""build_app(config, mode): the chain of responders for each mode — read top to bottom, this is
-the architecture. A responder takes a Request and returns a Response, or None for "not mine, ask
-the next". Only this module, `proxy`, `admin` and `cli` import aiohttp.
+"""build_app(config, mode): each mode's chain of responders, read top to bottom — this is the
+architecture. Responders decide (the first to return a Response answers); observers record.
 
-    simulate     Simulating
-    passthrough  upstream                      (a Forwarder, or the simulator for `builtin`)
+    simulate     SimulatorResponder
+    passthrough  upstream                          (a Forwarder, or the simulator for `builtin`)
     record       Recorder(upstream)
-    replay       Replayer, then Fallback (the seeded simulator) or Misser (an explained 404)
+    replay       Replayer, then SimulatorFallback (the seeded simulator) or MissReport (an explained 404)
     auto         Replayer, then Recorder(upstream)
+
+    observers    Journal (counts, recent exchanges), FindingsLog, AccessLog
+
+The aiohttp handler is read -> serve -> write; `Runtime.pipeline.serve` is the whole request path.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from omproxy import accesslog, admin, cassette, gms
-from omproxy.config import Config, Mode
-from omproxy.errors import UpstreamError
+from omproxy import admin, storage
+from omproxy.accesslog import AccessLog, FindingsLog
+from omproxy.config import Config, Fallback, Mode, Repeat
+from omproxy.exchange import Exchange, Outcome
 from omproxy.journal import Journal
-from omproxy.model import Request, Responder, Response
+from omproxy.model import Response
+from omproxy.pipeline import Counted, Pipeline, Responder
 from omproxy.proxy import Forwarder, error_middleware, origin_form_only, to_request, to_web
-from omproxy.record import CassetteWriter, Recorder
+from omproxy.record import Recorder
 from omproxy.redaction import Redactor
-from omproxy.replay import Fallback, Misser, Playback, Replayer
+from omproxy.replay import MissReport, Playback, Replayer, SimulatorFallback
 from omproxy.simulator import Simulator
+from omproxy.state import MemoryState, State
 
 log = logging.getLogger("omproxy.access")
 
 
+class SimulatorResponder:
+    """The simulator as a responder, on the requesting session's interactions."""
+
+    def __init__(self, simulator: Simulator, state: State) -> None:
+        self.simulator, self.state = simulator, state
+
+    async def __call__(self, ex: Exchange) -> Response:
+        ex.outcome = ex.outcome or Outcome.SIMULATED
+        return await self.simulator.handle(ex.request, self.state.interactions(ex.request.session))
+
+
 @dataclass
 class Runtime:
-    """What one running omproxy is: its config, its chain, and what the admin API can see."""
+    """What one running omproxy is: its config, its pipeline, its state, and what the admin API sees."""
 
     config: Config
     mode: Mode
     redactor: Redactor
+    state: State
+    pipeline: Pipeline
     journal: Journal = field(default_factory=Journal)
-    responders: list[Responder] = field(default_factory=list)
     playback: Playback | None = None  # replay and auto
-    forwarder: Forwarder | None = None  # a real upstream, opened and closed with the app
+    starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    async def answer(self, req: Request) -> Response:
-        for responder in self.responders:
-            resp = await responder(req)
-            if resp is not None:
-                return resp
-        return Response.json(404, gms.failure(gms.NO_MATCH, f"nothing in {self.mode.value} mode answers "
-                                              f"{req.method} {req.target}"), "omproxy",
-                             **{"X-Omproxy-Error": "no-match"})
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None) -> web.Application:
-    rt = Runtime(config, mode, Redactor(config.redact))
+def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = None,
+                  state: State | None = None) -> Runtime:
+    redactor = Redactor(config.redact)
+    state = state or MemoryState(max_sessions=config.max_sessions, session_idle=config.session_idle)
     simulator = simulator or Simulator(config.sections)
-    if mode is Mode.SIMULATE:
-        rt.responders = [Counting(Simulating(simulator), rt.journal, "simulated")]
-    elif mode is Mode.PASSTHROUGH:
-        rt.responders = [upstream(rt, simulator)]
-    elif mode is Mode.RECORD:
-        rt.responders = [recorder(rt, upstream(rt, simulator))]
-    elif mode is Mode.REPLAY:  # never an upstream: replay opens no connection, ever
-        rt.playback = playback(rt, must_exist=True, repeat=config.repeat)
-        miss = Fallback if config.fallback == "simulator" else Misser
-        rt.responders = [Replayer(rt.playback, rt.journal), miss(rt.playback, rt.journal)]
-    elif mode is Mode.AUTO:  # a request whose recordings are used up is a new episode: forward, record
-        rt.playback = playback(rt, must_exist=False, repeat="miss")
-        rt.responders = [Replayer(rt.playback, rt.journal), recorder(rt, upstream(rt, simulator))]
+    rt = Runtime(config, mode, redactor, state, Pipeline([], redactor))
 
+    def upstream() -> Responder:
+        if config.upstream == "builtin":
+            return Counted(SimulatorResponder(simulator, state), Outcome.FORWARDED)
+        forwarder = Forwarder(config.upstream, config.upstream_timeout, config.max_response_body)
+        rt.starters.append(forwarder.start)
+        rt.closers.append(forwarder.close)
+        return Counted(forwarder, Outcome.FORWARDED)
+
+    def recorder(inner: Responder) -> Recorder:
+        template = storage.Template(config.cassette)
+        storage.check_writable(template)
+        writer = storage.CassetteWriter(template)
+        rt.closers.append(writer.drain)
+        return Recorder(inner, writer, redactor)
+
+    def playback(*, must_exist: bool) -> Playback:
+        cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist)
+        for c in cassettes:
+            if c.dropped:
+                log.warning("%s", c.dropped)
+        rt.playback = Playback.of(cassettes, config, redactor.form_keys)
+        log.info("loaded %d interactions from %d cassette(s)", len(rt.playback.index.all), len(cassettes))
+        return rt.playback
+
+    responders: list[Responder]
+    if mode is Mode.SIMULATE:
+        responders = [SimulatorResponder(simulator, state)]
+    elif mode is Mode.PASSTHROUGH:
+        responders = [upstream()]
+    elif mode is Mode.RECORD:
+        responders = [recorder(upstream())]
+    elif mode is Mode.REPLAY:  # never an upstream: replay opens no connection, ever
+        pb = playback(must_exist=True)
+        if config.fallback is Fallback.SIMULATOR:
+            responders = [Replayer(pb, state, simulator), SimulatorFallback(pb, state, simulator)]
+        else:
+            responders = [Replayer(pb, state, None), MissReport(pb)]
+    else:  # auto: a request whose recordings are used up is a new episode: forward, record
+        pb = playback(must_exist=False)
+        responders = [Replayer(Playback(pb.cassettes, pb.index, Repeat.MISS), state, None),
+                      recorder(upstream())]
+    rt.pipeline.responders = responders
+    rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose)]
+    return rt
+
+
+def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
+              state: State | None = None) -> web.Application:
+    rt = build_runtime(config, mode, simulator=simulator, state=state)
     app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body)
     app[RUNTIME] = rt
     app.cleanup_ctx.append(lifecycle)
     admin.install(app, rt)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        """Every request outside /_omproxy/: read it once, serve it, write the answer."""
+        ex = await rt.pipeline.serve(await to_request(request, config.max_body))
+        assert ex.response is not None
+        return to_web(ex.response)
+
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 
-def upstream(rt: Runtime, simulator: Simulator) -> Responder:
-    """The upstream GMS, counted: the built-in simulator, or a Forwarder to a real one."""
-    if rt.config.upstream == "builtin":
-        return Counting(Simulating(simulator), rt.journal, "forwarded")
-    rt.forwarder = Forwarder(rt.config.upstream, rt.config.upstream_timeout)
-    return Counting(rt.forwarder, rt.journal, "forwarded")
-
-
-def recorder(rt: Runtime, inner: Responder) -> Recorder:
-    writer = CassetteWriter(rt.config.cassette)
-    rt.closers.append(writer.drain)
-    return Recorder(inner, writer, rt.redactor, rt.journal)
-
-
-def playback(rt: Runtime, *, must_exist: bool, repeat: str) -> Playback:
-    cassettes = cassette.load_spec(rt.config.cassette, must_exist=must_exist)
-    for c in cassettes:
-        if c.dropped:
-            log.warning("%s", c.dropped)
-    pb = Playback.of(cassettes, rt.config, rt.redactor.form_keys, repeat)
-    log.info("loaded %d interactions from %d cassette(s)", len(pb.index.all), len(cassettes))
-    return pb
-
-
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    if rt.forwarder is not None:
-        await rt.forwarder.start()
+    for start in rt.starters:
+        await start()
     yield
-    if rt.forwarder is not None:
-        await rt.forwarder.close()
     for close in rt.closers:
         await close()
     if rt.playback is not None:
-        stale = rt.playback.stale()
-        rt.journal.counts["never played"] = len(stale)
+        stale = rt.playback.never_played(await rt.state.played())
+        rt.journal.count(Outcome.NEVER_PLAYED, len(stale))
         if stale:
             log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
                         f" and {len(stale) - 10} more" if len(stale) > 10 else "")
-
-
-class Simulating:
-    """The simulator as a responder (simulate mode, and the `builtin` upstream)."""
-
-    def __init__(self, simulator: Simulator) -> None:
-        self.simulator = simulator
-
-    async def __call__(self, req: Request) -> Response:
-        return self.simulator.handle(req)
-
-
-class Counting:
-    """Counts what the wrapped responder answered (for the summary line)."""
-
-    def __init__(self, inner: Responder, journal: Journal, what: str) -> None:
-        self.inner, self.journal, self.what = inner, journal, what
-
-    async def __call__(self, req: Request) -> Response | None:
-        resp = await self.inner(req)
-        if resp is not None:
-            self.journal.count(self.what)
-        return resp
-
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    """Every request outside /_omproxy/: read it once, log its findings, ask the chain, log the answer."""
-    rt = request.app[RUNTIME]
-    started = time.perf_counter()
-    req = await to_request(request, rt.config.max_body)
-    secrets = rt.redactor.secrets_in(req.form.fields, req.body, req.headers.get("Content-Type"))
-    target = rt.redactor.target(req.path, req.query)
-    for finding in accesslog.findings_of(req):
-        shown = {k: rt.redactor.scrub(v, secrets) for k, v in finding.as_dict().items()}
-        log.warning("%s %s: %s: %s%s", req.method, target, shown["kind"], shown["message"],
-                    f" [{shown['fragment']}]" if shown["fragment"] else "",
-                    extra={"entry": {"finding": shown, "method": req.method, "path": target}})
-    try:
-        resp = await rt.answer(req)
-    except UpstreamError:
-        rt.journal.count("failed upstream")
-        raise
-    entry = accesslog.record(rt.mode.value, req, resp, (time.perf_counter() - started) * 1000,
-                             rt.redactor, rt.config.verbose)
-    rt.journal.add(entry)
-    log.info("%s", accesslog.text(entry), extra={"entry": entry})
-    return to_web(resp)

@@ -1,35 +1,50 @@
-"""The command line: argparse subcommands, config resolution (defaults < config.yaml < flags, once),
-logging set-up and exit codes. 0 ok; 1 `decode` found anomalies; 2 a user error (one line on stderr)."""
+"""The command line: argparse subcommands (each mode's flags come from `config.OPTIONS`), config
+resolution (defaults < config.yaml < flags, once), logging set-up and exit codes: 0 ok; 1 `decode`
+found anomalies; 2 a user error (one line on stderr). The server side (aiohttp) is imported only
+when serving: `--help` and `decode` stay quick."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from aiohttp import web
-from yarl import URL
-
 from omproxy import __version__, formcodec, gms
-from omproxy.accesslog import findings_of
-from omproxy.config import Config, Mode, load
-from omproxy.errors import UsageError
+from omproxy.config import OPTIONS, Config, LogFormat, Mode, load
+from omproxy.errors import ConfigError, UsageError
+from omproxy.exchange import Outcome
 from omproxy.model import Request, headers_of
 
 log = logging.getLogger("omproxy")
 DEFAULT_CONFIG = Path("config.yaml")
 
+MODES = {
+    Mode.SIMULATE: "serve a stateful GMS Open Media simulator",
+    Mode.RECORD: "forward to GMS and record every exchange into a cassette",
+    Mode.PASSTHROUGH: "forward to GMS and log decoded bodies; record nothing",
+    Mode.REPLAY: "serve recorded answers offline; the simulator answers what was not recorded",
+    Mode.AUTO: "replay what was recorded; forward and record the rest (used-up recordings too)",
+}
+
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _flag_type(option: Any) -> Any:
+    """The option's own checker as an argparse type: one rule for the file and the flag."""
+    def convert(value: str) -> Any:
+        try:
+            return option.check(option.flag, value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(e.message.split(": ", 1)[1]) from None
+    convert.__name__ = option.key  # argparse names the type in its message
+    return convert
 
 
 def build_parser() -> Parser:
@@ -44,44 +59,15 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
 1 decode found anomalies, 2 a usage, config or cassette error.""")
     parser.add_argument("--version", action="version", version=f"omproxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
-
-    def server(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+    for mode, help in MODES.items():
+        p = sub.add_parser(mode.value, help=help, description=help)
         p.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
-        p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-        p.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
-        p.add_argument("--log-format", choices=("text", "json"), help="log lines as text or JSON lines")
-        p.add_argument("-v", "--verbose", action="count", default=None, help="add headers to each log line")
-        p.add_argument("--max-body", type=int, help="largest request body accepted, bytes (default 1 MiB)")
-        return p
-
-    def upstream(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--upstream", help="GMS base URL, e.g. http://gms.example:8080, or 'builtin' for "
-                       "the in-process simulator (default)")
-        p.add_argument("--upstream-timeout", type=float, help="seconds to wait for GMS (default 30)")
-
-    def cassette(p: argparse.ArgumentParser, help: str) -> None:
-        p.add_argument("--cassette", help=help)
-
-    def replay(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--fallback", choices=("simulator", "none"),
-                       help="who answers a request no recording matches (default simulator)")
-        p.add_argument("--repeat", choices=("last", "miss"),
-                       help="when a request's recordings are used up: repeat the last, or miss (default last)")
-
-    server("simulate", "serve a stateful GMS Open Media simulator")
-    p = server("record", "forward to GMS and record every exchange into a cassette")
-    upstream(p)
-    cassette(p, "cassette file; may contain {service} (default cassettes/{service}.yaml)")
-    p = server("passthrough", "forward to GMS and log decoded bodies; record nothing")
-    upstream(p)
-    p = server("replay", "serve recorded answers offline; the simulator answers what was not recorded")
-    cassette(p, "a cassette file or a folder of them (default: the folder of config.yaml's cassette)")
-    replay(p)
-    p = server("auto", "replay what was recorded; forward and record the rest")
-    upstream(p)
-    cassette(p, "cassette file to replay from and append to")
-    replay(p)
+        for option in OPTIONS:
+            if option.flag and mode in option.modes:
+                p.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
+                               metavar=option.attr.upper())
+        p.add_argument("-v", "--verbose", action="count", default=None,
+                       help="-v adds headers to each log line; -vv logs at DEBUG")
 
     d = sub.add_parser("decode", help="decode a form body and explain its encoding mistakes",
                        description="Decode an application/x-www-form-urlencoded body, show it readably "
@@ -99,9 +85,8 @@ def resolve(args: argparse.Namespace) -> Config:
         path = DEFAULT_CONFIG
     if path is not None and not path.is_file():
         raise UsageError(f"{path}: config file not found")
-    overrides = {k: getattr(args, k, None) for k in ("host", "port", "upstream", "upstream_timeout",
-                                                      "cassette", "log_format", "verbose", "fallback",
-                                                      "repeat", "max_body")}
+    overrides = {o.attr: getattr(args, o.attr, None) for o in OPTIONS if o.flag}
+    overrides["verbose"] = args.verbose
     return load(path, overrides)
 
 
@@ -116,7 +101,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(config: Config) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.log_format == "json"
+    handler.setFormatter(JsonFormatter() if config.log_format is LogFormat.JSON
                          else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("omproxy")
     root.handlers[:] = [handler]
@@ -124,58 +109,27 @@ def setup_logging(config: Config) -> None:
     root.propagate = False
 
 
-async def serve(app: web.Application, config: Config, mode: Mode) -> None:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=30)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
-    port = runner.addresses[0][1]
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    print(f"omproxy {mode.value} listening on http://{host}:{port}", flush=True)
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if not stop.is_set():
-            stop.set()
-            return
-        # A second signal while finishing: the user wants out now. Every answered request is on disk
-        # already; requests still in flight were answered to no one and are recorded nowhere.
-        log.warning("second signal: stopping now, without waiting for requests in flight")
-        logging.shutdown()
-        os._exit(1)
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    await stop.wait()
-    log.info("stopping: finishing requests in flight")
-    await runner.cleanup()  # waits for in-flight handlers, then runs cleanup_ctx (flushes cassettes)
-
-
-SUMMARY = {
-    Mode.SIMULATE: ("simulated",),
-    Mode.PASSTHROUGH: ("forwarded", "failed upstream"),
-    Mode.RECORD: ("forwarded", "recorded", "failed upstream"),
-    Mode.REPLAY: ("from cassette", "simulated", "missed", "never played"),
-    Mode.AUTO: ("from cassette", "forwarded", "recorded", "failed upstream", "never played"),
+SUMMARY: dict[Mode, tuple[Outcome, ...]] = {
+    Mode.SIMULATE: (Outcome.SIMULATED,),
+    Mode.PASSTHROUGH: (Outcome.FORWARDED, Outcome.FAILED_UPSTREAM),
+    Mode.RECORD: (Outcome.FORWARDED, Outcome.RECORDED, Outcome.FAILED_UPSTREAM),
+    Mode.REPLAY: (Outcome.FROM_CASSETTE, Outcome.SIMULATED, Outcome.MISSED, Outcome.NEVER_PLAYED),
+    Mode.AUTO: (Outcome.FROM_CASSETTE, Outcome.FORWARDED, Outcome.RECORDED, Outcome.FAILED_UPSTREAM,
+                Outcome.NEVER_PLAYED),
 }
 
 
-def summary(app: web.Application, mode: Mode) -> str:
-    from omproxy.app import RUNTIME
-
-    counts = app[RUNTIME].journal.counts
-    extra = [name for name, n in counts.items() if n and name not in SUMMARY[mode]]  # e.g. "write failed"
-    return "summary: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in (*SUMMARY[mode], *extra))
+def summary(counts: dict[Outcome, int], mode: Mode) -> str:
+    extra = [o for o, n in counts.items() if n and o not in SUMMARY[mode]]  # e.g. "write failed"
+    return "summary: " + ", ".join(f"{o.value} {counts.get(o, 0)}" for o in (*SUMMARY[mode], *extra))
 
 
 def startup_line(config: Config, mode: Mode) -> str:
     """What this run will do, in one line (credentials in the upstream URL are not shown)."""
-    upstream = config.upstream if config.upstream == "builtin" else str(URL(config.upstream).with_user(None))
+    upstream = config.upstream
+    if "@" in upstream:
+        scheme, _, rest = upstream.partition("://")
+        upstream = f"{scheme}://{rest.rpartition('@')[2]}"
     parts = [f"mode {mode.value}", f"config {config.source}"]
     if mode in (Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO):
         parts.append(f"upstream {upstream}")
@@ -184,36 +138,38 @@ def startup_line(config: Config, mode: Mode) -> str:
     if mode in (Mode.REPLAY, Mode.AUTO):
         parts.append(f"replaying {config.cassette}")
     if mode is Mode.REPLAY:
-        parts.append(f"fallback {config.fallback}, repeat {config.repeat}")
+        parts.append(f"fallback {config.fallback.value}, repeat {config.repeat.value}")
     return "; ".join(parts)
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from omproxy.app import build_app
+    from omproxy import server
 
     config = resolve(args)
     mode = Mode(args.command)
     setup_logging(config)
-    app = build_app(config, mode)
-    log.info("%s", startup_line(config, mode))
-    started = time.monotonic()
-    asyncio.run(serve(app, config, mode))
-    log.info("%s (%.0f s)", summary(app, mode), time.monotonic() - started)
-    return 0
+    return server.run(config, mode, startup_line(config, mode), summary)
+
+
+def decode_input(args: argparse.Namespace) -> bytes:
+    if args.body != "-":
+        return os.fsencode(args.body)  # the argument's bytes as given, whatever the locale
+    if sys.stdin.isatty():
+        raise UsageError("give the body as an argument, or pipe it in: omproxy decode - < body.txt")
+    return sys.stdin.buffer.read().rstrip(b"\r\n")
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    if args.body == "-" and sys.stdin.isatty():
-        raise UsageError("give the body as an argument, or pipe it in: omproxy decode - < body.txt")
-    body = sys.stdin.buffer.read().rstrip(b"\r\n") if args.body == "-" else args.body.encode("utf-8")
+    body = decode_input(args)
     req = Request("POST", args.path or "", "", headers_of({"Content-Type": args.content_type}), body)
-    findings = findings_of(req) + gms.path_findings(args.path or "")
+    findings = list(req.findings) + gms.path_findings(args.path or "")
     op = req.operation
     fixed = formcodec.repaired(req.form)
     if args.json:
         print(json.dumps({"operation": op.__dict__ if op else None, "fields": [list(f) for f in req.form.fields],
                           "form": req.form.view(), "findings": [f.as_dict() for f in findings],
-                          "repaired": fixed.decode("ascii") if fixed is not None else None},
+                          "repaired": fixed.text if fixed else None,
+                          "unrepairable": fixed.reason if fixed and fixed.text is None else None},
                          ensure_ascii=False, indent=2))
         return 1 if findings else 0
     if op:
@@ -221,9 +177,10 @@ def run_decode(args: argparse.Namespace) -> int:
     print(f"fields ({len(req.form.fields)}, charset {req.form.charset}):")
     for key, value in req.form.fields:
         print(f"  {key} = {value!r}")
-    print("form:")
-    for line in json.dumps(req.form.view(), ensure_ascii=False, indent=2).splitlines():
-        print(f"  {line}")
+    if not req.form.not_form:
+        print("form:")
+        for line in json.dumps(req.form.view(), ensure_ascii=False, indent=2).splitlines():
+            print(f"  {line}")
     if not findings:
         print("findings: none — the body is cleanly encoded")
         return 0
@@ -232,8 +189,10 @@ def run_decode(args: argparse.Namespace) -> int:
         print(f"  {f.kind}: {f.message}")
         if f.fragment:
             print(f"    in: {f.fragment}")
-    if fixed is not None:
-        print(f"correctly encoded, the body would read:\n  {fixed.decode('ascii')}")
+    if fixed is not None and fixed.text is not None:
+        print(f"correctly encoded, the body would read:\n  {fixed.text}")
+    elif fixed is not None:
+        print(f"no repair: {fixed.reason}")
     return 1
 
 

@@ -1,12 +1,16 @@
-"""config.yaml + command-line flags -> one frozen Config, resolved once (by `cli`). Defaults <
-file < flags. Every error names the file and the key: `config.yaml: match.ignore: expected a list
-of strings`. Nothing else in omproxy reads the config file, argv or the environment."""
+"""Every option of omproxy, declared once in OPTIONS (config.yaml key, type or enum, default, flag,
+help, the modes that honour it); from that table come the Config's validation, config.yaml's
+reading and each mode's command-line flags (`cli`). Defaults < file < flags, resolved once. Every
+error names the file and the key: `config.yaml: match.ignore: expected a list of strings`. Paths in a
+config file are relative to its folder. Nothing else in omproxy reads the config file or argv."""
 
 from __future__ import annotations
 
 import difflib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,15 +19,36 @@ import yaml
 
 from omproxy import yamlsafe
 from omproxy.errors import ConfigError
-from omproxy.simulator import CATCH_ALL, DEFAULT_SECTION
+from omproxy.gms import CATCH_ALL, DEFAULT_SECTION
 
 
-class Mode(Enum):
+class Mode(StrEnum):
     SIMULATE = "simulate"
     RECORD = "record"
     PASSTHROUGH = "passthrough"
     REPLAY = "replay"
     AUTO = "auto"
+
+
+class Repeat(StrEnum):
+    LAST = "last"  # used-up recordings repeat the last one
+    MISS = "miss"  # used-up recordings are a miss
+
+
+class Fallback(StrEnum):
+    SIMULATOR = "simulator"  # the seeded simulator answers a miss
+    NONE = "none"  # a miss is a 404 with the near-miss report
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+MATCHERS = ("method", "path", "query", "form")
+SERVING = frozenset(Mode)
+FORWARDING = frozenset({Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO})
+CASSETTES = frozenset({Mode.RECORD, Mode.REPLAY, Mode.AUTO})
 
 
 @dataclass(frozen=True)
@@ -35,50 +60,84 @@ class Redaction:
 
 @dataclass(frozen=True)
 class Matching:
-    on: tuple[str, ...] = ("method", "path", "query", "form")
+    on: tuple[str, ...] = MATCHERS
     headers: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
 
 
-MATCHERS = ("method", "path", "query", "form")
+# ---- value kinds: one checker each, for the file and the flags alike ------------------------
+
+Check = Callable[[str, Any], Any]  # (where, value) -> the value, or ConfigError
 
 
-@dataclass(frozen=True)
-class Config:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    upstream: str = "builtin"
-    upstream_timeout: float = 30.0
-    max_body: int = 1024 * 1024
-    cassette: str = "cassettes/{service}.yaml"
-    log_format: str = "text"
-    verbose: int = 0
-    repeat: str = "last"
-    fallback: str = "simulator"
-    redact: Redaction = field(default_factory=Redaction)
-    match: Matching = field(default_factory=Matching)
-    sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {CATCH_ALL: dict(DEFAULT_SECTION)})
-    source: str = "built-in defaults"
+def text(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string, not {value!r}")
+    return value
 
 
-def _strings(where: str, value: Any) -> tuple[str, ...]:
+def whole(minimum: int, maximum: int | None = None) -> Check:
+    def check(where: str, value: Any) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a whole number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, not {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ConfigError(f"{where}: must be {bound}, not {value}")
+        return value
+    return check
+
+
+def seconds(where: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number of seconds, not {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a number of seconds, not {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{where}: must be more than 0 seconds, not {value:g}")
+    return float(value)
+
+
+def choice(enum: type[Enum]) -> Check:
+    def check(where: str, value: Any) -> Enum:
+        try:
+            return enum(value)
+        except ValueError:
+            valid = ", ".join(str(m.value) for m in enum)
+            raise ConfigError(f"{where}: expected one of {valid}, not {value!r}") from None
+    return check
+
+
+def strings(where: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: expected a list of strings")
     return tuple(value)
 
 
-def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{where}: expected one of {', '.join(choices)}, not {value!r}")
-    return str(value)
+def matchers(where: str, value: Any) -> tuple[str, ...]:
+    names = strings(where, value)
+    for name in names:
+        if name not in MATCHERS:
+            raise ConfigError(f"{where}: expected one of {', '.join(MATCHERS)}, not {name!r}")
+    return names
 
 
-def _number(where: str, value: Any, kind: type, minimum: float) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ConfigError(f"{where}: expected a {'whole ' if kind is int else ''}number, not {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{where}: must be at least {minimum}")
-    return kind(value)
+def upstream(where: str, value: Any) -> str:
+    url = text(where, value)
+    if url == "builtin":
+        return url
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ConfigError(f"{where}: expected 'builtin' or a GMS base URL like http://gms.example:8080, "
+                          f"not {url!r}")
+    return url
 
 
 def _mapping(where: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -95,10 +154,9 @@ def _mapping(where: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]
     return value
 
 
-def _sections(where: str, value: Any) -> dict[str, dict[str, Any]]:
-    sections = _mapping(where, value, tuple(value) if isinstance(value, dict) else ())
+def sections(where: str, value: Any) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for name, options in sections.items():
+    for name, options in _mapping(where, value, tuple(value) if isinstance(value, dict) else ()).items():
         if name != CATCH_ALL and not str(name).startswith(CATCH_ALL + "."):
             raise ConfigError(f"{where}.{name}: a section is named '{CATCH_ALL}' or '{CATCH_ALL}.<serviceName>'")
         opts = _mapping(f"{where}.{name}", options, tuple(DEFAULT_SECTION))
@@ -106,76 +164,141 @@ def _sections(where: str, value: Any) -> dict[str, dict[str, Any]]:
             if key == "allow_overwrite":
                 if not isinstance(val, bool) and str(val).lower() not in ("true", "false"):
                     raise ConfigError(f"{where}.{name}.allow_overwrite: expected true or false, not {val!r}")
-            elif not isinstance(val, (str, int)):
+            elif not isinstance(val, str | int):
                 raise ConfigError(f"{where}.{name}.{key}: expected a string")
         out[str(name)] = dict(opts)
     return out
 
 
-def from_mapping(data: Any, source: str) -> Config:
-    """Build a Config from a parsed config file; `source` names it in error messages."""
-    top = ("host", "port", "upstream", "upstream_timeout", "max_body", "cassette", "log_format",
-           "redact", "match", "replay", "simulator")
+# ---- the options ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # in config.yaml (dotted: replay.fallback) and, dots for underscores, the Config attribute
+    check: Check
+    help: str
+    flag: str | None = None  # its command-line flag, when it has one
+    modes: frozenset[Mode] = SERVING  # the modes whose flags include it
+    path: bool = False  # a path: relative to the config file's folder when read from one
+    name: str = ""  # its Config attribute, when not the key's last part
+
+    @property
+    def attr(self) -> str:
+        """Its Config attribute (of Config.redact / Config.match for those groups)."""
+        return self.name or self.key.split(".")[-1]
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", text, "address to listen on (default 127.0.0.1; 0.0.0.0 exposes omproxy and its admin API)",
+           "--host"),
+    Option("port", whole(0, 65535), "port to listen on (default 8080; 0 picks a free one)", "--port"),
+    Option("upstream", upstream, "GMS base URL, e.g. http://gms.example:8080, or 'builtin' for the in-process "
+           "simulator (default)", "--upstream", FORWARDING),
+    Option("upstream_timeout", seconds, "seconds to wait for GMS's answer before a 504 (default 30)",
+           "--upstream-timeout", FORWARDING),
+    Option("max_body", whole(0), "largest request body accepted, in bytes; larger gets 413 (default 1 MiB)",
+           "--max-body"),
+    Option("max_response_body", whole(1), "largest upstream answer, in bytes, decompressed; larger gets 502 "
+           "(default 8 MiB)", "--max-response-body", FORWARDING),
+    Option("cassette", text, "a cassette file, a folder of them, or a template with {service} "
+           "(default cassettes/{service}.yaml)", "--cassette", CASSETTES, path=True),
+    Option("log_format", choice(LogFormat), "log lines as text or JSON lines (default text)", "--log-format"),
+    Option("idle_timeout", seconds, "seconds an idle keep-alive connection is kept open (default 75)",
+           "--idle-timeout"),
+    Option("header_timeout", seconds, "seconds a client has to send a whole request head (default 10)",
+           "--header-timeout"),
+    Option("max_connections", whole(1), "open client connections at most; beyond, 503 (default 512)",
+           "--max-connections"),
+    Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
+           "TOKEN'", "--admin-token", name="admin_token"),
+    Option("max_sessions", whole(1), "X-Omproxy-Session sessions kept at most (default 1000)"),
+    Option("session_idle", seconds, "seconds after which an unused session is forgotten (default 3600)"),
+    Option("redact.headers", strings, "header names to mask, beyond Authorization, Proxy-Authorization, "
+           "Cookie, Set-Cookie"),
+    Option("redact.form_keys", strings, "decoded form/query keys to mask, e.g. 'userData[CreditCard]'"),
+    Option("redact.json_fields", strings, "dotted paths in JSON response bodies to mask"),
+    Option("match.on", matchers, "the named matchers: method, path, query, form"),
+    Option("match.headers", strings, "request headers that must be equal too"),
+    Option("match.ignore", strings, "form keys left out of matching"),
+    Option("replay.repeat", choice(Repeat), "when a request's recordings are used up: repeat the last, or "
+           "miss (default last)", "--repeat", frozenset({Mode.REPLAY})),
+    Option("replay.fallback", choice(Fallback), "who answers a request no recording matches: simulator or "
+           "none (a 404 with the nearest recordings; default simulator)", "--fallback", frozenset({Mode.REPLAY})),
+    Option("simulator.sections", sections, "GMS option sections: openmedia and openmedia.<service>"),
+)
+BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream: str = "builtin"
+    upstream_timeout: float = 30.0
+    max_body: int = 1024 * 1024
+    max_response_body: int = 8 * 1024 * 1024
+    cassette: str = "cassettes/{service}.yaml"
+    log_format: LogFormat = LogFormat.TEXT
+    idle_timeout: float = 75.0
+    header_timeout: float = 10.0
+    max_connections: int = 512
+    admin_token: str | None = None
+    max_sessions: int = 1000
+    session_idle: float = 3600.0
+    verbose: int = 0
+    repeat: Repeat = Repeat.LAST
+    fallback: Fallback = Fallback.SIMULATOR
+    redact: Redaction = field(default_factory=Redaction)
+    match: Matching = field(default_factory=Matching)
+    sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {CATCH_ALL: dict(DEFAULT_SECTION)})
+    source: str = "built-in defaults"
+
+    def __post_init__(self) -> None:  # enums may be given by value (Config(fallback="none"))
+        for name, enum in (("log_format", LogFormat), ("repeat", Repeat), ("fallback", Fallback)):
+            object.__setattr__(self, name, choice(enum)(name, getattr(self, name)))
+
+
+def from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
+    """Build a Config from a parsed config file; `source` names it in errors, `base` anchors its paths."""
+    top = tuple(dict.fromkeys(o.key.split(".")[0] for o in OPTIONS))
     data = _mapping(f"{source}:", data, top)
     values: dict[str, Any] = {"source": source}
-    s = f"{source}: "
-    for key in ("host", "upstream", "cassette"):
-        if key in data:
-            if not isinstance(data[key], str) or not data[key]:
-                raise ConfigError(f"{s}{key}: expected a non-empty string")
-            values[key] = data[key]
-    if "port" in data:
-        values["port"] = _number(f"{s}port", data["port"], int, 0)
-    if "upstream_timeout" in data:
-        values["upstream_timeout"] = _number(f"{s}upstream_timeout", data["upstream_timeout"], float, 0.001)
-    if "max_body" in data:
-        values["max_body"] = _number(f"{s}max_body", data["max_body"], int, 0)
-    if "log_format" in data:
-        values["log_format"] = _choice(f"{s}log_format", data["log_format"], ("text", "json"))
-    redact = _mapping(f"{s}redact", data.get("redact"), ("headers", "form_keys", "json_fields"))
-    values["redact"] = Redaction(**{k: _strings(f"{s}redact.{k}", v) for k, v in redact.items()})
-    match = _mapping(f"{s}match", data.get("match"), ("on", "headers", "ignore"))
-    matching = {k: _strings(f"{s}match.{k}", v) for k, v in match.items()}
-    for name in matching.get("on", ()):
-        _choice(f"{s}match.on", name, MATCHERS)
-    values["match"] = Matching(**matching)
-    replay = _mapping(f"{s}replay", data.get("replay"), ("repeat", "fallback"))
-    if "repeat" in replay:
-        values["repeat"] = _choice(f"{s}replay.repeat", replay["repeat"], ("last", "miss"))
-    if "fallback" in replay:
-        values["fallback"] = _choice(f"{s}replay.fallback", replay["fallback"], ("simulator", "none"))
-    simulator = _mapping(f"{s}simulator", data.get("simulator"), ("sections",))
-    if "sections" in simulator:
-        values["sections"] = _sections(f"{s}simulator.sections", simulator["sections"])
-    return Config(**values)
+    nested: dict[str, dict[str, Any]] = {"redact": {}, "match": {}}
+    for group in top:
+        children = tuple(o.key.split(".", 1)[1] for o in OPTIONS if o.key.startswith(group + "."))
+        if children:
+            _mapping(f"{source}: {group}", data.get(group), children)
+    for option in OPTIONS:
+        head, _, tail = option.key.partition(".")
+        present = head in data and (not tail or (isinstance(data[head], dict) and tail in data[head]))
+        if not present:
+            continue
+        value = option.check(f"{source}: {option.key}", data[head][tail] if tail else data[head])
+        if option.path and base is not None and not Path(value).is_absolute():
+            value = str(base / value) + ("/" if value.endswith("/") else "")
+        if head in nested:
+            nested[head][tail] = value
+        else:
+            values[option.attr] = value
+    return Config(**values, redact=Redaction(**nested["redact"]), match=Matching(**nested["match"]))
 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read the config file (when given) and apply command-line overrides (None values skipped)."""
+    """Read the config file (when given) and apply command-line overrides (None values skipped), each
+    checked by its option's rule."""
     config = Config()
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the config file: {getattr(e, 'strerror', None) or e}") from None
         try:
-            data = yamlsafe.load(text)
+            data = yamlsafe.load(raw)
         except yaml.YAMLError as e:
             line = yamlsafe.error_line(e)
             where = f"{path}:{line}" if line else str(path)
             raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
-        config = from_mapping(data if data is not None else {}, str(path))
+        config = from_mapping(data if data is not None else {}, str(path), path.parent)
     known = {f.name for f in fields(Config)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None and k in known}
-    config = replace(config, **given)
-    check_upstream(config.upstream, f"{path}: upstream" if "upstream" not in given and path else "--upstream")
-    return config
-
-
-def check_upstream(upstream: str, where: str) -> None:
-    if upstream == "builtin":
-        return
-    parsed = urlsplit(upstream)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
-        raise ConfigError(f"{where}: expected 'builtin' or a GMS base URL like http://gms.example:8080, "
-                          f"not {upstream!r}")
+    return replace(config, **given)

@@ -1,26 +1,37 @@
 """The one error tree of omproxy. Lower libraries' errors are translated into it in one place each
-(aiohttp client errors in `proxy.Forwarder`, YAML errors in `cassette`/`config`).
+(aiohttp client errors in `proxy.Forwarder`, YAML errors in `yamlformat`/`config`); `pipeline`
+turns every one that reaches a client into a GMS-shaped answer.
 
-    OmproxyError                       base; `.status` is the HTTP status when it reaches a client
+    OmproxyError                       base; `.status` the HTTP status, `.code` the X-Omproxy-Error value
     ├── UsageError                     the user's fault at start-up: exit status 2, one line on stderr
     │   ├── ConfigError                config.yaml or a flag is wrong ("config.yaml: match.on: ...")
-    │   └── CassetteError              a cassette cannot be loaded ("file:line: problem")
-    ├── RequestRefused                 a client request omproxy will not handle (400, 405, 413)
+    │   └── CassetteError              a cassette cannot be loaded or written ("file:line: problem")
+    ├── RequestRefused                 a client request omproxy will not handle             -> 400
+    │   ├── NotAnOpenProxy             an absolute-form target or CONNECT                   -> 400
+    │   ├── BodyTooLarge               a body over max_body                                 -> 413
+    │   ├── AdminRefused               an admin call without the token, or one a browser form could send
+    │   └── Overloaded                 more open connections than max_connections           -> 503
+    ├── NoRecording                    replay with --fallback none found nothing (GMS code 910) -> 404
     └── UpstreamError                  the upstream GMS failed; answered with GMS statusCode 1
-        ├── UpstreamUnreachable        connection refused / DNS / reset        -> 502
-        └── UpstreamTimeout            no answer within upstream_timeout       -> 504
+        ├── UpstreamUnreachable        connection refused / DNS / reset / an invalid answer -> 502
+        ├── UpstreamTooLarge           an answer over max_response_body                     -> 502
+        └── UpstreamTimeout            no answer within upstream_timeout                    -> 504
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class OmproxyError(Exception):
     status = 500
     code = "internal"  # the X-Omproxy-Error header value
+    gms_code: int | None = None  # the GMS error code of the answer, when omproxy has one
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = extra  # more fields of the GMS-shaped answer (e.g. nearMisses)
 
 
 class UsageError(OmproxyError):
@@ -36,12 +47,37 @@ class CassetteError(UsageError):
 
 
 class RequestRefused(OmproxyError):
+    status = 400
     code = "refused"
 
-    def __init__(self, message: str, status: int = 400, code: str = "refused") -> None:
+
+class NotAnOpenProxy(RequestRefused):
+    code = "not-an-open-proxy"
+
+
+class BodyTooLarge(RequestRefused):
+    status = 413
+    code = "body-too-large"
+
+
+class AdminRefused(RequestRefused):
+    status = 401
+    code = "admin-refused"
+
+    def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+
+
+class Overloaded(RequestRefused):
+    status = 503
+    code = "overloaded"
+
+
+class NoRecording(OmproxyError):
+    status = 404
+    code = "no-match"
+    gms_code = 910  # gms.NO_MATCH
 
 
 class UpstreamError(OmproxyError):
@@ -50,8 +86,11 @@ class UpstreamError(OmproxyError):
 
 
 class UpstreamUnreachable(UpstreamError):
-    status = 502
     code = "upstream-unreachable"
+
+
+class UpstreamTooLarge(UpstreamError):
+    code = "upstream-too-large"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -42,19 +42,24 @@ class DecodedForm:
     fields: tuple[tuple[str, str], ...]
     findings: tuple[Finding, ...] = ()
     charset: str = "utf-8"
-    _view: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def view(self) -> dict[str, Any]:
-        """The bracket view; built once, a fresh copy each call is not needed by callers."""
-        if not self._view and self.fields:
-            self._view.update(bracket_view(self.fields))
-        return self._view
+        """The bracket view (a new dict each call: callers may change it)."""
+        return bracket_view(self.fields)
+
+    @property
+    def not_form(self) -> bool:
+        """The body is not form fields at all (JSON, multipart, ...): no form view, no parameter findings."""
+        return any(f.kind == "not-form" for f in self.findings)
 
     def get(self, key: str) -> str | None:
         for k, v in self.fields:
             if k == key:
                 return v
         return None
+
+
+EMPTY = DecodedForm(())
 
 
 def charset_of(content_type: str | None) -> str:
@@ -177,12 +182,20 @@ def intended(form: DecodedForm) -> DecodedForm:
     return form
 
 
-def repaired(form: DecodedForm) -> bytes | None:
+@dataclass(frozen=True)
+class Repair:
+    """The body as a careful client would have encoded it (`text`), or why there is none (`reason`)."""
+
+    text: str | None
+    reason: str = ""
+
+
+def repaired(form: DecodedForm) -> Repair | None:
     """The body as a careful client would have encoded what this one meant, when its encoding was off."""
     kinds = {f.kind for f in form.findings}
     if not kinds & _REPAIRABLE or "not-form" in kinds:
         return None
-    return encode(intended(form).fields, form.charset)
+    return Repair(encode(intended(form).fields, form.charset).decode("ascii"))
 
 
 def encode(fields: list[tuple[str, str]] | tuple[tuple[str, str], ...], charset: str = "utf-8") -> bytes:

@@ -11,9 +11,9 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
-from omproxy.formcodec import DecodedForm, Finding, split_key
+from omproxy.formcodec import FORM_TYPE, DecodedForm, Finding, intended, media_type_of, split_key
 
 BASE = "/genesys/2/openmedia/"
 OPERATIONS = ("create", "get", "update", "stop")
@@ -69,13 +69,72 @@ def service_of(path: str) -> str | None:
     return unquote(path[len(BASE):].split("/")[0]) or None
 
 
-def interaction_id_of(op: Operation | None, form: DecodedForm | None = None) -> str | None:
-    """The interaction id a request addresses (None for create and for get by external id)."""
-    if op is None or op.kind == "create":
+@dataclass(frozen=True)
+class Target:
+    """The interaction a request addresses: by its interaction id, or (a get with
+    searchByExternalId=true) by its external id."""
+
+    id: str
+    external: bool = False
+
+
+def by_external_id(form: DecodedForm) -> bool:
+    return (form.get("searchByExternalId") or "").lower() == "true"
+
+
+def target_of(op: Operation | None, form: DecodedForm) -> Target | None:
+    """Which interaction a request addresses; None for create and for what is not Open Media."""
+    if op is None or op.kind == "create" or op.id is None:
         return None
-    if op.kind == "get" and form is not None and (form.get("searchByExternalId") or "").lower() == "true":
-        return None
-    return op.id
+    return Target(op.id, external=op.kind == "get" and by_external_id(form))
+
+
+def ids_in_reply(op: Operation | None, reply: dict[str, Any] | None) -> list[str]:
+    """The interaction ids an answer carries: create's interactionId, get's
+    interactionProperties.interactionId (what `verify` maps between recorded and live ids)."""
+    if op is None or reply is None or reply.get("statusCode") != 0:
+        return []
+    if op.kind == "create" and isinstance(reply.get("interactionId"), str):
+        return [reply["interactionId"]]
+    props = reply.get("interactionProperties")
+    if op.kind == "get" and isinstance(props, dict) and isinstance(props.get("interactionId"), str):
+        return [props["interactionId"]]
+    return []
+
+
+def is_not_found(reply: dict[str, Any] | None) -> bool:
+    """A 248 answer: GMS does not know (or no longer knows) the interaction."""
+    errors = (reply or {}).get("errors")
+    return (reply or {}).get("statusCode") == 2 and isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("code") == NOT_FOUND for e in errors)
+
+
+def with_id(path: str, old: str, new: str) -> str:
+    """A raw Open Media path with its interaction-id segment `old` replaced by `new` (other segments
+    and their encoding untouched)."""
+    if not path.startswith(BASE):
+        return path
+    parts = path[len(BASE):].split("/")
+    if len(parts) == 3 and unquote(parts[1]) == old:
+        parts[1] = quote(new, safe="")
+    return BASE + "/".join(parts)
+
+
+# Fields of an interaction that differ between two runs of the same story (for diffs and verify).
+VOLATILE_FIELDS = frozenset({
+    "interactionId", "interactionReceivedAt", "interactionMovedToQueueAt", "interactionSubmittedAt",
+    "interactionPlacedInQueueAt", "interactionSubmitSeq", "interactionPlaceInQueueSeq",
+})
+
+# The simulator's option sections: `openmedia` is the catch-all every service inherits from.
+CATCH_ALL = "openmedia"
+DEFAULT_SECTION: dict[str, Any] = {
+    "interaction_type": "Inbound",
+    "interaction_subtype": "InboundNew",
+    "media_type": "workitem",
+    "allow_overwrite": False,
+    "queue": "Open Media Inbound Queue",
+}
 
 
 # ---- replies --------------------------------------------------------------------------------
@@ -127,10 +186,20 @@ def _suggest(kind: str, key: str) -> str | None:
     return close[0] if close else None
 
 
+def findings(op: Operation | None, form: DecodedForm) -> tuple[Finding, ...]:
+    """The parameter findings of a request for its operation, judged on the parameters the client
+    meant (a body percent-encoded twice as a whole is judged decoded once more, and says so)."""
+    if op is None:
+        return ()
+    meant = intended(form)
+    suffix = " (in the body decoded once more)" if meant is not form else ""
+    return tuple(Finding(f.kind, f.message + suffix, f.fragment) for f in parameter_findings(op, meant))
+
+
 def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
     """What GMS would ignore or refuse in this body, for this operation."""
     findings: list[Finding] = []
-    if any(f.kind == "not-form" for f in form.findings):
+    if form.not_form:
         return findings  # not form fields at all: naming "parameters" would only add noise
     seen: set[str] = set()
     for key, value in form.fields:
@@ -158,15 +227,38 @@ def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
             findings.append(Finding("python-repr", f"the value '{value}' starts with 'u' before a capital: it "
                                     f"looks like a Python 2 u'...' repr; real clients send '{value[1:]}'",
                                     f"{key}={value}"))
-    if op.kind == "update" and not any((split_key(k) or ("",))[0] in ("change", "delete") for k, _ in form.fields):
-        findings.append(Finding("empty-update", "an update must change or delete at least one key "
-                                "(change[key]=value or delete[key]=)"))
-    if op.kind == "get":
-        flag = form.get("searchByExternalId")
-        if flag is not None and flag.lower() not in ("true", "false"):
-            findings.append(Finding("bad-boolean", f"searchByExternalId must be true or false, not '{flag}'",
-                                    f"searchByExternalId={flag}"))
+    for rule in (empty_update, bad_boolean):
+        found = rule(op, form)
+        if found is not None:
+            findings.append(found)
     return findings
+
+
+# ---- rules: each is a finding for `decode` and the log, and the simulator's refusal -------------
+
+def empty_update(op: Operation, form: DecodedForm) -> Finding | None:
+    if op.kind == "update" and not any((split_key(k) or ("",))[0] in ("change", "delete") for k, _ in form.fields):
+        return Finding("empty-update", "an update must change or delete at least one key "
+                       "(change[key]=value or delete[key]=)")
+    return None
+
+
+def bad_boolean(op: Operation, form: DecodedForm) -> Finding | None:
+    flag = form.get("searchByExternalId") if op.kind == "get" else None
+    if flag is not None and flag.lower() not in ("true", "false"):
+        return Finding("bad-boolean", f"searchByExternalId must be true or false, not '{flag}'",
+                       f"searchByExternalId={flag}")
+    return None
+
+
+def not_form(body: bytes, content_type: str | None, form: DecodedForm) -> Finding | None:
+    """Why GMS could not read this body as form fields, or None. An empty body needs no Content-Type."""
+    if not body:
+        return None
+    media = media_type_of(content_type)
+    if media != FORM_TYPE:
+        return Finding("content-type", f"Content-Type must be {FORM_TYPE}, not '{media or 'none'}'")
+    return next((f for f in form.findings if f.kind == "not-form"), None)
 
 
 def path_findings(path: str) -> list[Finding]:

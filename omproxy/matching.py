@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from omproxy import formcodec
-from omproxy.cassette import Recorded
 from omproxy.config import Matching
-from omproxy.model import Request
+from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
 
 NEAR_MISS_SCAN = 5000  # candidates examined to explain one miss, at most
@@ -39,9 +37,8 @@ def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(f for f in req.form.fields if f[0] not in ignore))
 
 
-def _query(query: str, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    fields = formcodec.decode(query.encode("latin-1", "replace")).fields
-    return tuple(sorted(f for f in fields if f[0] not in ignore))
+def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(f for f in req.query_form.fields if f[0] not in ignore))
 
 
 def views(req: Request, rules: Rules) -> dict[str, Any]:
@@ -53,7 +50,7 @@ def views(req: Request, rules: Rules) -> dict[str, Any]:
         elif name == "path":
             out[name] = unquote(req.path)
         elif name == "query":
-            out[name] = _query(req.query, rules.ignore)
+            out[name] = _query(req, rules.ignore)
         elif name == "form":
             out[name] = _form(req, rules.ignore)
     for header in rules.headers:
@@ -88,7 +85,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _pair_differences(want: tuple, got: tuple, prefix: str) -> list[str]:
+def _pair_differences(want: tuple[tuple[str, str], ...], got: tuple[tuple[str, str], ...], prefix: str) -> list[str]:
     wanted: dict[str, list[str]] = defaultdict(list)
     given: dict[str, list[str]] = defaultdict(list)
     for k, v in want:
@@ -148,9 +145,15 @@ class Index:
         for rec in pool:
             diffs = _differences(views(rec.request, self.rules), got)
             weight = sum(3 if d.startswith(("method", "path")) else 1 for d in diffs)
+            if _kind(rec.request) != _kind(req):  # a create is nearer to a create than to any get
+                weight += 100
             scored.append((weight, rec.index, rec, diffs))
         scored.sort(key=lambda s: (s[0], s[1]))
         return [NearMiss(rec, tuple(diffs)) for _, _, rec, diffs in scored[:n]]
+
+
+def _kind(req: Request) -> str | None:
+    return req.operation.kind if req.operation else None
 
 
 def _route(req: Request) -> tuple[str, str]:
@@ -158,8 +161,9 @@ def _route(req: Request) -> tuple[str, str]:
 
 
 def redacted_keys(recorded: Iterable[Recorded]) -> set[str]:
-    """Form keys stored as REDACTED at record time: matching must ignore them."""
-    return {k for rec in recorded for k, v in rec.request.form.fields if v == MASK}
+    """Form and query keys stored as REDACTED at record time: matching must ignore them."""
+    return {k for rec in recorded for form in (rec.request.form, rec.request.query_form)
+            for k, v in form.fields if v == MASK}
 
 
 def miss_report(req: Request, misses: list[NearMiss]) -> str:

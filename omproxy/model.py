@@ -1,11 +1,13 @@
-"""The values that flow between responders: a Request in, a Response out. Pure; built by the edge
-(`proxy`) from aiohttp objects, and from cassette entries by `cassette`."""
+"""The values every part of omproxy shares: a Request in, a Response out, where an answer came from
+(Source), and a Recorded interaction of a loaded cassette. Pure; built by the edge (`proxy`) from
+aiohttp objects and by `cassette` from entries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -16,6 +18,15 @@ SESSION_HEADER = "X-Omproxy-Session"  # omproxy's own: never forwarded, never re
 
 def headers_of(pairs: object = ()) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(pairs))  # type: ignore[arg-type]
+
+
+class Source(Enum):
+    """Who answered: the `X-Omproxy-Source` header's value."""
+
+    CASSETTE = "cassette"
+    SIMULATOR = "simulator"
+    UPSTREAM = "upstream"
+    OMPROXY = "omproxy"
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,31 @@ class Request:
         return formcodec.decode(self.body, self.headers.get("Content-Type"))
 
     @cached_property
+    def query_form(self) -> formcodec.DecodedForm:
+        """The query string decoded as a form (its bytes as sent: latin-1 round-trips them)."""
+        if not self.query:
+            return formcodec.EMPTY
+        return formcodec.decode(self.query.encode("latin-1", "replace"), None)
+
+    @cached_property
     def operation(self) -> gms.Operation | None:
         return gms.parse_path(self.path)
 
+    @cached_property
+    def findings(self) -> tuple[formcodec.Finding, ...]:
+        """Every encoding finding: the generic ones and, when the path names an Open Media operation,
+        the GMS parameter ones (judged on the parameters the client meant)."""
+        return self.form.findings + gms.findings(self.operation, self.form)
+
+    @property
+    def target_of(self) -> gms.Target | None:
+        """The interaction this request addresses: by id, by external id, or None (create, not GMS)."""
+        return gms.target_of(self.operation, self.form)
+
     @property
     def interaction_id(self) -> str | None:
-        return gms.interaction_id_of(self.operation, self.form)
+        target = self.target_of
+        return target.id if target is not None and not target.external else None
 
     @property
     def service(self) -> str | None:
@@ -54,29 +84,38 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
-    """An answer and where it came from: cassette, simulator, upstream or omproxy itself."""
+    """An answer: status, headers, the body (decoded when the upstream compressed it) and its source."""
 
     status: int
     body: bytes = b""
     headers: CIMultiDictProxy[str] = field(default_factory=headers_of)
-    source: str = "omproxy"
+    source: Source = Source.OMPROXY
     reason: str | None = None
     content_encoding: str | None = None  # the upstream's original encoding; body is decoded
-    note: str = ""  # one human line for the log, e.g. "prod.yaml #3"
-    details: dict[str, Any] = field(default_factory=dict, compare=False)  # structured, for the journal
 
     @classmethod
-    def json(cls, status: int, body: bytes, source: str, **extra: str) -> Response:
+    def json(cls, status: int, body: bytes, source: Source, **extra: str) -> Response:
         headers = {"Content-Type": "application/json;charset=utf-8", **extra}
         return cls(status, body, headers_of(headers), source)
 
     @cached_property
-    def reply(self) -> dict | None:
+    def reply(self) -> dict[str, Any] | None:
         """The GMS JSON reply when the body is one."""
         return gms.parse_reply(self.body)
 
 
-class Responder(Protocol):
-    """The seam: given a request, an answer, or None for "not mine, ask the next"."""
+@dataclass(frozen=True)
+class Recorded:
+    """One interaction of a loaded cassette, with where it came from."""
 
-    async def __call__(self, req: Request) -> Response | None: ...
+    cassette: str
+    index: int  # 0-based position in its cassette
+    line: int
+    request: Request
+    response: Response
+    recorded_at: str = ""
+    duration_ms: float = 0.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.cassette} #{self.index}"

@@ -1,21 +1,31 @@
 """The aiohttp edge: turn an aiohttp request into a `Request` (refusing what omproxy must not
-handle), forward to the upstream GMS, and turn a `Response` back into an aiohttp one. aiohttp client
-errors become omproxy errors here, and only here; omproxy errors become HTTP answers in
-`error_middleware`."""
+handle), forward a `Request` to the upstream GMS, and turn a `Response` back into an aiohttp one.
+aiohttp client errors become omproxy errors here, and only here."""
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from omproxy import gms
-from omproxy.errors import OmproxyError, RequestRefused, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from omproxy.model import SESSION_HEADER, Request, Response, headers_of
+from omproxy.errors import (
+    BodyTooLarge,
+    NotAnOpenProxy,
+    OmproxyError,
+    RequestRefused,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnreachable,
+)
+from omproxy.exchange import Exchange
+from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
+from omproxy.pipeline import error_response
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +35,19 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 DECODABLE = ("gzip", "deflate", "identity")
 
 
-def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
+def text_header(value: str) -> str:
+    """A header value as lossless text: bytes that are not UTF-8 (which aiohttp keeps as surrogate
+    escapes) become their latin-1 characters, one per byte, as HTTP/1.1 defines header octets."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def end_to_end(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """Drop hop-by-hop headers, those a Connection header names, and any Proxy-* header."""
-    pairs = list(headers.items())
+    pairs = [(k, text_header(v)) for k, v in headers]
     named = {t.strip().lower() for k, v in pairs if k.lower() == "connection" for t in v.split(",")}
     return CIMultiDict((k, v) for k, v in pairs
                        if k.lower() not in HOP_BY_HOP and k.lower() not in named and not k.lower().startswith("proxy-"))
@@ -35,49 +55,54 @@ def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 async def to_request(request: web.Request, max_body: int) -> Request:
     """Read the aiohttp request once, refusing bodies over max_body."""
-    target = request.raw_path
     length = request.content_length
     if length is not None and length > max_body:
         raise _too_large(max_body)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > max_body:
-            raise _too_large(max_body)
-    path, _, query = target.partition("?")
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > max_body:
+                raise _too_large(max_body)
+    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError, zlib.error) as e:
+        raise RequestRefused(f"the request body could not be read ({type(e).__name__}); a compressed body "
+                             "must be whole and match its Content-Encoding") from None
+    headers = [(k, text_header(v)) for k, v in request.headers.items()]
+    if request.headers.get("Content-Encoding", "").lower() in ("gzip", "deflate", "br"):
+        # aiohttp handed over the body decompressed: it is forwarded and recorded as such, so its
+        # Content-Encoding no longer holds (forwarding it would make GMS decompress plain bytes).
+        headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
+    path, _, query = request.raw_path.partition("?")
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    return Request(request.method, path, query, headers_of(request.headers), bytes(body),
-                   request.headers.get(SESSION_HEADER, ""), peer[0] if peer else "")
+    return Request(request.method, path, query, headers_of(headers), bytes(body),
+                   request.headers.get(SESSION_HEADER, ""), peer[0] if isinstance(peer, tuple) else "")
 
 
-def _too_large(limit: int) -> RequestRefused:
-    return RequestRefused(f"request body is larger than max_body ({limit} bytes); raise max_body in "
-                          "config.yaml if GMS really takes it (Jetty's default form limit is 200000 bytes)",
-                          413, "body-too-large")
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"request body is larger than max_body ({limit} bytes); raise max_body in "
+                        "config.yaml if GMS really takes it (Jetty's default form limit is 200000 bytes)")
 
 
 def to_web(resp: Response) -> web.Response:
     headers = CIMultiDict(resp.headers)
     for name in ("Content-Length", "Content-Encoding", "Transfer-Encoding"):
         headers.popall(name, None)
-    headers["X-Omproxy-Source"] = resp.source
+    headers["X-Omproxy-Source"] = resp.source.value
     return web.Response(status=resp.status, reason=resp.reason, body=resp.body, headers=headers)
 
 
-def error_response(error: OmproxyError) -> Response:
-    """An omproxy error as the client sees it: GMS-shaped JSON, statusCode 1 when a retry may help."""
-    body = gms.retry(error.message) if isinstance(error, UpstreamError) else gms.reply(
-        2, errors=[{"advice": error.message}])
-    return Response.json(error.status, body, "omproxy", **{"X-Omproxy-Error": error.code})
-
-
 class Forwarder:
-    """Sends a Request to the upstream GMS exactly as the client sent it (raw path and body)."""
+    """Sends a Request to the upstream GMS exactly as the client sent it (raw path, query and body).
+    Credentials in the upstream URL are sent as Basic auth when the client sent no Authorization of
+    its own; a client's Authorization is forwarded unchanged, as a transparent proxy does."""
 
-    def __init__(self, upstream: str, timeout: float) -> None:
-        self.base = URL(upstream.rstrip("/"))
-        self.shown = self.base.with_user(None)  # for messages: credentials in the URL never reach a log
+    def __init__(self, upstream: str, timeout: float, max_response_body: int) -> None:
+        url = URL(upstream.rstrip("/"))
+        credentials = f"{url.user}:{url.password or ''}".encode()
+        self.auth = "Basic " + base64.b64encode(credentials).decode("ascii") if url.user else None
+        self.base = url.with_user(None)  # credentials never reach a URL, a log or an answer
         self.timeout = timeout
+        self.max_response_body = max_response_body
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -90,7 +115,7 @@ class Forwarder:
             await self._session.close()
 
     def _headers(self, req: Request) -> tuple[CIMultiDict[str], set[str]]:
-        headers = end_to_end(req.headers)
+        headers = end_to_end(req.headers.items())
         original_host = headers.popone("Host", "")
         headers.popall("Content-Length", None)
         headers.popall(SESSION_HEADER, None)
@@ -102,6 +127,8 @@ class Forwarder:
         headers["X-Forwarded-Proto"] = "http"
         if original_host:
             headers["X-Forwarded-Host"] = original_host
+        if self.auth is not None and "Authorization" not in headers:
+            headers["Authorization"] = self.auth
         skip = {"User-Agent", "Content-Type", "Accept-Encoding", "Accept"} - set(headers)
         if "Accept-Encoding" in headers:  # only what can be decoded for the cassette
             accepted = [e.strip() for e in headers["Accept-Encoding"].split(",")]
@@ -109,28 +136,37 @@ class Forwarder:
             headers["Accept-Encoding"] = ", ".join(kept) or "identity"
         return headers, skip
 
-    async def __call__(self, req: Request) -> Response:
+    async def __call__(self, ex: Exchange) -> Response:
         assert self._session is not None, "Forwarder.start() was not awaited"
+        req = ex.request
         headers, skip = self._headers(req)
         url = URL(str(self.base) + req.target, encoded=True)
         try:
             async with self._session.request(req.method, url, headers=headers, data=req.body or None,
                                              skip_auto_headers=skip, allow_redirects=False) as up:
-                body = await up.read()
+                body = bytearray()
+                async for chunk in up.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > self.max_response_body:
+                        raise UpstreamTooLarge(
+                            f"GMS at {self.base} answered more than max_response_body "
+                            f"({self.max_response_body} bytes, decompressed); raise it in config.yaml if "
+                            "that answer is real")
                 encoding = up.headers.get("Content-Encoding")
-                out = end_to_end(up.headers)
+                out = end_to_end(up.headers.items())
                 for name in ("Content-Length", "Content-Encoding"):
                     out.popall(name, None)
-                return Response(up.status, body, headers_of(out), "upstream", up.reason,
+                return Response(up.status, bytes(body), headers_of(out), Source.UPSTREAM, up.reason,
                                 encoding if encoding and encoding.lower() != "identity" else None)
         except TimeoutError:
-            raise UpstreamTimeout(f"GMS at {self.shown} did not answer within {self.timeout:g} s; "
+            raise UpstreamTimeout(f"GMS at {self.base} did not answer within {self.timeout:g} s; "
                                   "try again") from None
         except aiohttp.ClientConnectorError as e:
-            raise UpstreamUnreachable(f"GMS at {self.shown} is unreachable ({e.os_error.strerror or e}); "
-                                      "try again") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamUnreachable(f"GMS at {self.shown} failed: {type(e).__name__}: {e}; try again") from None
+            reason = e.os_error.strerror or "connection failed"
+            raise UpstreamUnreachable(f"GMS at {self.base} is unreachable ({reason}); try again") from None
+        except aiohttp.ClientError as e:  # the message may hold the request's URL, query and all: not shown
+            raise UpstreamUnreachable(f"GMS at {self.base} failed ({type(e).__name__}: the connection closed "
+                                      "or the answer was not valid HTTP); try again") from None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -141,21 +177,17 @@ async def origin_form_only(request: web.Request, handler: Handler) -> web.Stream
     """Not an open proxy: aiohttp accepts absolute-form targets (`GET http://other/x`) and shows only
     their path in `request.path`; the raw target tells. CONNECT is refused the same way."""
     if request.method == "CONNECT" or not request.raw_path.startswith("/"):
-        raise RequestRefused(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
-                             f"{request.method} {request.raw_path}", 400, "not-an-open-proxy")
+        raise NotAnOpenProxy(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
+                             f"{request.method} {request.raw_path.split('?')[0]}")
     return await handler(request)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What the edge itself refuses (before the pipeline): a GMS-shaped answer, the path in the log."""
     try:
         return await handler(request)
     except OmproxyError as e:
-        # The path only: a query string may hold what redaction masks, and the Redactor is not here.
         log.warning("%s %s -> %s: %s", request.method, request.raw_path.split("?")[0], e.status, e.message)
         return to_web(error_response(e))
-    except web.HTTPException:
-        raise
-    except Exception as e:  # a bug in omproxy: still a GMS-shaped answer, and the traceback in the log
-        log.exception("internal error on %s %s", request.method, request.raw_path.split("?")[0])
-        return to_web(error_response(OmproxyError(f"omproxy internal error: {type(e).__name__}: {e}")))
+

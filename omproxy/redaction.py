@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from omproxy.config import Redaction
 from omproxy.formcodec import charset_of, split_key, unescape
+from omproxy.model import Request, Response, headers_of
 
 MASK = "REDACTED"
 SECRET_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie")
@@ -36,25 +38,44 @@ class Redactor:
             self.form_keys.add("externalId")
         self.json_paths = [tuple(p.split(".")) for p in rules.json_fields]
 
+    def request(self, req: Request) -> Request:
+        """The request as it may be stored and shown: secret headers, form and query values masked."""
+        return replace(req, query=self.query(req.query), headers=headers_of(self.headers(req.headers.items())),
+                       body=self.form_body(req.body, req.headers.get("Content-Type")))
+
+    def response(self, resp: Response) -> Response:
+        return replace(resp, headers=headers_of(self.headers(resp.headers.items())), body=self.json_body(resp.body))
+
     def headers(self, pairs: Any) -> list[tuple[str, str]]:
         return [(k, MASK if k.lower() in self.header_names else v) for k, v in pairs]
 
     def fields(self, fields: Any) -> list[tuple[str, str]]:
-        return [(k, MASK if k in self.form_keys else v) for k, v in fields]
+        return [(k, MASK if v and self.secret_key(k) else v) for k, v in fields]
+
+    def secret_key(self, key: str) -> bool:
+        """A decoded form key whose value is masked (a key still percent-encoded is decoded once more)."""
+        return key in self.form_keys or ("%" in key and unescape(key.encode("utf-8"))[0].decode(
+            "utf-8", "replace") in self.form_keys)
 
     def form_body(self, body: bytes, content_type: str | None) -> bytes:
         """Mask redacted values in the raw body, keeping every other byte as the client sent it."""
         if not self.form_keys or not body:
             return body
-        return b"&".join(raw_key + b"=" + MASK.encode() if secret else segment
-                         for segment, raw_key, _, secret in self._segments(body, content_type))
+        # An empty value stays empty: `delete[CreditCard]=` holds no secret, and a mask there would
+        # read as a delete-with-value finding.
+        return b"&".join(raw_key + b"=" + MASK.encode() if secret and raw_value else segment
+                         for segment, raw_key, raw_value, secret in self._segments(body, content_type))
 
     def _segments(self, body: bytes, content_type: str | None) -> Iterator[tuple[bytes, bytes, bytes, bool]]:
-        """Each raw `key=value` segment, its raw key and value, and whether its decoded key is redacted."""
+        """Each raw `key=value` segment, its raw key and value, and whether its key is redacted —
+        decoded once, or decoded twice (a double-encoded `userData%255BCreditCard%255D` too)."""
         charset = charset_of(content_type)
         for segment in body.split(b"&"):
             raw_key, _, raw_value = segment.partition(b"=")
-            yield segment, raw_key, raw_value, unescape(raw_key)[0].decode(charset, "replace") in self.form_keys
+            once = unescape(raw_key)[0]
+            secret = once.decode(charset, "replace") in self.form_keys or (
+                b"%" in once and unescape(once)[0].decode(charset, "replace") in self.form_keys)
+            yield segment, raw_key, raw_value, secret
 
     def query(self, query: str) -> str:
         """The query string with redacted keys masked (same rules as the form)."""
@@ -68,7 +89,7 @@ class Redactor:
         """The redacted values of one request, decoded and as sent, to scrub from free text."""
         if not self.form_keys:
             return []
-        found = {v for k, v in fields if k in self.form_keys and v}
+        found = {v for k, v in fields if v and self.secret_key(k)}
         found |= {raw_value.decode("latin-1") for _, _, raw_value, secret in self._segments(body, content_type)
                   if secret and raw_value}
         return sorted(found, key=len, reverse=True)
@@ -96,7 +117,7 @@ class Redactor:
             return body
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return body
         if self.json_value(data):
             return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
@@ -126,7 +147,9 @@ def _luhn(digits: str) -> bool:
 def _mask_path(data: Any, path: tuple[str, ...]) -> bool:
     if not isinstance(data, dict) or path[0] not in data:
         if isinstance(data, list):
-            return any([_mask_path(item, path) for item in data])
+            # A list, not a generator: any() over a generator stops at the first True and would leave
+            # every later element unmasked (tested: test_json_field_masks_every_array_element).
+            return any([_mask_path(item, path) for item in data])  # noqa: C419
         return False
     if len(path) == 1:
         data[path[0]] = MASK

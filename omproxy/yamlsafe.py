@@ -17,7 +17,7 @@ _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-class Loader(_Base):  # type: ignore[misc,valid-type]
+class Loader(_Base):  # type: ignore[misc]
     pass
 
 

@@ -74,7 +74,7 @@ class FakeGms:
             await resp.write_eof()
             return resp
         if path.startswith("/genesys/2/openmedia/"):
-            answer = self.simulator.handle(Request(request.method, request.raw_path.split("?")[0], "",
+            answer = await self.simulator.handle(Request(request.method, request.raw_path.split("?")[0], "",
                                                    headers_of(request.headers), body))
             return web.Response(status=answer.status, body=answer.body, headers={
                 "Content-Type": "application/json", "X-Gms-Node": "gms1"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omproxy import cassette
+from omproxy import storage
 from omproxy.app import build_app
 from omproxy.config import Config, Mode
 from tests.support import BASE, FORM
@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).parent.parent / "cassettes" / "examples" / "reference-s
 
 
 async def test_example_cassette_replays_the_reference_story(aiohttp_client) -> None:
-    recorded = cassette.load(EXAMPLE)
+    recorded = storage.load(EXAMPLE)
     client = await aiohttp_client(build_app(Config(cassette=str(EXAMPLE), fallback="none"), Mode.REPLAY))
     for rec in recorded.interactions:
         resp = await client.post(rec.request.path, data=rec.request.body, headers=dict(rec.request.headers))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omproxy import cassette
+from omproxy import storage, yamlformat
 from omproxy.app import build_app
 from omproxy.config import Config, Mode, Redaction
 from tests.support import BASE, FORM, FakeGms
@@ -245,17 +245,17 @@ async def test_binary_body_recorded_losslessly(proxy, tmp_path) -> None:
     await client.post("/echo", data=body, headers=FORM)
     (entry,) = loaded(tmp_path / "c.yaml")
     assert base64.b64decode(entry["request"]["body_base64"]) == body
-    (rec,) = cassette.load(tmp_path / "c.yaml").interactions
+    (rec,) = storage.load(tmp_path / "c.yaml").interactions
     assert rec.request.body == body
 
 
 def test_torn_tail_is_dropped_with_file_and_line(tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    whole = cassette.HEADER + "".join(
-        cassette.dump_entry({"request": {"method": "POST", "path": f"/p{i}", "body": "a=1"},
+    whole = yamlformat.HEADER + "".join(
+        yamlformat.dump_entry({"request": {"method": "POST", "path": f"/p{i}", "body": "a=1"},
                              "response": {"status": 200, "body": "{}"}}).decode() for i in range(3))
     path.write_text(whole + "- recorded_at: '2026-11-28T10:15:02.114Z'\n  request:\n    method: POST\n    path: '/p")
-    loaded_cassette = cassette.load(path)
+    loaded_cassette = storage.load(path)
     assert [r.request.path for r in loaded_cassette.interactions] == ["/p0", "/p1", "/p2"]
     assert loaded_cassette.dropped is not None
     last_line = whole.count("\n") + 1
@@ -264,12 +264,12 @@ def test_torn_tail_is_dropped_with_file_and_line(tmp_path) -> None:
 
 async def test_recording_after_a_torn_tail_repairs_it_first(proxy, tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(cassette.HEADER + cassette.dump_entry(
+    path.write_text(yamlformat.HEADER + yamlformat.dump_entry(
         {"request": {"method": "POST", "path": "/p0"}, "response": {"status": 200}}).decode()
         + "- request:\n    method: PO")
     client = await proxy(cassette=str(path))
     await client.post("/echo", data=b"a=1", headers=FORM)
-    got = cassette.load(path)
+    got = storage.load(path)
     assert got.dropped is None
     assert [r.request.path for r in got.interactions] == ["/p0", "/echo"]
 
@@ -307,8 +307,10 @@ async def test_encoding_findings_in_the_log_do_not_leak_redacted_values(proxy, t
 async def test_a_cassette_that_cannot_be_written_still_answers_and_says_so(proxy, tmp_path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="omproxy")
     blocker = tmp_path / "not-a-folder"
-    blocker.write_text("a file where the cassette folder should be")
-    client = await proxy(cassette=str(blocker / "c.yaml"))
+    blocker.mkdir()
+    client = await proxy(cassette=str(blocker / "c.yaml"))  # writable at start-up ...
+    blocker.rmdir()
+    blocker.write_text("a file where the cassette folder should be")  # ... not any more
     resp = await client.post(f"{BASE}/s", data=b"externalId=1", headers=FORM)
     assert resp.status == 200 and (await resp.json())["statusCode"] == 0
     assert "NOT RECORDED" in caplog.text and str(blocker / "c.yaml") in caplog.text

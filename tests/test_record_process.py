@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from omproxy import cassette
+from omproxy import storage
 from tests.support import BASE, FORM, FakeGms
 
 
@@ -36,7 +36,7 @@ async def test_sigkill_after_n_answers_loses_none_of_them(tmp_path: Path) -> Non
     finally:
         proc.kill()
         await proc.wait()
-    got = cassette.load(target)
+    got = storage.load(target)
     assert got.dropped is None
     assert len(got.interactions) == answered == 25
 
@@ -58,7 +58,7 @@ async def test_sigterm_finishes_and_records_in_flight_requests(aiohttp_server, t
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert "summary: forwarded 1, recorded 1, failed upstream 0" in err.decode()
-    assert [r.request.path for r in cassette.load(target).interactions] == ["/hold"]
+    assert [r.request.path for r in storage.load(target).interactions] == ["/hold"]
 
 
 async def test_json_log_lines_carry_the_decoded_request_and_mask_secrets(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_two_processes_recording_into_one_cassette_interleave_no_entry(tmp
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0
-    got = cassette.load(target)
+    got = storage.load(target)
     assert got.dropped is None
     assert sorted(r.request.form.get("externalId") for r in got.interactions) == sorted(f"e{i}" for i in range(120))
     assert target.read_text().count("version: 1") == 1

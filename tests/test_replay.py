@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import cassette
+from omproxy import storage, yamlformat
 from omproxy.app import build_app
 from omproxy.cli import main
 from omproxy.config import Config, Matching, Mode, Redaction
@@ -63,7 +63,7 @@ async def recorded(aiohttp_server, aiohttp_client, tmp_path) -> tuple[Path, list
     answers = await play_story(client)
     await client.close()
     await server.close()
-    assert len(cassette.load(path).interactions) == 6
+    assert len(storage.load(path).interactions) == 6
     return path, answers
 
 
@@ -194,10 +194,10 @@ async def test_reset_rewinds_playback_and_empties_the_simulator(replay, recorded
     client = await replay()
     assert await play_story(client) == recorded[1]
     iid = json.loads(recorded[1][0][1])["interactionId"]
-    assert (await client.post("/_omproxy/reset")).status == 200
+    assert (await client.post("/_omproxy/reset", json={})).status == 200
     assert (await (await client.post(f"{SVC}/{iid}/update", data=b"change%5BA%5D=1", headers=FORM)).json())[
         "errors"][0]["code"] == 248  # the simulator forgot everything
-    assert (await client.post("/_omproxy/reset")).status == 200
+    assert (await client.post("/_omproxy/reset", json={})).status == 200
     assert await play_story(client) == recorded[1]
 
 
@@ -206,7 +206,7 @@ async def test_reset_of_one_session_leaves_the_others(replay, recorded) -> None:
     iid = json.loads(recorded[1][0][1])["interactionId"]
     for s in ("a", "b"):
         await client.post(f"{SVC}/{iid}/get", headers={"X-Omproxy-Session": s})
-    await client.post("/_omproxy/reset", headers={"X-Omproxy-Session": "a"})
+    await client.post("/_omproxy/reset", json={}, headers={"X-Omproxy-Session": "a"})
     got_a = await (await client.post(f"{SVC}/{iid}/get", headers={"X-Omproxy-Session": "a"})).read()
     got_b = await (await client.post(f"{SVC}/{iid}/get", headers={"X-Omproxy-Session": "b"})).read()
     assert got_a == recorded[1][1][1] and got_b == recorded[1][3][1]
@@ -271,7 +271,7 @@ async def test_keys_redacted_at_record_time_are_ignored_when_matching(aiohttp_se
 
 async def test_a_folder_replays_every_cassette_in_it(aiohttp_client, recorded, tmp_path) -> None:
     other = tmp_path / "other.yaml"
-    other.write_text(cassette.HEADER + cassette.dump_entry(
+    other.write_text(yamlformat.HEADER + yamlformat.dump_entry(
         {"request": {"method": "POST", "path": f"{BASE}/billing"},
          "response": {"status": 200, "body": '{"statusCode":0,"interactionId":"BILL000000000001"}'}}).decode())
     client = await aiohttp_client(build_app(Config(cassette=str(tmp_path), fallback="none"), Mode.REPLAY))
@@ -293,7 +293,7 @@ async def test_auto_replays_what_matches_and_records_the_rest(aiohttp_server, ai
     resp = await client.post(SVC, data=CREATE, headers=FORM)  # recording used up: a new episode
     assert resp.headers["X-Omproxy-Source"] == "upstream"
     await client.close()
-    paths = [r.request.form.get("externalId") for r in cassette.load(recorded[0]).interactions]
+    paths = [r.request.form.get("externalId") for r in storage.load(recorded[0]).interactions]
     assert paths[6:] == ["new", "xy932"]
 
 
@@ -367,7 +367,7 @@ async def test_consistency_rule_covers_gets_by_external_id(aiohttp_client, tmp_p
                      "interactionUserData": [{"key": "A", "type": "str", "value": "1"},
                                              {"key": "ExternalId", "type": "str", "value": "e1"}]}})),
     ]
-    path.write_text(cassette.HEADER + "".join(cassette.dump_entry(
+    path.write_text(yamlformat.HEADER + "".join(yamlformat.dump_entry(
         {"request": rq, "response": {"status": 200, "body": body}}).decode() for rq, body in entries))
     client = await aiohttp_client(build_app(Config(cassette=str(path)), Mode.REPLAY))
     await client.post(SVC, data=b"externalId=e1&userData%5BA%5D=1", headers=FORM)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from omproxy import cassette
+from omproxy import storage
 from omproxy.app import build_app
 from omproxy.config import Config, Mode
 
@@ -45,7 +45,7 @@ async def test_random_requests_never_500_and_all_are_recorded(aiohttp_client, tm
         assert resp.status != 500, (method, path, await resp.text())
         assert "statusCode" in await resp.json(content_type=None)
         recorded += 1
-    loaded = cassette.load(target)
+    loaded = storage.load(target)
     assert loaded.dropped is None
     assert len(loaded.interactions) == recorded
 

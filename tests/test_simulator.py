@@ -12,8 +12,8 @@ from omproxy.simulator import Simulator
 from tests.support import BASE, FORM
 
 
-def post(sim: Simulator, path: str, body: bytes = b"", method: str = "POST", headers=FORM) -> tuple[int, dict]:
-    resp = sim.handle(Request(method, BASE + path, "", headers_of(headers), body))
+async def post(sim: Simulator, path: str, body: bytes = b"", method: str = "POST", headers=FORM) -> tuple[int, dict]:
+    resp = await sim.handle(Request(method, BASE + path, "", headers_of(headers), body))
     return resp.status, json.loads(resp.body)
 
 
@@ -25,36 +25,36 @@ def user_data(reply: dict) -> dict[str, str]:
     return {e["key"]: e["value"] for e in reply["interactionProperties"]["interactionUserData"]}
 
 
-def test_reference_story_create_get_update_get_stop_get(make_simulator) -> None:
+async def test_reference_story_create_get_update_get_stop_get(make_simulator) -> None:
     sim = make_simulator()
-    status, created = post(sim, "/customer-support", CREATE)
+    status, created = (await post(sim, "/customer-support", CREATE))
     assert (status, created) == (200, {"statusCode": 0, "interactionId": "01QG0Q2S5S50G000"})
     iid = created["interactionId"]
 
-    _, got = post(sim, f"/customer-support/{iid}/get")
+    _, got = (await post(sim, f"/customer-support/{iid}/get"))
     assert got["statusCode"] == 0
     assert user_data(got) == {"ExternalId": "xy932", "KeyToDelete": "value to delete",
                               "OrderNumber": "ABC123456789", "TestKey2": "Test value"}
 
-    _, updated = post(sim, f"/customer-support/{iid}/update",
-                      b"change%5BOrderNumber%5D=ABC123456780&change%5BNew%5D=1&delete%5BKeyToDelete%5D=")
+    _, updated = (await post(sim, f"/customer-support/{iid}/update",
+                      b"change%5BOrderNumber%5D=ABC123456780&change%5BNew%5D=1&delete%5BKeyToDelete%5D="))
     assert updated == {"statusCode": 0}
-    _, got = post(sim, f"/customer-support/{iid}/get")
+    _, got = (await post(sim, f"/customer-support/{iid}/get"))
     assert user_data(got) == {"ExternalId": "xy932", "New": "1", "OrderNumber": "ABC123456780",
                               "TestKey2": "Test value"}
 
-    assert post(sim, f"/customer-support/{iid}/stop", b"reasonSystemName=Cancel") == (200, {"statusCode": 0})
-    assert post(sim, f"/customer-support/{iid}/get") == (200, {"statusCode": 2, "errors": [
+    assert (await post(sim, f"/customer-support/{iid}/stop", b"reasonSystemName=Cancel")) == (200, {"statusCode": 0})
+    assert (await post(sim, f"/customer-support/{iid}/get")) == (200, {"statusCode": 2, "errors": [
         {"code": 248, "advice": f"Specified interaction Id[{iid}] was not found"}]})
-    assert post(sim, f"/customer-support/{iid}/update", b"change%5BA%5D=1")[1]["errors"][0] == {
+    assert (await post(sim, f"/customer-support/{iid}/update", b"change%5BA%5D=1"))[1]["errors"][0] == {
         "code": 248, "advice": f"Interaction with specified id[{iid}] was not found"}
-    assert post(sim, f"/customer-support/{iid}/stop")[1]["errors"][0]["code"] == 248
+    assert (await post(sim, f"/customer-support/{iid}/stop"))[1]["errors"][0]["code"] == 248
 
 
-def test_get_properties_have_the_references_18_fields_and_types(make_simulator) -> None:
+async def test_get_properties_have_the_references_18_fields_and_types(make_simulator) -> None:
     sim = make_simulator()
-    _, created = post(sim, "/customer-support", CREATE)
-    _, got = post(sim, f"/customer-support/{created['interactionId']}/get")
+    _, created = (await post(sim, "/customer-support", CREATE))
+    _, got = (await post(sim, f"/customer-support/{created['interactionId']}/get"))
     props = got["interactionProperties"]
     assert list(props) == [
         "interactionType", "interactionId", "interactionReceivedAt", "interactionIsHeld",
@@ -75,21 +75,21 @@ def test_get_properties_have_the_references_18_fields_and_types(make_simulator) 
     assert all(e["type"] == "str" for e in props["interactionUserData"])
 
 
-def test_get_by_external_id(make_simulator) -> None:
+async def test_get_by_external_id(make_simulator) -> None:
     sim = make_simulator()
-    _, created = post(sim, "/customer-support", CREATE)
-    _, got = post(sim, "/customer-support/xy932/get", b"searchByExternalId=true")
+    _, created = (await post(sim, "/customer-support", CREATE))
+    _, got = (await post(sim, "/customer-support/xy932/get", b"searchByExternalId=true"))
     assert got["interactionProperties"]["interactionId"] == created["interactionId"]
-    _, missing = post(sim, "/customer-support/nope/get", b"searchByExternalId=true")
+    _, missing = (await post(sim, "/customer-support/nope/get", b"searchByExternalId=true"))
     assert missing["errors"][0] == {"code": 248, "advice": "Specified interaction Id[nope] was not found"}
-    _, by_id = post(sim, "/customer-support/xy932/get", b"searchByExternalId=false")
+    _, by_id = (await post(sim, "/customer-support/xy932/get", b"searchByExternalId=false"))
     assert by_id["statusCode"] == 2
 
 
-def test_keys_are_stored_verbatim_never_fixed(make_simulator) -> None:
+async def test_keys_are_stored_verbatim_never_fixed(make_simulator) -> None:
     sim = make_simulator()
-    _, created = post(sim, "/s", b"userData%5B0rderNumber%5D=A&userData%5Bmy.key+%C3%A9%5D=b")
-    _, got = post(sim, f"/s/{created['interactionId']}/get")
+    _, created = (await post(sim, "/s", b"userData%5B0rderNumber%5D=A&userData%5Bmy.key+%C3%A9%5D=b"))
+    _, got = (await post(sim, f"/s/{created['interactionId']}/get"))
     assert user_data(got) == {"0rderNumber": "A", "my.key é": "b"}
 
 
@@ -105,19 +105,19 @@ OVERRIDE = b"interactionType=Outbound&interactionSubType=OutboundNew&mediaType=e
     ("customer-support", ("Outbound", "OutboundNew", "email", "Support Queue")),
     ("billing", ("Inbound", "InboundNew", "workitem", "Catch-all Queue")),
 ], ids=["allow-overwrite-uses-request", "no-overwrite-ignores-request"])
-def test_type_subtype_media_overrides_only_with_allow_overwrite(make_simulator, service, expected) -> None:
+async def test_type_subtype_media_overrides_only_with_allow_overwrite(make_simulator, service, expected) -> None:
     sim = make_simulator(SECTIONS)
-    _, created = post(sim, f"/{service}", OVERRIDE)
-    props = post(sim, f"/{service}/{created['interactionId']}/get")[1]["interactionProperties"]
+    _, created = (await post(sim, f"/{service}", OVERRIDE))
+    props = (await post(sim, f"/{service}/{created['interactionId']}/get"))[1]["interactionProperties"]
     assert (props["interactionType"], props["interactionSubtype"], props["interactionMediatype"],
             props["interactionQueue"]) == expected
 
 
-def test_unknown_service_without_catch_all_is_404(make_simulator) -> None:
+async def test_unknown_service_without_catch_all_is_404(make_simulator) -> None:
     sim = make_simulator({"openmedia.known": {"queue": "Q"}})
-    status, body = post(sim, "/unknown", b"externalId=1")
+    status, body = (await post(sim, "/unknown", b"externalId=1"))
     assert status == 404 and body["statusCode"] == 2 and "unknown" in body["errors"][0]["advice"]
-    assert post(sim, "/known", b"externalId=1")[1]["statusCode"] == 0
+    assert (await post(sim, "/known", b"externalId=1"))[1]["statusCode"] == 0
 
 
 @pytest.mark.parametrize("path,body,headers,status,code,advice", [
@@ -129,30 +129,30 @@ def test_unknown_service_without_catch_all_is_404(make_simulator) -> None:
     ("/s/ID/frobnicate", b"", FORM, 404, 905, "no Open Media operation"),
 ], ids=["update-without-body", "update-without-keys", "wrong-content-type", "json-body", "bad-boolean",
         "unknown-operation"])
-def test_bad_input_gets_a_gms_shaped_failure(make_simulator, path, body, headers, status, code, advice) -> None:
-    got_status, reply = post(make_simulator(), path, body, headers=headers)
+async def test_bad_input_gets_a_gms_shaped_failure(make_simulator, path, body, headers, status, code, advice) -> None:
+    got_status, reply = (await post(make_simulator(), path, body, headers=headers))
     assert got_status == status
     assert reply["statusCode"] == 2 and reply["errors"][0]["code"] == code
     assert advice in reply["errors"][0]["advice"]
 
 
-def test_non_post_is_405(make_simulator) -> None:
-    resp = make_simulator().handle(Request("GET", BASE + "/s", "", headers_of({}), b""))
+async def test_non_post_is_405(make_simulator) -> None:
+    resp = await make_simulator().handle(Request("GET", BASE + "/s", "", headers_of({}), b""))
     assert resp.status == 405 and resp.headers["Allow"] == "POST"
 
 
-def test_default_ids_are_16_alphanumerics_and_unique() -> None:
+async def test_default_ids_are_16_alphanumerics_and_unique() -> None:
     sim = Simulator()
-    ids = {post(sim, "/s")[1]["interactionId"] for _ in range(500)}
+    ids = {(await post(sim, "/s"))[1]["interactionId"] for _ in range(500)}
     assert len(ids) == 500 and all(re.fullmatch(r"[0-9A-Za-z]{16}", i) for i in ids)
 
 
-def test_observe_learns_a_recorded_create_and_update(make_simulator) -> None:
+async def test_observe_learns_a_recorded_create_and_update(make_simulator) -> None:
     sim = make_simulator()
     req = Request("POST", BASE + "/s", "", headers_of(FORM), b"externalId=e1&userData%5BA%5D=1")
     from omproxy.model import Response
-    sim.observe(req, Response(200, b'{"statusCode":0,"interactionId":"REC0000000000001"}'))
+    await sim.observe(req, Response(200, b'{"statusCode":0,"interactionId":"REC0000000000001"}'))
     upd = Request("POST", BASE + "/s/REC0000000000001/update", "", headers_of(FORM), b"change%5BB%5D=2")
-    sim.observe(upd, Response(200, b'{"statusCode":0}'))
-    _, got = post(sim, "/s/REC0000000000001/get")
+    await sim.observe(upd, Response(200, b'{"statusCode":0}'))
+    _, got = (await post(sim, "/s/REC0000000000001/get"))
     assert user_data(got) == {"A": "1", "B": "2", "ExternalId": "e1"}

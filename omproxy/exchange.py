@@ -1,0 +1,68 @@
+"""One request's life, typed: what was asked, what was answered and by whom, how long it took, which
+recording matched or why none did, where it was recorded. Responders fill it in; observers (the
+journal, the access log, later metrics, HAR export, the inspector, the pytest plugin) only read it.
+Pure."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from omproxy.model import Recorded, Request, Response
+
+if TYPE_CHECKING:
+    from omproxy.matching import NearMiss
+
+
+class Outcome(Enum):
+    """What the summary line and the journal count. One per exchange (but RECORDED / WRITE_FAILED,
+    which come on top of FORWARDED), plus NEVER_PLAYED at shutdown."""
+
+    FROM_CASSETTE = "from cassette"
+    SIMULATED = "simulated"
+    FORWARDED = "forwarded"
+    RECORDED = "recorded"
+    MISSED = "missed"
+    FAILED_UPSTREAM = "failed upstream"
+    WRITE_FAILED = "write failed"
+    REFUSED = "refused"
+    NEVER_PLAYED = "never played"
+
+
+@dataclass
+class Exchange:
+    request: Request
+    started: float = field(default_factory=time.time)  # wall clock, seconds
+    response: Response | None = None
+    outcome: Outcome | None = None
+    duration_ms: float = 0.0
+    matched: Recorded | None = None  # the recording that answered
+    miss: str | None = None  # why no recording answered (a readable report)
+    near_misses: tuple[NearMiss, ...] = ()
+    owned: bool = False  # answered by the simulator under the consistency rule
+    recorded_to: str | None = None
+    record_error: str | None = None
+    error: str | None = None  # the omproxy error the answer reports
+
+    def counts(self) -> list[Outcome]:
+        out = [self.outcome] if self.outcome is not None else []
+        if self.recorded_to is not None:
+            out.append(Outcome.RECORDED)
+        if self.record_error is not None:
+            out.append(Outcome.WRITE_FAILED)
+        return out
+
+    @property
+    def note(self) -> str:
+        """One human line on where the answer came from, for the log."""
+        if self.matched is not None:
+            return self.matched.where
+        if self.record_error is not None:
+            return f"NOT recorded: {self.record_error}"
+        if self.recorded_to is not None:
+            return f"recorded to {self.recorded_to}"
+        if self.owned:
+            return "consistency rule: the simulator changed this interaction, so it answers for it"
+        return self.miss or self.error or ""

@@ -1,0 +1,90 @@
+"""The one request pipeline, for every mode and every server front: `serve(request) -> Exchange`.
+Responders decide (the first to return a Response answers); observers record (journal, access log,
+findings) after the answer is decided. Every failure becomes a GMS-shaped answer here, with the
+redacted target in the log: `serve` never raises and never answers with internals. Pure."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from omproxy import gms
+from omproxy.errors import NoRecording, OmproxyError, UpstreamError
+from omproxy.exchange import Exchange, Outcome
+from omproxy.model import Request, Response, Source
+from omproxy.redaction import Redactor
+
+log = logging.getLogger("omproxy.access")
+
+
+class Responder(Protocol):
+    """The seam: given an exchange, an answer, or None for "not mine, ask the next"."""
+
+    async def __call__(self, ex: Exchange) -> Response | None: ...
+
+
+Observer = Callable[[Exchange], None]
+
+
+class Counted:
+    """A responder whose answers are counted as `outcome` (the upstream: forwarded)."""
+
+    def __init__(self, inner: Responder, outcome: Outcome) -> None:
+        self.inner, self.outcome = inner, outcome
+
+    async def __call__(self, ex: Exchange) -> Response | None:
+        resp = await self.inner(ex)
+        if resp is not None:
+            ex.outcome = self.outcome
+        return resp
+
+
+def error_response(error: OmproxyError) -> Response:
+    """An omproxy error as the client sees it: GMS-shaped JSON, statusCode 1 when a retry may help."""
+    if isinstance(error, UpstreamError):
+        body = gms.retry(error.message)
+    else:
+        body = gms.reply(2, errors=[{"code": error.gms_code, "advice": error.message} if error.gms_code
+                                    else {"advice": error.message}], **error.extra)
+    return Response.json(error.status, body, Source.OMPROXY, **{"X-Omproxy-Error": error.code})
+
+
+class Pipeline:
+    def __init__(self, responders: list[Responder], redactor: Redactor,
+                 observers: list[Observer] | None = None) -> None:
+        self.responders = responders
+        self.redactor = redactor
+        self.observers: list[Observer] = observers or []
+
+    async def serve(self, req: Request) -> Exchange:
+        ex = Exchange(req)
+        started = time.perf_counter()
+        try:
+            ex.response = await self._answer(ex)
+        except OmproxyError as e:
+            if isinstance(e, UpstreamError):
+                ex.outcome = Outcome.FAILED_UPSTREAM
+            ex.error = e.message
+            ex.response = error_response(e)
+            log.warning("%s %s -> %s: %s", req.method, self.redactor.target(req.path, req.query),
+                        e.status, e.message)
+        except Exception:  # a bug in omproxy: a GMS-shaped 500; the traceback in the log, not the answer
+            log.exception("internal error on %s %s", req.method, self.redactor.target(req.path, req.query))
+            ex.error = "omproxy internal error; the omproxy log has the details"
+            ex.response = error_response(OmproxyError(ex.error))
+        ex.duration_ms = (time.perf_counter() - started) * 1000
+        for observe in self.observers:
+            try:
+                observe(ex)
+            except Exception:
+                log.exception("an observer failed on %s %s", req.method, req.path)
+        return ex
+
+    async def _answer(self, ex: Exchange) -> Response:
+        for responder in self.responders:
+            resp = await responder(ex)
+            if resp is not None:
+                return resp
+        raise NoRecording(f"nothing answers {ex.request.method} {ex.request.path}")

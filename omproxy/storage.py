@@ -1,0 +1,290 @@
+"""Where cassettes live: which files a `--cassette` spec names (a file, a folder, a `{service}`
+template), loading them (a torn last entry dropped and reported), the safe append engine that
+`record` and `auto` write through, and a plain atomic `save` for tools and tests.
+
+Appending: an entry is on disk (fsync'd) before its client gets an answer; concurrent entries are
+group-committed in one write; an flock lets two processes record into one file; a failed write is
+truncated back, so the file is exactly as it was; every append starts from a whole entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import gc
+import logging
+import os
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omproxy import cassette, yamlformat, yamlsafe
+from omproxy.cassette import Cassette
+from omproxy.errors import CassetteError, ConfigError
+from omproxy.model import Recorded
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".yaml", ".yml")
+TAIL_WINDOW = 16 << 20  # how far back from the end a torn last entry is looked for
+
+
+def safe_name(service: str | None) -> str:
+    """A service name usable as one file name: no separators, no leading dots, no NUL."""
+    name = re.sub(r"[^A-Za-z0-9._-]|\.{2,}", "_", service or "_other").lstrip(".")
+    return (name or "_")[:120]
+
+
+class Template:
+    """What `--cassette` names. A file (`c.yaml`); a folder (`cassettes/`, an existing directory, or a
+    new name without a .yaml suffix), meaning `folder/{service}.yaml`; or a template with
+    `{service}`, one file per Open Media service. Replay reads exactly the files it matches."""
+
+    def __init__(self, spec: str) -> None:
+        if not spec.strip():
+            raise ConfigError("cassette: empty; give a file (c.yaml), a folder (cassettes/) or a template "
+                              "(cassettes/{service}.yaml)")
+        path = Path(spec)
+        self.folder_given = spec.endswith("/") or path.is_dir() or (
+            "{service}" not in spec and not path.exists() and path.suffix not in SUFFIXES)
+        self.spec = str(path / "{service}.yaml") if self.folder_given else spec
+        if self.spec.count("{service}") > 1 or "{service}" in str(Path(self.spec).parent):
+            raise ConfigError(f"cassette: {spec}: {{service}} may appear once, in the file name")
+
+    @property
+    def per_service(self) -> bool:
+        return "{service}" in self.spec
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.spec).parent
+
+    def path_for(self, service: str | None) -> Path:
+        return Path(self.spec.replace("{service}", safe_name(service)))
+
+    def files(self) -> list[Path]:
+        """The existing files this spec names, in name order."""
+        if not self.per_service:
+            path = Path(self.spec)
+            return [path] if path.is_file() else []
+        if not self.folder.is_dir():
+            return []
+        prefix, _, suffix = Path(self.spec).name.partition("{service}")
+        suffixes = SUFFIXES if self.folder_given else (suffix,)
+        return sorted(p for p in self.folder.iterdir() if p.is_file() and p.name.startswith(prefix)
+                      and p.name.endswith(suffixes) and len(p.name) > len(prefix) + len(suffix))
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    # Building millions of small objects triggers the cyclic GC over and over for nothing (none of
+    # them is garbage yet): off during a load, it halves the time of a 100,000-interaction cassette.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load(path: Path) -> Cassette:
+    """Load and validate a cassette. A torn last entry (no final newline, or an entry omproxy wrote
+    that lacks what it writes last) is dropped and reported in `dropped`; any other broken entry is
+    refused with file:line."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CassetteError(f"{name}: cassette not found") from None
+    except OSError as e:
+        raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
+    with _no_gc():
+        return _load(raw, name)
+
+
+def _load(raw: bytes, name: str) -> Cassette:
+    lines = yamlformat.entry_lines(raw)
+    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
+    try:
+        recorded = _records(raw, name, lines)
+        if raw.endswith(b"\n") or not starts:
+            return Cassette(name, tuple(recorded))
+    except CassetteError:
+        if not starts or (raw.endswith(b"\n") and not _cut_short(raw[starts[-1]:])):
+            raise
+    recorded = _records(raw[:starts[-1]], name, lines)  # everything before the torn entry must be whole
+    return Cassette(name, tuple(recorded), f"{name}:{lines[-1]}: dropped a torn last interaction "
+                    f"(#{len(recorded)}, cut short while being written)")
+
+
+def _cut_short(last: bytes) -> bool:
+    """Whether a last entry that ends with a newline was cut short while omproxy wrote it: it starts as
+    omproxy's entries do, and is not valid YAML or lacks what omproxy writes last."""
+    if not last.startswith(b"- recorded_at:"):
+        return False
+    try:
+        (entry,) = yamlsafe.load(last)
+    except (yaml.YAMLError, ValueError, TypeError):
+        return True
+    return not cassette.whole(entry)
+
+
+def _records(raw: bytes, name: str, lines: list[int]) -> list[Recorded]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
+    entries = cassette.entries_of(yamlformat.parse(text, name), name)
+    return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
+
+
+def load_spec(template: Template, *, must_exist: bool) -> list[Cassette]:
+    """The cassettes a --cassette spec names, for replay and auto."""
+    found = [load(p) for p in template.files()]
+    if must_exist and not found:
+        where = template.folder if template.per_service else template.spec
+        if not Path(where).exists():
+            raise CassetteError(f"{where}: cassette not found")
+        raise CassetteError(f"{where}: no cassettes matching {Path(template.spec).name} here; record some with "
+                            "'omproxy record', or try --cassette cassettes/examples/reference-story.yaml")
+    return found
+
+
+def check_writable(template: Template) -> None:
+    """Before recording: the folder can be written, and a file already there is a cassette omproxy can
+    append to (never a config file named by a slip of --cassette)."""
+    folder = template.folder
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise CassetteError(f"{folder}: cannot record here: the folder is not writable")
+    for path in template.files() if template.per_service else [Path(template.spec)]:
+        if path.exists():
+            _check_appendable(path)
+
+
+def _check_appendable(path: Path) -> None:
+    if path.is_dir():
+        raise CassetteError(f"{path}: is a folder; give a file (c.yaml) or a folder with a slash (cassettes/)")
+    if not os.access(path, os.W_OK):
+        raise CassetteError(f"{path}: cannot record into it: the file is not writable")
+    with path.open("rb") as f:
+        head = f.read(len(yamlformat.HEADER))
+    if not head or head == yamlformat.HEADER.encode():
+        return  # empty, or written by omproxy: appending is safe (a torn tail is cut at the first append)
+    load(path)  # hand-written: it must be a cassette (raises with file:line when it is not)
+
+
+def save(path: Path, entries: list[dict[str, Any]]) -> None:
+    """Write a whole cassette atomically (a temporary file, fsync'd, renamed over the target)."""
+    data = yamlformat.dump(cassette.document(entries))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- appending ------------------------------------------------------------------------------
+
+class CassetteWriter:
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
+        self._flushing: dict[Path, asyncio.Task[None]] = {}
+        self._checked: set[Path] = set()
+
+    async def append(self, path: Path, data: bytes) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[path].append((data, future))
+        if path not in self._flushing:
+            self._flushing[path] = asyncio.create_task(self._flush(path))
+        await asyncio.shield(future)  # a client that hangs up does not stop its entry being written
+
+    async def _flush(self, path: Path) -> None:
+        try:
+            while self._pending.get(path):
+                batch = self._pending.pop(path)
+                try:
+                    await asyncio.to_thread(self._write, path, b"".join(d for d, _ in batch))
+                except OSError as e:
+                    for _, f in batch:
+                        f.set_exception(e)
+                        f.exception()  # retrieved here too: a waiter whose client hung up is gone
+                else:
+                    for _, f in batch:
+                        f.set_result(None)
+        finally:
+            del self._flushing[path]
+
+    async def drain(self) -> None:
+        while self._flushing:
+            await asyncio.gather(*self._flushing.values(), return_exceptions=True)
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A file the {service} template names is never a symlink: nothing a request names can make
+        # omproxy write elsewhere. A file given by name may be one (the user chose it).
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if self.template.per_service else 0)
+        fd = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another omproxy recording into the same file waits
+            report = cut_torn_tail(fd, str(path), full=path not in self._checked)
+            self._checked.add(path)
+            if report:
+                log.warning("%s", report)
+            size = os.fstat(fd).st_size
+            if size == 0:
+                data = yamlformat.HEADER.encode() + data
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # exactly as it was: a later append never follows a partial one
+                raise
+        finally:
+            os.close(fd)
+
+
+def cut_torn_tail(fd: int, name: str, *, full: bool) -> str | None:
+    """Before appending (under the lock): make the file end on a whole entry. Always: a last entry not
+    ended by a newline is cut off (one pread). With `full` (the first append of a process): the last
+    entry is also parsed, and cut when omproxy wrote it but not to its end."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    ends_whole = os.pread(fd, 1, size - 1) == b"\n"
+    if ends_whole and not full:
+        return None
+    window = min(size, TAIL_WINDOW)
+    tail = os.pread(fd, window, size - window)
+    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(tail)]
+    if not starts:
+        return None if ends_whole else f"{name}: the file does not end with a newline; left as it is"
+    if ends_whole and not _cut_short(tail[starts[-1]:]):
+        return None
+    keep = size - window + starts[-1]
+    os.ftruncate(fd, keep)
+    return f"{name}: cut a torn last interaction off before appending ({size - keep} bytes)"

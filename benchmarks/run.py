@@ -19,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from omproxy import cassette, matching  # noqa: E402
+from omproxy import cassette, matching, storage, yamlformat  # noqa: E402
 from omproxy.config import Config, Matching, Mode  # noqa: E402
 from omproxy.model import Request, Response, headers_of  # noqa: E402
-from omproxy.record import CassetteWriter  # noqa: E402
 from omproxy.redaction import Redactor  # noqa: E402
 
 FORM = headers_of({"Content-Type": "application/x-www-form-urlencoded"})
@@ -41,7 +40,8 @@ def write_cassette(path: Path, n: int) -> None:
     with path.open("wb") as f:
         f.write(yamlformat.HEADER.encode())
         for i in range(n):
-            f.write(yamlformat.dump_entry(cassette.entry(*exchange(i), 1.0, redactor)))
+            req, resp = exchange(i)
+            f.write(yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), 1.0)))
 
 
 def best(fn, repeat: int = 5) -> float:
@@ -76,9 +76,8 @@ def bench_cassettes(small: int, big: int, tmp: Path) -> list[tuple[str, float, f
     rows.append(("index lookup (s)", lookups[small], lookups[big]))
 
     async def appends(path: Path, count: int = 200) -> float:
-        writer = CassetteWriter(str(path))
-        redactor = Redactor(Config().redact)
-        data = yamlformat.dump_entry(cassette.entry(*exchange(0), 1.0, redactor))
+        writer = storage.CassetteWriter(storage.Template(str(path)))
+        data = yamlformat.dump_entry(cassette.to_entry(*exchange(0), 1.0))
         await writer.append(path, data)  # first append checks the tail once
         t = time.perf_counter()
         for _ in range(count):

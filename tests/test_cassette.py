@@ -63,7 +63,8 @@ def test_a_last_entry_missing_its_newline_is_torn_even_when_it_parses(tmp_path) 
     whole = (yamlformat.HEADER.encode() + yamlformat.dump_entry(cassette.to_entry(req, Response(200, b"{}"), 1.0))
              + yamlformat.dump_entry(cassette.to_entry(req, Response(502, b"Bad Gateway from upstream load balancer",
                                                                    headers_of({"Content-Type": "text/plain"})), 1.0)))
-    cut = whole[:whole.index(b"Bad Gateway from ups") + len(b"Bad Gateway from ups")] + whole[-len(b"\n  duration_ms: 1.0\n"):]
+    end = whole.index(b"Bad Gateway from ups") + len(b"Bad Gateway from ups")
+    cut = whole[:end] + whole[-len(b"\n  duration_ms: 1.0\n"):]  # parses: a shorter body, a whole entry
     path.write_bytes(cut.rstrip(b"\n"))
     got = storage.load(path)
     assert [r.response.status for r in got.interactions] == [200]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from hypothesis import settings
@@ -16,3 +17,12 @@ settings.load_profile("omproxy")
 @pytest.fixture
 def make_simulator():
     return deterministic_simulator
+
+
+@pytest.fixture
+def refused_port():
+    """A port nothing listens on, held for the test: bound but not listening, so connecting is
+    refused and no other process can take it meanwhile (unlike a port found free and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

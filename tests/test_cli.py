@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -93,7 +94,9 @@ def start_server(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "omproxy", *args, "--port", "0"], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the server says it is ready
+    ready, _, _ = select.select([proc.stdout], [], [], 30)  # the ready line, or fail within 30 s
+    assert ready, "no ready line within 30 s"
+    line = proc.stdout.readline()
     assert " listening on http://127.0.0.1:" in line, proc.stderr.read() if proc.stderr else line
     return proc, line.rsplit(" ", 1)[1].strip()
 

@@ -105,8 +105,8 @@ async def test_several_set_cookie_stay_several_and_are_redacted_on_disk(proxy, t
     assert "s3cret" not in text and "a=1; Path" not in text
 
 
-async def test_upstream_down_is_502_retry_and_nothing_recorded(aiohttp_client, unused_tcp_port, tmp_path) -> None:
-    config = Config(upstream=f"http://127.0.0.1:{unused_tcp_port}", cassette=str(tmp_path / "c.yaml"))
+async def test_upstream_down_is_502_retry_and_nothing_recorded(aiohttp_client, refused_port, tmp_path) -> None:
+    config = Config(upstream=f"http://127.0.0.1:{refused_port}", cassette=str(tmp_path / "c.yaml"))
     client = await aiohttp_client(build_app(config, Mode.RECORD))
     resp = await client.post(f"{BASE}/s", data=b"externalId=1", headers=FORM)
     assert resp.status == 502
@@ -274,15 +274,15 @@ async def test_recording_after_a_torn_tail_repairs_it_first(proxy, tmp_path) -> 
     assert [r.request.path for r in got.interactions] == ["/p0", "/echo"]
 
 
-async def test_credentials_in_the_upstream_url_never_reach_the_log(aiohttp_client, unused_tcp_port, tmp_path,
+async def test_credentials_in_the_upstream_url_never_reach_the_log(aiohttp_client, refused_port, tmp_path,
                                                                    caplog) -> None:
     caplog.set_level(logging.INFO, logger="omproxy")
-    config = Config(upstream=f"http://admin:hunter2@127.0.0.1:{unused_tcp_port}", cassette=str(tmp_path / "c.yaml"))
+    config = Config(upstream=f"http://admin:hunter2@127.0.0.1:{refused_port}", cassette=str(tmp_path / "c.yaml"))
     client = await aiohttp_client(build_app(config, Mode.PASSTHROUGH))
     resp = await client.post(f"{BASE}/s", data=b"a=1", headers=FORM)
     assert resp.status == 502
     assert "hunter2" not in await resp.text() and "hunter2" not in caplog.text
-    assert f"127.0.0.1:{unused_tcp_port}" in await resp.text()
+    assert f"127.0.0.1:{refused_port}" in await resp.text()
 
 
 async def test_upstream_credentials_become_basic_auth_and_host_has_no_userinfo(aiohttp_client, gms) -> None:
@@ -346,9 +346,9 @@ async def test_redacted_keys_are_masked_in_the_query_string_too(proxy, gms, tmp_
     assert "s3cr3t" not in caplog.text and "s3cr3t" not in (tmp_path / "c.yaml").read_text()
 
 
-async def test_an_upstream_failure_does_not_log_the_query(aiohttp_client, unused_tcp_port, caplog) -> None:
+async def test_an_upstream_failure_does_not_log_the_query(aiohttp_client, refused_port, caplog) -> None:
     caplog.set_level(logging.INFO, logger="omproxy")
-    config = Config(upstream=f"http://127.0.0.1:{unused_tcp_port}", redact=Redaction(form_keys=("token",)))
+    config = Config(upstream=f"http://127.0.0.1:{refused_port}", redact=Redaction(form_keys=("token",)))
     client = await aiohttp_client(build_app(config, Mode.PASSTHROUGH))
     assert (await client.post("/echo?token=s3cr3t", data=b"a=1", headers=FORM)).status == 502
     assert "/echo" in caplog.text and "s3cr3t" not in caplog.text

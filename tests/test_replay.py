@@ -51,6 +51,17 @@ class CountingListener:
         self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def listener():
+    counting = CountingListener()
+    yield counting
+    await counting.close()
+
 
 @pytest.fixture
 async def recorded(aiohttp_server, aiohttp_client, tmp_path) -> tuple[Path, list[tuple[int, bytes]]]:
@@ -76,8 +87,7 @@ def replay(aiohttp_client, recorded):
     return make
 
 
-async def test_replay_serves_the_story_identically_and_stays_offline(replay, recorded) -> None:
-    listener = CountingListener()
+async def test_replay_serves_the_story_identically_and_stays_offline(replay, recorded, listener) -> None:
     upstream = await listener.start()
     client = await replay(upstream=upstream, fallback="none")
     assert await play_story(client) == recorded[1]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from omproxy import __version__, formcodec, gms
-from omproxy.config import OPTIONS, Config, LogFormat, Mode, load
+from omproxy.config import OPTIONS, Config, LogFormat, Mode
+from omproxy.configfile import load
 from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import Request, headers_of

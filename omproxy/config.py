@@ -1,6 +1,6 @@
 """Every option of omproxy, declared once in OPTIONS (config.yaml key, type or enum, default, flag,
 help, the modes that honour it); from that table come the Config's validation, config.yaml's
-reading and each mode's command-line flags (`cli`). Defaults < file < flags, resolved once. Every
+reading (`configfile`) and each mode's command-line flags (`cli`). Defaults < file < flags, resolved once. Every
 error names the file and the key: `config.yaml: match.ignore: expected a list of strings`. Paths in a
 config file are relative to its folder. Nothing else in omproxy reads the config file or argv."""
 
@@ -9,15 +9,12 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
-from omproxy import yamlsafe
 from omproxy.errors import ConfigError
 from omproxy.gms import CATCH_ALL, DEFAULT_SECTION
 
@@ -281,24 +278,3 @@ def from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
         else:
             values[option.attr] = value
     return Config(**values, redact=Redaction(**nested["redact"]), match=Matching(**nested["match"]))
-
-
-def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read the config file (when given) and apply command-line overrides (None values skipped), each
-    checked by its option's rule."""
-    config = Config()
-    if path is not None:
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read the config file: {getattr(e, 'strerror', None) or e}") from None
-        try:
-            data = yamlsafe.load(raw)
-        except yaml.YAMLError as e:
-            line = yamlsafe.error_line(e)
-            where = f"{path}:{line}" if line else str(path)
-            raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
-        config = from_mapping(data if data is not None else {}, str(path), path.parent)
-    known = {f.name for f in fields(Config)}
-    given = {k: v for k, v in (overrides or {}).items() if v is not None and k in known}
-    return replace(config, **given)

@@ -83,7 +83,7 @@ def test_missing_config_file_and_bad_flag_exit_2(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid_and_on_parses_as_a_key() -> None:
-    from omproxy.config import load
+    from omproxy.configfile import load
 
     config = load(Path(__file__).parent.parent / "config.yaml")
     assert config.match.on == ("method", "path", "query", "form")

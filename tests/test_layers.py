@@ -1,12 +1,21 @@
-"""The pure modules decide without aiohttp: importing them must not import it."""
+"""The module map holds: the deciding modules never import aiohttp, and dependencies point one way."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-PURE = ["formcodec", "gms", "model", "simulator", "config", "redaction", "journal", "accesslog", "yamlsafe",
-        "errors", "matching", "replay", "cassette", "record"]
+import pytest
+
+PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "simulator", "config", "redaction",
+        "journal", "accesslog", "yamlsafe", "errors", "matching", "replay", "cassette", "yamlformat", "storage",
+        "record"]
+
+
+def imported_by(module: str) -> set[str]:
+    code = f"import sys\nimport omproxy.{module}\nprint(','.join(sorted(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.strip().split(","))
 
 
 def test_pure_modules_do_not_import_aiohttp() -> None:
@@ -15,3 +24,15 @@ def test_pure_modules_do_not_import_aiohttp() -> None:
             "print(','.join(bad))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module,forbidden", [
+    ("matching", {"yaml", "omproxy.simulator", "omproxy.cassette", "omproxy.storage"}),
+    ("replay", {"yaml", "omproxy.storage", "omproxy.yamlformat"}),
+    ("config", {"omproxy.simulator"}),
+    ("redaction", {"omproxy.simulator"}),
+    ("cassette", {"yaml", "omproxy.redaction"}),
+    ("cli", {"aiohttp"}),  # --help and decode stay quick: the server side is imported only to serve
+])
+def test_dependencies_point_one_way(module: str, forbidden: set[str]) -> None:
+    assert imported_by(module) & forbidden == set()

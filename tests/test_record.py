@@ -352,3 +352,34 @@ async def test_an_upstream_failure_does_not_log_the_query(aiohttp_client, refuse
     client = await aiohttp_client(build_app(config, Mode.PASSTHROUGH))
     assert (await client.post("/echo?token=s3cr3t", data=b"a=1", headers=FORM)).status == 502
     assert "/echo" in caplog.text and "s3cr3t" not in caplog.text
+
+
+async def test_the_raw_target_is_forwarded_byte_for_byte(proxy, gms) -> None:
+    """Sent on a raw socket: an HTTP client library would normalise the target before omproxy sees it."""
+    client = await proxy(Mode.PASSTHROUGH)
+    path = f"{BASE}/s/%2E%2E%2Fx/get?a=%2E&b=%7e&c=%zz"
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+    assert gms.received[0]["raw_path"] == path
+
+
+async def test_a_json_field_path_masks_every_array_element(aiohttp_server, aiohttp_client, tmp_path) -> None:
+    """D2: only a list (not a generator) inside any() masks every element; a lint "fix" must fail here."""
+    from aiohttp import web
+
+    async def items(request):
+        return web.json_response({"items": [{"secret": "a"}, {"secret": "b"}, {"secret": "c"}]})
+
+    app = web.Application()
+    app.router.add_post("/items", items)
+    server = await aiohttp_server(app)
+    config = Config(upstream=str(server.make_url("")).rstrip("/"), cassette=str(tmp_path / "c.yaml"),
+                    redact=Redaction(json_fields=("items.secret",)))
+    client = await aiohttp_client(build_app(config, Mode.RECORD))
+    assert (await (await client.post("/items")).json())["items"][2] == {"secret": "c"}  # forwarded unchanged
+    (entry,) = loaded(tmp_path / "c.yaml")
+    assert entry["response"]["json"] == {"items": [{"secret": "REDACTED"}] * 3}

@@ -274,9 +274,24 @@ async def test_keys_redacted_at_record_time_are_ignored_when_matching(aiohttp_se
                                                 redact=redact), Mode.RECORD))
     body = b"externalId=e&userData%5BCreditCard%5D=4111111111111111"
     created = await (await rec.post(SVC, data=body, headers=FORM)).read()
+    redact = Redaction(form_keys=("token",))  # D4: in the query too, with the default config at replay
+    await rec.close()
+    rec = await aiohttp_client(build_app(Config(upstream=str(server.make_url("")).rstrip("/"), cassette=str(path),
+                                                redact=redact), Mode.RECORD))
+    got = await (await rec.post(SVC + "/X1/get?token=abc&a=1", data=b"", headers=FORM)).read()
     client = await aiohttp_client(build_app(Config(cassette=str(path), fallback="none"), Mode.REPLAY))
     resp = await client.post(SVC, data=body.replace(b"4111111111111111", b"5500000000000004"), headers=FORM)
     assert (resp.status, await resp.read()) == (200, created)
+    resp = await client.post(SVC + "/X1/get?token=xyz&a=1", data=b"", headers=FORM)
+    assert (resp.status, await resp.read()) == (200, got)
+
+
+async def test_an_injected_simulator_answers_in_replay_too(aiohttp_client, recorded, make_simulator) -> None:
+    client = await aiohttp_client(build_app(Config(cassette=str(recorded[0])), Mode.REPLAY,
+                                            simulator=make_simulator(prefix="INJECTED0000")))
+    resp = await client.post(SVC, data=b"externalId=off-script", headers=FORM)
+    assert resp.headers["X-Omproxy-Source"] == "simulator"
+    assert (await resp.json())["interactionId"] == "INJECTED0000000"
 
 
 async def test_a_folder_replays_every_cassette_in_it(aiohttp_client, recorded, tmp_path) -> None:

@@ -65,3 +65,25 @@ async def test_concurrent_creates_get_distinct_ids_and_all_are_readable(aiohttp_
     for i, reply in enumerate(replies):
         data = {e["key"]: e["value"] for e in reply["interactionProperties"]["interactionUserData"]}
         assert data == {"ExternalId": f"e{i}", "N": str(i)}
+
+
+async def test_reset_empties_the_simulator_in_simulate_mode(aiohttp_client, make_simulator) -> None:
+    """D3: reset answered {"status":"reset"} but left every interaction in place."""
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE, simulator=make_simulator()))
+    iid = (await (await client.post(f"{BASE}/s", data=b"externalId=x", headers=FORM)).json())["interactionId"]
+    assert (await (await client.post(f"{BASE}/s/{iid}/get")).json())["statusCode"] == 0
+    assert (await client.post("/_omproxy/reset", json={})).status == 200
+    assert (await (await client.post(f"{BASE}/s/{iid}/get")).json())["errors"][0]["code"] == 248
+
+
+async def test_sessions_are_apart_in_simulate_mode_and_with_the_builtin_upstream(aiohttp_client, tmp_path) -> None:
+    for mode in (Mode.SIMULATE, Mode.RECORD, Mode.PASSTHROUGH):
+        client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / f"{mode.value}.yaml")), mode))
+        a = {**FORM, "X-Omproxy-Session": "a"}
+        iid = (await (await client.post(f"{BASE}/s", data=b"externalId=x", headers=a)).json())["interactionId"]
+        other = await (await client.post(f"{BASE}/s/{iid}/get", headers={"X-Omproxy-Session": "b"})).json()
+        assert other["errors"][0]["code"] == 248, mode
+        assert (await (await client.post(f"{BASE}/s/{iid}/get", headers=a)).json())["statusCode"] == 0, mode
+        await client.post("/_omproxy/reset", json={}, headers={"X-Omproxy-Session": "a"})
+        assert (await (await client.post(f"{BASE}/s/{iid}/get", headers=a)).json())["statusCode"] == 2, mode
+        await client.close()

@@ -1,0 +1,64 @@
+"""The pipeline as pure logic: responders decide, observers read the typed exchange, and no failure
+escapes as a traceback or reaches the client with omproxy's internals."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from omproxy.config import Redaction
+from omproxy.exchange import Exchange, Outcome
+from omproxy.model import Request, Response, Source
+from omproxy.pipeline import Counted, Pipeline
+from omproxy.redaction import Redactor
+
+REDACTOR = Redactor(Redaction(form_keys=("token",)))
+
+
+async def broken(ex: Exchange) -> Response | None:
+    raise KeyError("secret-internal-detail")
+
+
+async def test_a_bug_is_a_gms_shaped_500_without_its_internals(caplog) -> None:
+    seen: list[Exchange] = []
+    pipeline = Pipeline([broken], REDACTOR, [seen.append])
+    ex = await pipeline.serve(Request("POST", "/genesys/2/openmedia/s", "token=abc"))
+    assert ex.response is not None and ex.response.status == 500
+    body = ex.response.body.decode()
+    assert json.loads(body)["statusCode"] == 2
+    assert "KeyError" not in body and "secret-internal-detail" not in body
+    assert "secret-internal-detail" in caplog.text  # the traceback is in the log
+    assert "token=abc" not in caplog.text and "token=REDACTED" in caplog.text
+    assert seen == [ex]  # observers still see it
+
+
+async def test_responders_decide_in_order_and_outcomes_are_typed() -> None:
+    async def no(ex: Exchange) -> Response | None:
+        return None
+
+    async def yes(ex: Exchange) -> Response | None:
+        return Response(200, b"{}", source=Source.UPSTREAM)
+
+    pipeline = Pipeline([no, Counted(yes, Outcome.FORWARDED)], REDACTOR)
+    ex = await pipeline.serve(Request("POST", "/x"))
+    assert ex.outcome is Outcome.FORWARDED and ex.counts() == [Outcome.FORWARDED]
+    assert ex.duration_ms >= 0 and ex.response is not None and ex.response.source is Source.UPSTREAM
+
+
+async def test_nothing_answering_is_an_explained_404() -> None:
+    ex = await Pipeline([], REDACTOR).serve(Request("POST", "/x"))
+    assert ex.response is not None and ex.response.status == 404
+    assert ex.response.headers["X-Omproxy-Error"] == "no-match"
+
+
+async def test_an_observer_that_fails_does_not_change_the_answer(caplog) -> None:
+    def bad(ex: Exchange) -> None:
+        raise RuntimeError("observer bug")
+
+    async def yes(ex: Exchange) -> Response | None:
+        return Response(200, b"{}")
+
+    caplog.set_level(logging.ERROR)
+    ex = await Pipeline([yes], REDACTOR, [bad]).serve(Request("POST", "/x"))
+    assert ex.response is not None and ex.response.status == 200
+    assert "observer bug" in caplog.text

@@ -178,6 +178,7 @@ class Option:
     modes: frozenset[Mode] = SERVING  # the modes whose flags include it
     path: bool = False  # a path: relative to the config file's folder when read from one
     name: str = ""  # its Config attribute, when not the key's last part
+    nullable: bool = False  # `null` in the file means "not set"
 
     @property
     def attr(self) -> str:
@@ -207,7 +208,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_connections", whole(1), "open client connections at most; beyond, 503 (default 512)",
            "--max-connections"),
     Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
-           "TOKEN'", "--admin-token", name="admin_token"),
+           "TOKEN'", "--admin-token", name="admin_token", nullable=True),
     Option("max_sessions", whole(1), "X-Omproxy-Session sessions kept at most (default 1000)"),
     Option("session_idle", seconds, "seconds after which an unused session is forgotten (default 3600)"),
     Option("redact.headers", strings, "header names to mask, beyond Authorization, Proxy-Authorization, "
@@ -270,7 +271,10 @@ def from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
         present = head in data and (not tail or (isinstance(data[head], dict) and tail in data[head]))
         if not present:
             continue
-        value = option.check(f"{source}: {option.key}", data[head][tail] if tail else data[head])
+        raw = data[head][tail] if tail else data[head]
+        if raw is None and option.nullable:
+            continue
+        value = option.check(f"{source}: {option.key}", raw)
         if option.path and base is not None and not Path(value).is_absolute():
             value = str(base / value) + ("/" if value.endswith("/") else "")
         if head in nested:

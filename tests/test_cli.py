@@ -90,6 +90,52 @@ def test_shipped_config_is_valid_and_on_parses_as_a_key() -> None:
     assert config.sections["openmedia.customer-support"] == {"allow_overwrite": True}
 
 
+def test_every_option_has_a_commented_line_in_config_yaml_with_its_default() -> None:
+    """Options are declared once (config.OPTIONS); the shipped file documents each, at its default."""
+    import dataclasses
+
+    from omproxy import yamlsafe
+    from omproxy.config import OPTIONS, Config
+    from omproxy.configfile import load
+
+    path = Path(__file__).parent.parent / "config.yaml"
+    lines = path.read_text().splitlines()
+    data = yamlsafe.load(path.read_text())  # YAML 1.2 booleans: `on:` is a key
+    for option in OPTIONS:
+        head, _, tail = option.key.partition(".")
+        assert head in data and (not tail or tail in data[head]), option.key
+        name = tail or head
+        assert any(line.strip().startswith(f"{name}:") and "#" in line for line in lines), option.key
+    shipped, default = load(path), Config()
+    for f in dataclasses.fields(Config):
+        if f.name not in ("sections", "source", "cassette"):
+            assert getattr(shipped, f.name) == getattr(default, f.name), f.name
+
+
+@pytest.mark.parametrize("args,message", [
+    (["simulate", "--port", "99999"], "between 0 and 65535"),
+    (["record", "--upstream-timeout", "0"], "more than 0"),
+    (["record", "--upstream-timeout", "nan"], "number of seconds"),
+    (["replay", "--fallback", "maybe"], "simulator, none"),
+    (["simulate", "--log-format", "xml"], "text, json"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2_by_the_same_rule_as_the_file(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_each_mode_offers_only_the_flags_it_honours(capsys) -> None:
+    for mode, absent, present in (("auto", ("--fallback", "--repeat"), ("--upstream", "--cassette")),
+                                  ("simulate", ("--upstream", "--cassette", "--fallback"), ("--port",)),
+                                  ("replay", ("--upstream",), ("--fallback", "--repeat", "--cassette"))):
+        with pytest.raises(SystemExit):
+            main([mode, "--help"])
+        out = capsys.readouterr().out
+        assert all(flag not in out for flag in absent) and all(flag in out for flag in present), mode
+
+
 def start_server(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "omproxy", *args, "--port", "0"], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -86,3 +86,41 @@ def test_a_repeated_unknown_parameter_is_reported_once() -> None:
     found = gms.parameter_findings(gms.Operation("update", "s", "ID"), decode(b"a=1&a=2&change%5BK%5D=v"))
     assert [f.kind for f in found] == ["unknown-parameter"]
     assert "(known: change[key], delete[key])" in found[0].message
+
+
+def test_target_of_names_the_interaction_by_id_or_by_external_id() -> None:
+    from omproxy.gms import Target, parse_path, target_of
+
+    base = "/genesys/2/openmedia/s"
+    assert target_of(parse_path(base), decode(b"externalId=x")) is None
+    assert target_of(parse_path(f"{base}/ID1/get"), decode(b"")) == Target("ID1")
+    assert target_of(parse_path(f"{base}/ext/get"), decode(b"searchByExternalId=true")) == Target("ext", True)
+    assert target_of(parse_path(f"{base}/ext/get"), decode(b"searchByExternalId=false")) == Target("ext")
+    assert target_of(parse_path(f"{base}/ID1/stop"), decode(b"searchByExternalId=true")) == Target("ID1")
+
+
+def test_ids_in_reply_and_with_id_rewrite_only_the_id_segment() -> None:
+    from omproxy.gms import ids_in_reply, is_not_found, parse_path, with_id
+
+    base = "/genesys/2/openmedia/s"
+    assert ids_in_reply(parse_path(base), {"statusCode": 0, "interactionId": "A1"}) == ["A1"]
+    assert ids_in_reply(parse_path(f"{base}/A1/get"),
+                        {"statusCode": 0, "interactionProperties": {"interactionId": "A1"}}) == ["A1"]
+    assert ids_in_reply(parse_path(f"{base}/A1/get"), {"statusCode": 2}) == []
+    assert is_not_found({"statusCode": 2, "errors": [{"code": 248}]})
+    assert not is_not_found({"statusCode": 2, "errors": [{"code": 902}]})
+    assert with_id(f"{base}/A1/update", "A1", "B/2") == f"{base}/B%2F2/update"
+    assert with_id(f"{base}/A1/update", "ZZ", "B2") == f"{base}/A1/update"
+    assert with_id("/other/A1/update", "A1", "B2") == "/other/A1/update"
+
+
+def test_one_rule_is_both_a_finding_and_the_simulators_refusal() -> None:
+    from omproxy.gms import bad_boolean, empty_update, not_form, parse_path
+
+    update = parse_path("/genesys/2/openmedia/s/ID/update")
+    get = parse_path("/genesys/2/openmedia/s/ID/get")
+    assert empty_update(update, decode(b"")).kind == "empty-update"
+    assert empty_update(update, decode(b"change%5BA%5D=1")) is None
+    assert bad_boolean(get, decode(b"searchByExternalId=yes")).kind == "bad-boolean"
+    assert not_form(b'{"a":1}', "application/json", decode(b'{"a":1}', "application/json")) is not None
+    assert not_form(b"", None, decode(b"")) is None

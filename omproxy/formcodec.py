@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -30,6 +30,7 @@ class Finding:
     kind: str
     message: str
     fragment: str = ""
+    key: str = ""  # the decoded form key it concerns, when one (not shown; for repairs and GMS checks)
 
     def as_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "message": self.message, "fragment": self.fragment}
@@ -42,6 +43,16 @@ class DecodedForm:
     fields: tuple[tuple[str, str], ...]
     findings: tuple[Finding, ...] = ()
     charset: str = "utf-8"
+    raw: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False, repr=False)  # percent-decoded bytes
+
+    @property
+    def exact(self) -> tuple[tuple[str, str], ...]:
+        """The fields with bytes that are not valid in the charset kept distinct (as surrogate escapes),
+        not all alike as U+FFFD: what matching compares, so `M%E4ller` never matches `M%FCller`."""
+        if not any(f.kind == "invalid-charset" for f in self.findings):
+            return self.fields
+        return tuple((k.decode(self.charset, "surrogateescape"), v.decode(self.charset, "surrogateescape"))
+                     for k, v in self.raw)
 
     def view(self) -> dict[str, Any]:
         """The bracket view (a new dict each call: callers may change it)."""
@@ -63,16 +74,29 @@ EMPTY = DecodedForm(())
 
 
 def charset_of(content_type: str | None) -> str:
-    """The charset parameter of a Content-Type header, UTF-8 when absent or unknown."""
+    """The charset parameter of a Content-Type header, UTF-8 when absent or not a text charset."""
+    return _charset(content_type)[0]
+
+
+def _charset(content_type: str | None) -> tuple[str, str | None]:
+    """The charset to decode with, and the declared one when it cannot be used (unknown, or a Python
+    codec that is not a text charset: rot13, base64, zlib, ...)."""
     for param in (content_type or "").split(";")[1:]:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
             value = value.strip().strip('"')
             try:
-                return codecs.lookup(value).name
+                info = codecs.lookup(value)
             except LookupError:
-                return "utf-8"
-    return "utf-8"
+                return "utf-8", value
+            if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+                return "utf-8", value
+            return info.name, None
+    return "utf-8", None
+
+
+# Text codecs Python has that no HTTP client declares as a charset, and that do not map bytes to text.
+_NOT_CHARSETS = {"idna", "punycode", "raw-unicode-escape", "unicode-escape", "utf-7", "mbcs", "oem"}
 
 
 def media_type_of(content_type: str | None) -> str:
@@ -137,16 +161,23 @@ def unescape(raw: bytes) -> tuple[bytes, list[str]]:
 
 
 def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
-    """Decode a form body. Never raises; anomalies are returned as findings."""
-    charset = charset_of(content_type)
-    findings: list[Finding] = []
+    """Decode a form body. Never raises; anomalies are returned as findings. A body that is not form
+    fields at all (JSON, multipart, text) gets one finding and no fields."""
+    charset, unusable = _charset(content_type)
+    findings, is_form = _content_type_findings(body, content_type)
+    if unusable is not None:
+        findings.append(Finding("unknown-charset", f"charset '{unusable}' is not a text charset omproxy knows; "
+                                "decoded as utf-8 — declare charset=utf-8 (or send no charset)", unusable))
+    if not is_form:
+        return DecodedForm((), tuple(findings), charset)
     fields: list[tuple[str, str]] = []
-    findings += _content_type_findings(body, content_type)
+    raw_fields: list[tuple[bytes, bytes]] = []
+    previous: tuple[str, str] | None = None
     for segment in body.split(b"&"):
         if not segment:
             continue
         raw_key, has_eq, raw_value = segment.partition(b"=")
-        texts = []
+        texts, raws = [], []
         for raw in (raw_key, raw_value):
             decoded, bad = unescape(raw)
             for frag in bad:
@@ -165,19 +196,31 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
                     "or declare its charset in Content-Type",
                     segment.decode("latin-1")))
             texts.append(text)
+            raws.append(decoded)
+        if not has_eq and previous is not None and previous[1]:
+            findings.append(Finding(
+                "unencoded-ampersand",
+                f"'{texts[0]}' has no '=': the value of '{previous[0]}' probably held a raw '&' that needed "
+                f"%26 (it would read '{previous[1]}&{texts[0]}')", segment.decode("latin-1"), texts[0]))
         fields.append((texts[0], texts[1]))
-    if not any(f.kind == "not-form" for f in findings):  # a JSON body's braces are not the point
-        findings += _literal_findings(body)
-        findings += _shape_findings(body, fields)
-    return DecodedForm(tuple(fields), tuple(_unique(findings)), charset)
+        raw_fields.append((raws[0], raws[1]))
+        previous = (texts[0], texts[1]) if has_eq else None
+    findings += _literal_findings(body)
+    findings += _shape_findings(body, fields, charset)
+    return DecodedForm(tuple(fields), tuple(_unique(findings)), charset, tuple(raw_fields))
 
 
-_REPAIRABLE = {"double-encoded", "literal-space", "unencoded-character", "invalid-escape"}
+_REPAIRABLE = {"double-encoded", "literal-space", "unencoded-character", "invalid-escape", "invalid-charset",
+               "unencoded-ampersand"}
+# What a careful form encoder percent-encodes and what double encoding therefore leaves behind.
+_ENCODED_BY_CLIENTS = set(" /[]=&+,:;@?#%$!'()*\"\"<>{}|^`")
 
 
 def intended(form: DecodedForm) -> DecodedForm:
-    """The fields the client meant: for a whole body percent-encoded twice, the body decoded once more."""
-    if len(form.fields) == 1 and "=" in form.fields[0][0] and any(f.kind == "double-encoded" for f in form.findings):
+    """The fields the client meant: for a whole body percent-encoded as one string, the body decoded
+    once more."""
+    if len(form.fields) == 1 and "=" in form.fields[0][0] and any(
+            f.kind == "double-encoded" and not f.key for f in form.findings):
         return decode(form.fields[0][0].encode(form.charset))
     return form
 
@@ -191,11 +234,52 @@ class Repair:
 
 
 def repaired(form: DecodedForm) -> Repair | None:
-    """The body as a careful client would have encoded what this one meant, when its encoding was off."""
+    """The body as a careful client would have encoded what this one meant, when its encoding was off:
+    a repair fixes what each finding names, or there is none (and `reason` says why)."""
     kinds = {f.kind for f in form.findings}
-    if not kinds & _REPAIRABLE or "not-form" in kinds:
+    if "not-form" in kinds or not kinds & _REPAIRABLE:
         return None
-    return Repair(encode(intended(form).fields, form.charset).decode("ascii"))
+    if "malformed-key" in kinds:
+        return Repair(None, "a malformed key cannot be repaired: which key was meant is not known")
+    meant = intended(form)
+    note = ""
+    fields = list(meant.fields)
+    if "invalid-charset" in {f.kind for f in meant.findings} and meant.raw:
+        guess = "cp1252"  # what a Windows client or a latin-1 default sends; every byte maps
+        fields = [(k.decode(meant.charset, "strict") if _valid(k, meant.charset) else k.decode(guess, "replace"),
+                   v.decode(meant.charset, "strict") if _valid(v, meant.charset) else v.decode(guess, "replace"))
+                  for k, v in meant.raw]
+        note = f" (the bytes that were not {meant.charset} read as {guess}, a guess)"
+    twice = {f.key for f in meant.findings if f.kind == "double-encoded" and f.key and "likely" in f.message}
+    fields = [(_once_more(k, meant.charset) if k in twice else k, _once_more(v, meant.charset) if v in twice else v)
+              for k, v in fields]
+    joined: list[tuple[str, str]] = []
+    loose = {f.key for f in meant.findings if f.kind == "unencoded-ampersand"}
+    for k, v in fields:
+        if k in loose and not v and joined:
+            joined[-1] = (joined[-1][0], f"{joined[-1][1]}&{k}")
+        else:
+            joined.append((k, v))
+    try:
+        text = encode(joined, meant.charset).decode("ascii")
+    except UnicodeEncodeError:
+        return Repair(None, f"the text cannot be encoded in the declared charset {meant.charset}")
+    left = {f.kind for f in decode(text.encode("ascii")).findings} & _REPAIRABLE
+    if left:
+        return Repair(None, f"no encoding of these fields is clean ({', '.join(sorted(left))} would remain)")
+    return Repair(text, note.strip(" ()"))
+
+
+def _valid(raw: bytes, charset: str) -> bool:
+    try:
+        raw.decode(charset)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _once_more(text: str, charset: str) -> str:
+    return unescape(text.encode(charset, "replace"))[0].decode(charset, "replace")
 
 
 def encode(fields: list[tuple[str, str]] | tuple[tuple[str, str], ...], charset: str = "utf-8") -> bytes:
@@ -220,28 +304,49 @@ def _looks_like_form(body: bytes) -> bool:
     return bool(re.match(rb"^[^\s{}\[\]<>=&]+=", body))
 
 
-def _content_type_findings(body: bytes, content_type: str | None) -> list[Finding]:
+def _content_type_findings(body: bytes, content_type: str | None) -> tuple[list[Finding], bool]:
+    """What the Content-Type and the body's shape say, and whether the body is form fields at all."""
     media = media_type_of(content_type)
     stripped = body.lstrip()
-    if media == FORM_TYPE:
-        if stripped[:1] in (b"{", b"["):
-            return [Finding("not-form", "the body looks like JSON but Content-Type says "
-                            f"{FORM_TYPE}; GMS Open Media takes form fields (key=value&...)",
-                            body[:60].decode("utf-8", "replace"))]
-        if stripped.startswith(b"--") and b"content-disposition" in body[:400].lower():
-            return [Finding("not-form", "the body is multipart/form-data but Content-Type says "
-                            f"{FORM_TYPE}; send url-encoded fields instead",
-                            body[:60].decode("utf-8", "replace"))]
-        return []
+    shown = body[:60].decode("utf-8", "replace")
+    formish = _looks_like_form(body)
+    ends = stripped.rstrip()[-1:]
+    looks_json = (stripped[:1], ends) in ((b"{", b"}"), (b"[", b"]")) or (
+        media.endswith(("/json", "+json")) and not formish)
+    looks_multipart = (media.startswith("multipart/") and not formish) or (
+        stripped.startswith(b"--") and b"content-disposition" in body[:400].lower())
     if not body:
-        return []
+        return [], True
+    if looks_json or looks_multipart:
+        what = "JSON" if looks_json else "multipart/form-data"
+        under = f"Content-Type says {media}" if media else "there is no Content-Type"
+        return [Finding("not-form", f"the body is {what} ({under}); GMS Open Media takes form fields: "
+                        f"Content-Type: {FORM_TYPE} and key=value&...", shown)], False
+    if media == FORM_TYPE:
+        return [], True
     if not media:
-        return [Finding("content-type", f"no Content-Type header; GMS Open Media expects {FORM_TYPE}")]
-    if _looks_like_form(body):
+        return [Finding("content-type", f"no Content-Type header; GMS Open Media expects {FORM_TYPE}")], True
+    if formish:
         return [Finding("content-type", f"the body is form-encoded but Content-Type is '{media}'; "
-                        f"send Content-Type: {FORM_TYPE}", media)]
-    return [Finding("content-type", f"Content-Type '{media}' is not {FORM_TYPE}, which GMS Open Media requires",
-                    media)]
+                        f"send Content-Type: {FORM_TYPE}", media)], True
+    return [Finding("not-form", f"Content-Type '{media}' is not {FORM_TYPE}, which GMS Open Media requires, "
+                    "and the body is not form fields", shown)], False
+
+
+def _double_encoded(text: str, what: str, charset: str) -> Finding | None:
+    """A key or value that still holds percent escapes after decoding. Likely encoded twice when the
+    escapes are of what form encoders encode (or decoding again gives a bracket key or a form); only
+    possibly when they are not; never said of a URL, which carries escapes on purpose."""
+    escapes = _ESCAPE_AFTER_DECODE.findall(text)
+    if not escapes or "://" in text:
+        return None
+    once = _once_more(text, charset)
+    decoded = [unescape(e.encode("ascii"))[0] for e in escapes]
+    likely = (split_key(once) is not None or "=" in once or
+              all(d[0] >= 0x80 or chr(d[0]) in _ENCODED_BY_CLIENTS for d in decoded))
+    how = "likely encoded twice" if likely else "possibly encoded twice (or percent-encoded text on purpose)"
+    return Finding("double-encoded", f"the {what} '{text}' still holds percent escapes after decoding "
+                   f"({', '.join(dict.fromkeys(escapes))}): {how}; decoded once more it reads '{once}'", text, text)
 
 
 def _literal_findings(body: bytes) -> list[Finding]:
@@ -262,26 +367,23 @@ def _literal_findings(body: bytes) -> list[Finding]:
     return findings
 
 
-def _shape_findings(body: bytes, fields: list[tuple[str, str]]) -> list[Finding]:
+def _shape_findings(body: bytes, fields: list[tuple[str, str]], charset: str) -> list[Finding]:
     findings = []
     if fields and b"=" not in body and any("=" in k for k, _ in fields):
         key = fields[0][0]
-        once_more = "&".join(f"{k}={v}" for k, v in decode(key.encode()).fields)
+        once_more = "&".join(f"{k}={v}" for k, v in decode(key.encode(charset, "replace")).fields)
         findings.append(Finding(
             "double-encoded",
-            "the whole body was percent-encoded twice: a form parser sees one key and no value; "
-            f"decoded once more it reads '{once_more}'. Encode each key and value once, not the joined body",
+            "the whole body was percent-encoded as one string (its '=' and '&' arrived as %3D and %26), so a "
+            f"form parser sees one key and no value; decoded once more it reads '{once_more}'. Encode each "
+            "key and value, then join them with '=' and '&'",
             body[:80].decode("utf-8", "replace")))
     else:
         for k, v in fields:
             for text, what in ((k, "key"), (v, "value")):
-                m = _ESCAPE_AFTER_DECODE.search(text)
-                if m:
-                    findings.append(Finding(
-                        "double-encoded",
-                        f"the {what} '{text}' still holds a percent escape ({m.group()}) after decoding: "
-                        "it was probably encoded twice",
-                        text))
+                finding = _double_encoded(text, what, charset)
+                if finding is not None:
+                    findings.append(finding)
     values: dict[str, str] = {}
     for k, v in fields:
         if ("[" in k or "]" in k) and split_key(k) is None:

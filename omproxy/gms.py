@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from omproxy.formcodec import FORM_TYPE, DecodedForm, Finding, intended, media_type_of, split_key
+from omproxy.formcodec import FORM_TYPE, DecodedForm, Finding, intended, media_type_of, split_key, unescape
 
 BASE = "/genesys/2/openmedia/"
 OPERATIONS = ("create", "get", "update", "stop")
@@ -140,7 +140,8 @@ DEFAULT_SECTION: dict[str, Any] = {
 # ---- replies --------------------------------------------------------------------------------
 
 def reply(status_code: int = 0, **fields: Any) -> bytes:
-    return json.dumps({"statusCode": status_code, **fields}, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps({"statusCode": status_code, **fields}, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")  # a client's undecodable bytes, quoted back, stay visible
 
 
 def failure(code: int, advice: str) -> bytes:
@@ -174,8 +175,17 @@ def _known(kind: str, key: str) -> bool:
 
 
 def _suggest(kind: str, key: str) -> str | None:
+    if "%" in key:  # a key encoded twice: the one it decodes to, when that is a parameter
+        once = unescape(key.encode("utf-8"))[0].decode("utf-8", "replace")
+        if once != key and _known(kind, once):
+            return once
     parts = split_key(key)
-    names = [p.replace("[]", f"[{parts[1]}]") if parts and p.endswith("[]") else p for p in _PARAMETERS[kind]]
+    if parts is None and "[" in key:  # malformed: suggest the well-formed key, never 'userData[]'
+        name, _, inner = key.partition("[")
+        inner = inner.strip("[]")
+        return f"{name}[{inner}]" if inner and _known(kind, f"{name}[{inner}]") else None
+    names = [p.replace("[]", f"[{parts[1]}]" if parts else "[key]") if p.endswith("[]") else p
+             for p in _PARAMETERS[kind]]
     lowered = {n.lower(): n for n in names}
     if key.lower() in lowered:
         return lowered[key.lower()]
@@ -201,7 +211,7 @@ def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
     findings: list[Finding] = []
     if form.not_form:
         return findings  # not form fields at all: naming "parameters" would only add noise
-    seen: set[str] = set()
+    seen: set[str] = {f.key for f in form.findings if f.kind == "unencoded-ampersand"}  # said already
     for key, value in form.fields:
         if not _known(op.kind, key) and key not in seen:
             seen.add(key)

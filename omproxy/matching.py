@@ -34,11 +34,15 @@ class Rules:
 
 
 def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(f for f in req.form.fields if f[0] not in ignore))
+    """The decoded fields as a multiset; bytes invalid in the charset kept distinct; a body that is not
+    a form at all (JSON, ...) compared whole."""
+    if req.form.not_form:
+        return (("body", req.body.decode("utf-8", "surrogateescape")),)
+    return tuple(sorted(f for f in req.form.exact if f[0] not in ignore))
 
 
 def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(f for f in req.query_form.fields if f[0] not in ignore))
+    return tuple(sorted(f for f in req.query_form.exact if f[0] not in ignore))
 
 
 def views(req: Request, rules: Rules) -> dict[str, Any]:
@@ -96,7 +100,8 @@ def _pair_differences(want: tuple[tuple[str, str], ...], got: tuple[tuple[str, s
     for k in list(wanted) + [k for k in given if k not in wanted]:
         a, b = wanted.get(k, []), given.get(k, [])
         if a != b:
-            out.append(f"{prefix}{k}: recorded {_show(tuple(a))}, received {_show(tuple(b))}")
+            shown = k.encode("utf-8", "backslashreplace").decode("utf-8")  # bytes not in the charset, escaped
+            out.append(f"{prefix}{shown}: recorded {_show(tuple(a))}, received {_show(tuple(b))}")
     return out
 
 

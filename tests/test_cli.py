@@ -186,3 +186,56 @@ def test_bad_upstream_is_a_usage_error(tmp_path: Path, upstream: str) -> None:
     out = run("record", "--upstream", upstream, cwd=tmp_path)
     assert out.returncode == 2
     assert "--upstream: expected 'builtin' or a GMS base URL" in out.stderr
+
+
+def test_decode_takes_the_arguments_raw_bytes_even_when_they_are_not_utf8(tmp_path: Path) -> None:
+    body = b"externalId=x1&userData[Name]=M\xfcller"
+    out = subprocess.run([sys.executable, "-m", "omproxy", "decode", body], capture_output=True, timeout=60)
+    assert out.returncode == 1 and b"Traceback" not in out.stderr, out.stderr
+    assert b"invalid-charset" in out.stdout or b"unencoded-character" in out.stdout
+
+
+@pytest.mark.parametrize("target", ["config.yaml", "notes.txt"])
+def test_record_refuses_a_file_that_is_not_a_cassette_and_leaves_it_alone(tmp_path: Path, target: str) -> None:
+    victim = tmp_path / target
+    victim.write_text("port: 8080\n" if target == "config.yaml" else "just notes\n")
+    before = victim.read_bytes()
+    out = run("record", "--cassette", str(victim), "--port", "0", "--config", str(_empty(tmp_path)))
+    assert out.returncode == 2 and str(victim) in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert victim.read_bytes() == before
+
+
+def test_record_checks_at_start_that_it_can_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run("record", "--cassette", str(blocker / "sub" / "c.yaml"), "--port", "0", "--config", str(_empty(tmp_path)))
+    assert out.returncode == 2 and "cannot record here" in out.stderr
+
+
+@pytest.mark.parametrize("spec,message", [("", "non-empty string"), ("  ", "non-empty string")])
+def test_an_empty_cassette_spec_is_a_usage_error(tmp_path: Path, spec: str, message: str) -> None:
+    out = run("record", "--cassette", spec, "--port", "0", "--config", str(_empty(tmp_path)))
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path: Path) -> None:
+    from omproxy.configfile import load
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_text("cassette: recordings/{service}.yaml\n")
+    config = load(elsewhere / "config.yaml", {})
+    assert config.cassette == str(elsewhere / "recordings" / "{service}.yaml")
+    assert load(elsewhere / "config.yaml", {"cassette": "mine.yaml"}).cassette == "mine.yaml"  # flags: the cwd
+
+
+def test_help_and_decode_do_not_import_the_server() -> None:
+    code = "import sys; from omproxy.cli import main; main(['decode', 'a=1']); print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("False")
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty-config.yaml"
+    path.write_text("{}\n")
+    return path

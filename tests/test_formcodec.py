@@ -168,3 +168,71 @@ def test_a_json_body_is_reported_once_as_not_form() -> None:
     form = decode(b'{"externalId": "xy932", "userData": {"a": "b c"}}')
     assert [f.kind for f in form.findings] == ["not-form"]
     assert formcodec.repaired(form) is None
+
+
+REPAIR_CASES = [
+    ("double-encoded-value", b"userData%5BNote%5D=a%2520b%252Fc", "userData%5BNote%5D=a+b%2Fc"),
+    ("double-encoded-key", b"userData%255BNote%255D=v", "userData%5BNote%5D=v"),
+    ("latin-1-byte", b"externalId=x1&userData%5BName%5D=M%FCller", "externalId=x1&userData%5BName%5D=M%C3%BCller"),
+    ("raw-ampersand", b"userData%5BCompany%5D=Smith&Sons", "userData%5BCompany%5D=Smith%26Sons"),
+]
+
+
+@pytest.mark.parametrize("body,expected", [c[1:] for c in REPAIR_CASES], ids=[c[0] for c in REPAIR_CASES])
+def test_a_repair_fixes_what_the_finding_names(body: bytes, expected: str) -> None:
+    fixed = formcodec.repaired(decode(body))
+    assert fixed is not None and fixed.text == expected
+    assert not {f.kind for f in decode(expected.encode()).findings}  # and the repair is clean
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b'{"externalId":"x"}', FORM_TYPE),  # JSON is not repaired into one form key
+    (b'{"externalId":"x"}', "application/json"),
+    (b"userData[Order=1&externalId=a b", FORM_TYPE),  # a malformed key stays unrepaired, and says so
+])
+def test_no_repair_line_when_a_repair_cannot_fix_it(body: bytes, ctype: str) -> None:
+    fixed = formcodec.repaired(decode(body, ctype))
+    assert fixed is None or (fixed.text is None and fixed.reason)
+
+
+def test_a_url_value_legitimately_holding_escapes_is_not_double_encoded() -> None:
+    body = b"userData%5BLink%5D=https%3A%2F%2Fx.example%2Fa%252520b"
+    assert decode(body).fields[0][1] == "https://x.example/a%2520b"
+    assert "double-encoded" not in kinds(body)
+
+
+def test_double_encoding_says_its_confidence() -> None:
+    (likely,) = decode(b"userData%5BNote%5D=a%2520b").findings
+    assert "likely encoded twice" in likely.message
+    (possibly,) = decode(b"userData%5BToken%5D=ab%2541c").findings  # %41 is 'A': no encoder encodes it
+    assert "possibly encoded twice" in possibly.message
+
+
+@pytest.mark.parametrize("body,ctype", [
+    (b'{"externalId":"xy932","userData":{"a b":"c"}}', "application/json"),
+    (b'--XyZ\r\nContent-Disposition: form-data; name="externalId"\r\n\r\nxy932\r\n--XyZ--\r\n',
+     "multipart/form-data; boundary=XyZ"),
+    (b'{"externalId":"xy932"}', FORM_TYPE),
+])
+def test_a_body_that_is_not_a_form_is_one_finding_and_no_form_view(body: bytes, ctype: str) -> None:
+    form = decode(body, ctype)
+    assert [f.kind for f in form.findings] == ["not-form"] and form.fields == () and form.view() == {}
+
+
+def test_a_raw_ampersand_in_a_value_is_named() -> None:
+    form = decode(b"userData%5BCompany%5D=Smith&Sons")
+    (finding,) = [f for f in form.findings if f.kind == "unencoded-ampersand"]
+    assert "needed %26" in finding.message and "Smith&Sons" in finding.message
+
+
+def test_a_whole_body_encoded_as_one_string_says_what_happened() -> None:
+    (finding,) = decode(b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED").findings
+    assert "percent-encoded as one string" in finding.message and "twice" not in finding.message
+
+
+@pytest.mark.parametrize("charset", ["rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri", "idna",
+                                     "punycode", "no-such-charset"])
+def test_a_charset_that_is_not_a_text_charset_is_a_finding_not_a_crash(charset: str) -> None:
+    form = decode(b"externalId=x%FF&a=b", f"{FORM_TYPE}; charset={charset}")
+    assert "unknown-charset" in [f.kind for f in form.findings]
+    assert form.fields[1] == ("a", "b")

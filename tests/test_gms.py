@@ -124,3 +124,24 @@ def test_one_rule_is_both_a_finding_and_the_simulators_refusal() -> None:
     assert bad_boolean(get, decode(b"searchByExternalId=yes")).kind == "bad-boolean"
     assert not_form(b'{"a":1}', "application/json", decode(b'{"a":1}', "application/json")) is not None
     assert not_form(b"", None, decode(b"")) is None
+
+
+@pytest.mark.parametrize("body,path,suggestion", [
+    (b"userData%255BNote%255D=v", "/genesys/2/openmedia/s", "did you mean 'userData[Note]'?"),
+    (b"userData[Note=v", "/genesys/2/openmedia/s", None),
+    (b"change[Note=v", "/genesys/2/openmedia/s/ID/update", None),
+])
+def test_a_malformed_or_twice_encoded_key_never_suggests_an_empty_bracket(body, path, suggestion) -> None:
+    from omproxy.gms import findings, parse_path
+
+    messages = [f.message for f in findings(parse_path(path), decode(body))]
+    assert not any("[]'" in m for m in messages), messages
+    if suggestion:
+        assert any(suggestion in m for m in messages), messages
+
+
+def test_the_word_after_a_raw_ampersand_is_not_also_an_unknown_parameter() -> None:
+    from omproxy.gms import findings, parse_path
+
+    got = findings(parse_path("/genesys/2/openmedia/s"), decode(b"userData%5BCompany%5D=Smith&Sons"))
+    assert not [f for f in got if f.kind == "unknown-parameter"]

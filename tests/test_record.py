@@ -383,3 +383,29 @@ async def test_a_json_field_path_masks_every_array_element(aiohttp_server, aioht
     assert (await (await client.post("/items")).json())["items"][2] == {"secret": "c"}  # forwarded unchanged
     (entry,) = loaded(tmp_path / "c.yaml")
     assert entry["response"]["json"] == {"items": [{"secret": "REDACTED"}] * 3}
+
+
+async def test_an_empty_redacted_delete_stays_empty(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"), redact=Redaction(form_keys=("userData[CreditCard]",)))
+    iid = (await (await client.post(f"{BASE}/s", data=b"externalId=e", headers=FORM)).json())["interactionId"]
+    await client.post(f"{BASE}/s/{iid}/update", data=b"delete%5BCreditCard%5D=&change%5BCreditCard%5D=4111",
+                      headers=FORM)
+    (_, update) = loaded(tmp_path / "c.yaml")
+    assert update["request"]["body"] == "delete%5BCreditCard%5D=&change%5BCreditCard%5D=REDACTED"
+    assert update["request"]["form"]["delete"]["CreditCard"] == ""
+
+
+async def test_hop_by_hop_request_headers_are_not_recorded(proxy, tmp_path) -> None:
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    await client.post("/echo", data=b"a=1", headers={**FORM, "Connection": "keep-alive"})
+    assert {k.lower() for k in loaded(tmp_path / "c.yaml")[0]["request"]["headers"]} & {"connection",
+                                                                                       "keep-alive"} == set()
+
+
+async def test_a_new_name_without_yaml_suffix_is_a_folder_replay_then_reads(proxy, aiohttp_client, tmp_path) -> None:
+    folder = tmp_path / "newdir2"
+    client = await proxy(cassette=str(folder))
+    await client.post(f"{BASE}/billing", data=b"externalId=e", headers=FORM)
+    assert (folder / "billing.yaml").is_file()
+    replay = await aiohttp_client(build_app(Config(cassette=str(folder), fallback="none"), Mode.REPLAY))
+    assert (await replay.post(f"{BASE}/billing", data=b"externalId=e", headers=FORM)).status == 200

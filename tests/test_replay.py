@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 from pathlib import Path
 
@@ -423,3 +424,52 @@ async def test_journal_filters_by_session_and_limit(replay, recorded) -> None:
     got = await (await client.get("/_omproxy/journal", params={"limit": "1"})).json()
     assert len(got["entries"]) == 1 and got["entries"][0]["session"] == "a"
     assert (await client.get("/_omproxy/journal", params={"limit": "x"})).status == 400
+
+
+async def test_journal_of_a_session_counts_that_session_and_admin_answers_are_compact(replay, recorded) -> None:
+    client = await replay(fallback="none")
+    for name in ("a", "b", "a"):
+        await client.post(SVC, data=CREATE, headers={**FORM, "X-Omproxy-Session": name})
+    got = await (await client.get("/_omproxy/journal", params={"session": "b"})).json()
+    assert got["counts"] == {"from cassette": 1}
+    assert (await client.get("/_omproxy/journal", params={"limit": "-1"})).status == 400
+    assert (await client.post("/_omproxy/health")).status == 405
+    health = await (await client.get("/_omproxy/health")).text()
+    assert '"status":"ok"' in health
+
+
+def _one(path, request: dict, body: str) -> None:
+    path.write_text(yamlformat.HEADER + yamlformat.dump_entry(
+        {"request": {"method": "POST", **request}, "response": {"status": 200, "body": body}}).decode())
+
+
+async def test_a_template_with_a_prefix_replays_only_the_files_it_names(aiohttp_client, tmp_path) -> None:
+    _one(tmp_path / "prod-billing.yaml", {"path": f"{BASE}/billing"}, '{"statusCode":0,"from":"prod"}')
+    _one(tmp_path / "test-billing.yaml", {"path": f"{BASE}/billing"}, '{"statusCode":0,"from":"test"}')
+    config = Config(cassette=str(tmp_path / "prod-{service}.yaml"), fallback="none")
+    client = await aiohttp_client(build_app(config, Mode.REPLAY))
+    assert (await (await client.post(f"{BASE}/billing")).json())["from"] == "prod"
+    report = (await (await client.get("/_omproxy/cassettes")).json())["cassettes"]
+    assert [c["cassette"] for c in report] == [str(tmp_path / "prod-billing.yaml")]
+
+
+async def test_values_not_valid_in_the_charset_match_on_their_bytes(aiohttp_client, tmp_path) -> None:
+    _one(tmp_path / "c.yaml", {"path": f"{BASE}/s", "body": "userData%5BName%5D=M%FCller",
+                               "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, '{"statusCode":0}')
+    client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "c.yaml"), fallback="none"), Mode.REPLAY))
+    assert (await client.post(f"{BASE}/s", data=b"userData%5BName%5D=M%E4ller", headers=FORM)).status == 404
+    assert (await client.post(f"{BASE}/s", data=b"userData%5BName%5D=M%FCller", headers=FORM)).status == 200
+
+
+async def test_a_miss_is_logged_once_and_ranks_the_same_operation_first(aiohttp_client, tmp_path, caplog) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yamlformat.HEADER + "".join(yamlformat.dump_entry(
+        {"request": {"method": "POST", "path": p, "body": b, "headers": dict(FORM)},
+         "response": {"status": 200, "body": '{"statusCode":0}'}}).decode() for p, b in (
+        (f"{BASE}/s/ID1/get", ""), (f"{BASE}/s/ID2/get", ""), (f"{BASE}/s/ID3/get", ""),
+        (f"{BASE}/s", "externalId=a"))))
+    client = await aiohttp_client(build_app(Config(cassette=str(path), fallback="none"), Mode.REPLAY))
+    caplog.set_level(logging.INFO, logger="omproxy")
+    body = await (await client.post(f"{BASE}/other", data=b"externalId=b", headers=FORM)).json()
+    assert body["nearMisses"][0]["index"] == 3  # the recorded create, before any get
+    assert sum("no recorded interaction matches" in r.getMessage() for r in caplog.records) == 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from omproxy import formcodec
 from omproxy.exchange import Exchange, Outcome
+from omproxy.pipeline import escape
 from omproxy.redaction import Redactor
 
 log = logging.getLogger("omproxy.access")
@@ -70,12 +71,6 @@ def text(mode: str, e: dict[str, Any]) -> str:
         if key in e:
             parts.append(f"{key}={json.dumps(e[key], ensure_ascii=False)}")
     return " ".join(str(p) for p in parts)
-
-
-def escape(value: str) -> str:
-    """Control characters (ESC, CR, LF, ...) from a request never reach a terminal or a log raw."""
-    return value.encode("unicode_escape").decode("ascii") if any(
-        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value) else value
 
 
 class AccessLog:

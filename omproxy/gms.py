@@ -162,7 +162,7 @@ def not_found(kind: str, interaction_id: str) -> bytes:
 def parse_reply(body: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested past Python's stack
         return None
     return data if isinstance(data, dict) else None
 

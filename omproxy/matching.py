@@ -18,7 +18,7 @@ from omproxy.config import Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
 
-NEAR_MISS_SCAN = 5000  # candidates examined to explain one miss, at most
+NEAR_MISS_SCAN = 500  # candidates examined to explain one miss, at most: a miss never stalls other clients
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ class Index:
         self._by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self.all: list[Recorded] = []
+        self._views: dict[int, dict[str, Any]] = {}  # of recordings examined for a miss: each built once
         for rec in recorded:
             self.add(rec)
 
@@ -148,7 +149,10 @@ class Index:
         scored = []
         got = views(req, self.rules)  # once, not once per candidate
         for rec in pool:
-            diffs = _differences(views(rec.request, self.rules), got)
+            seen = self._views.get(id(rec))
+            if seen is None:
+                seen = self._views[id(rec)] = views(rec.request, self.rules)
+            diffs = _differences(seen, got)
             weight = sum(3 if d.startswith(("method", "path")) else 1 for d in diffs)
             if _kind(rec.request) != _kind(req):  # a create is nearer to a create than to any get
                 weight += 100

@@ -41,6 +41,12 @@ class Counted:
         return resp
 
 
+def escape(value: str) -> str:
+    """Control characters (ESC, CR, LF, ...) from a request never reach a terminal or a log raw."""
+    return value.encode("unicode_escape").decode("ascii") if any(
+        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value) else value
+
+
 def error_response(error: OmproxyError) -> Response:
     """An omproxy error as the client sees it: GMS-shaped JSON, statusCode 1 when a retry may help."""
     if isinstance(error, UpstreamError):
@@ -68,10 +74,10 @@ class Pipeline:
                 ex.outcome = Outcome.FAILED_UPSTREAM
             ex.error = e.message
             ex.response = error_response(e)
-            log.warning("%s %s -> %s: %s", req.method, self.redactor.target(req.path, req.query),
+            log.warning("%s %s -> %s: %s", req.method, escape(self.redactor.target(req.path, req.query)),
                         e.status, e.message)
         except Exception:  # a bug in omproxy: a GMS-shaped 500; the traceback in the log, not the answer
-            log.exception("internal error on %s %s", req.method, self.redactor.target(req.path, req.query))
+            log.exception("internal error on %s %s", req.method, escape(self.redactor.target(req.path, req.query)))
             ex.error = "omproxy internal error; the omproxy log has the details"
             ex.response = error_response(OmproxyError(ex.error))
         ex.duration_ms = (time.perf_counter() - started) * 1000
@@ -79,7 +85,7 @@ class Pipeline:
             try:
                 observe(ex)
             except Exception:
-                log.exception("an observer failed on %s %s", req.method, req.path)
+                log.exception("an observer failed on %s %s", req.method, escape(req.path))
         return ex
 
     async def _answer(self, ex: Exchange) -> Response:

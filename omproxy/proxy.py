@@ -25,7 +25,7 @@ from omproxy.errors import (
 )
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
-from omproxy.pipeline import error_response
+from omproxy.pipeline import error_response, escape
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except OmproxyError as e:
-        log.warning("%s %s -> %s: %s", request.method, request.raw_path.split("?")[0], e.status, e.message)
+        log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status, e.message)
         return to_web(error_response(e))
 

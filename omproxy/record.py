@@ -4,6 +4,7 @@ recorded; a refused write still answers the client (NOT RECORDED in the log, cou
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -15,6 +16,7 @@ from omproxy.redaction import Redactor
 from omproxy.storage import CassetteWriter
 
 log = logging.getLogger(__name__)
+OFF_LOOP = 256 * 1024  # bodies above this size are redacted and encoded on a worker thread
 
 
 class Recorder:
@@ -29,10 +31,13 @@ class Recorder:
             return None
         req = ex.request
         path = self.writer.template.path_for(req.service)
-        entry = cassette.to_entry(self.redactor.request(req), self.redactor.response(resp),
-                                  (time.perf_counter() - started) * 1000)
+        duration = (time.perf_counter() - started) * 1000
+        if len(req.body) + len(resp.body) > OFF_LOOP:  # a big answer must not stall every other client
+            data = await asyncio.to_thread(self._encode, ex, resp, duration)
+        else:
+            data = self._encode(ex, resp, duration)
         try:
-            await self.writer.append(path, yamlformat.dump_entry(entry))
+            await self.writer.append(path, data)
         except OSError as e:
             ex.record_error = f"cannot write {path}: {e.strerror or e}"
             log.error("NOT RECORDED %s %s: %s", req.method, self.redactor.target(req.path, req.query), ex.record_error)
@@ -44,3 +49,7 @@ class Recorder:
                 log.warning("%s looks like a card number or credential and is recorded in clear in %s; "
                             "add '%s' to redact.form_keys in config.yaml", key, path, key)
         return resp
+
+    def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> bytes:
+        entry = cassette.to_entry(self.redactor.request(ex.request), self.redactor.response(resp), duration_ms)
+        return yamlformat.dump_entry(entry)

@@ -122,7 +122,8 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
               state: State | None = None) -> web.Application:
     rt = build_runtime(config, mode, simulator=simulator, state=state)
-    app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body)
+    app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body,
+                          handler_args={"auto_decompress": False})  # proxy.to_request checks and decompresses
     app[RUNTIME] = rt
     app.cleanup_ctx.append(lifecycle)
     admin.install(app, rt)

@@ -9,6 +9,7 @@ turns every one that reaches a client into a GMS-shaped answer.
     ├── RequestRefused                 a client request omproxy will not handle             -> 400
     │   ├── NotAnOpenProxy             an absolute-form target or CONNECT                   -> 400
     │   ├── BodyTooLarge               a body over max_body                                 -> 413
+    │   ├── UnsupportedEncoding        a Content-Encoding other than gzip or deflate        -> 415
     │   ├── AdminRefused               an admin call without the token, or one a browser form could send
     │   └── Overloaded                 more open connections than max_connections           -> 503
     ├── NoRecording                    replay with --fallback none found nothing (GMS code 910) -> 404
@@ -58,6 +59,11 @@ class NotAnOpenProxy(RequestRefused):
 class BodyTooLarge(RequestRefused):
     status = 413
     code = "body-too-large"
+
+
+class UnsupportedEncoding(RequestRefused):
+    status = 415
+    code = "unsupported-encoding"
 
 
 class AdminRefused(RequestRefused):

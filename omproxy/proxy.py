@@ -19,6 +19,7 @@ from omproxy.errors import (
     NotAnOpenProxy,
     OmproxyError,
     RequestRefused,
+    UnsupportedEncoding,
     UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnreachable,
@@ -54,28 +55,45 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 async def to_request(request: web.Request, max_body: int) -> Request:
-    """Read the aiohttp request once, refusing bodies over max_body."""
+    """Read the aiohttp request once, refusing bodies over max_body. A gzip or deflate body is
+    decompressed here (aiohttp's own decompression is off: it lets a corrupt stream through as an
+    empty body), within max_body, and then forwarded and recorded plain, without its Content-Encoding."""
     length = request.content_length
     if length is not None and length > max_body:
         raise _too_large(max_body)
     body = bytearray()
-    try:
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body += chunk
-            if len(body) > max_body:
-                raise _too_large(max_body)
-    except (aiohttp.ClientPayloadError, aiohttp.http_exceptions.HttpProcessingError, zlib.error) as e:
-        raise RequestRefused(f"the request body could not be read ({type(e).__name__}); a compressed body "
-                             "must be whole and match its Content-Encoding") from None
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > max_body:
+            raise _too_large(max_body)
     headers = [(k, text_header(v)) for k, v in request.headers.items()]
-    if request.headers.get("Content-Encoding", "").lower() in ("gzip", "deflate", "br"):
-        # aiohttp handed over the body decompressed: it is forwarded and recorded as such, so its
-        # Content-Encoding no longer holds (forwarding it would make GMS decompress plain bytes).
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        body = bytearray(_decompress(bytes(body), encoding, max_body))
         headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
     path, _, query = request.raw_path.partition("?")
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return Request(request.method, path, query, headers_of(headers), bytes(body),
                    request.headers.get(SESSION_HEADER, ""), peer[0] if isinstance(peer, tuple) else "")
+
+
+def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported; send the form body plain, "
+                                  "or gzip or deflate")
+    attempts = (47,) if encoding != "deflate" else (15, -15)  # gzip (any header); zlib, then raw deflate
+    for wbits in attempts:
+        stream = zlib.decompressobj(wbits)
+        try:
+            out = stream.decompress(data, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise _too_large(limit)
+        if stream.eof and not stream.unused_data:
+            return out
+    raise RequestRefused(f"the request body is not valid {encoding} data, as its Content-Encoding says; "
+                         "send it whole, or plain")
 
 
 def _too_large(limit: int) -> BodyTooLarge:

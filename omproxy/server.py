@@ -167,7 +167,7 @@ async def start(app: web.Application, config: Config) -> Listener:
     assert manager is not None
 
     def connection() -> Guard:
-        handler = GmsRequestHandler(manager, loop=loop, keepalive_timeout=config.idle_timeout,
+        handler = GmsRequestHandler(manager, loop=loop, keepalive_timeout=config.idle_timeout, auto_decompress=False,
                                     access_log=None)  # type: ignore[arg-type]  # None: no access logger
         return Guard(handler, guards)
 

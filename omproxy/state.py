@@ -109,11 +109,11 @@ class MemoryState:
         now = self.clock()
         found = self._sessions.get(name)
         if found is None:
-            found = self._sessions[name] = _Session()
+            found = self._sessions[name] = _Session(used=now)
             self._expire(now)
         else:
             self._sessions.move_to_end(name)
-        found.used = now
+            found.used = now
         return found
 
     def _expire(self, now: float) -> None:

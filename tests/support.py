@@ -79,3 +79,43 @@ class FakeGms:
             return web.Response(status=answer.status, body=answer.body, headers={
                 "Content-Type": "application/json", "X-Gms-Node": "gms1"})
         return web.json_response({"statusCode": 0, "echo": True})
+
+
+class RawUpstream:
+    """A GMS stand-in on a raw socket, for answers aiohttp would never send: bytes that are not UTF-8
+    in a header, a corrupt gzip body, a body far over any limit. `answers` maps a path's last segment
+    to the raw response bytes; `heads` keeps each request head it received."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.heads: list[bytes] = []
+
+    async def start(self) -> str:
+        import asyncio
+
+        async def handle(reader, writer) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                path = head.split(b" ")[1].decode("latin-1").split("?")[0]
+                writer.write(self.answers[path.rstrip("/").rsplit("/", 1)[-1]])
+                await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def raw_answer(body: bytes, *headers: bytes, status: bytes = b"200 OK") -> bytes:
+    head = [b"HTTP/1.1 " + status, b"Content-Length: %d" % len(body), b"Connection: close", *headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body

@@ -1,0 +1,373 @@
+"""The reliability and security probe's findings, each as a test over real sockets and real files: a
+full disk never destroys a cassette, odd bytes never give a 500, secrets stay out, bombs are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omproxy import cassette, storage, yamlformat
+from omproxy.app import build_app
+from omproxy.config import Config, Mode, Redaction
+from omproxy.errors import CassetteError
+from omproxy.model import Request, Response, headers_of
+from omproxy.state import MemoryState
+from tests.support import BASE, FORM, FakeGms, RawUpstream, raw_answer
+
+OK = b'{"statusCode":0,"interactionId":"ABCDEFGHIJKLMNOP"}'
+JSON = b"Content-Type: application/json"
+
+
+@pytest.fixture
+async def raw_upstream():
+    made = []
+
+    async def make(answers: dict[str, bytes]) -> tuple[RawUpstream, str]:
+        up = RawUpstream(answers)
+        made.append(up)
+        return up, await up.start()
+
+    yield make
+    for up in made:
+        await up.close()
+
+
+async def send_raw(port: int, raw: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def entry_bytes(i: int) -> bytes:
+    req = Request("POST", f"{BASE}/s", "", headers_of(FORM), f"externalId=e{i}".encode())
+    return yamlformat.dump_entry(cassette.to_entry(req, Response(200, OK, headers_of({"Content-Type":
+                                                                                      "application/json"})), 1.0))
+
+
+# ---- 1, 1f, 2: the disk -----------------------------------------------------------------------
+
+DISK_FULL = textwrap.dedent("""
+    import asyncio, resource, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from omproxy import storage
+    from tests.test_hardening import entry_bytes
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # past the limit, write() fails with EFBIG
+    path, limit = Path(sys.argv[1]), int(sys.argv[2])
+
+    async def main():
+        writer = storage.CassetteWriter(storage.Template(str(path)))
+        acked = failed = 0
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        for i in range(40):
+            try:
+                await writer.append(path, entry_bytes(i))
+                acked += 1
+            except OSError:
+                failed += 1
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        for i in range(40, 45):                     # space freed: the same process goes on
+            await writer.append(path, entry_bytes(i))
+            acked += 1
+        print(acked, failed)
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("limit", [3000, 4321, 5000])
+def test_a_full_disk_leaves_the_cassette_whole_and_every_acknowledged_entry_in_it(tmp_path, limit) -> None:
+    """1 and 2: a failed write is truncated back, whatever byte the cut fell on; later appends follow
+    whole entries; replay reads exactly what was acknowledged."""
+    script = tmp_path / "full.py"
+    script.write_text(DISK_FULL)
+    path = tmp_path / "c.yaml"
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, str(script), str(path), str(limit), root], capture_output=True,
+                         text=True, timeout=60, cwd=root)
+    assert out.returncode == 0, out.stderr
+    acked, failed = map(int, out.stdout.split())
+    assert failed > 0  # the limit was hit
+    loaded = storage.load(path)
+    assert loaded.dropped is None
+    assert len(loaded.interactions) == acked
+    assert [r.request.form.get("externalId") for r in loaded.interactions][-5:] == [f"e{i}" for i in range(40, 45)]
+
+
+@pytest.mark.parametrize("cut_after", [b"    headers:\n", b"  response:\n", b"    status: 200\n", b"\n  request:\n"])
+def test_an_entry_cut_right_after_a_newline_is_never_replayable(tmp_path, cut_after) -> None:
+    """2: the cut falls after a newline, so the file parses; the entry lacks what omproxy writes last."""
+    whole = yamlformat.HEADER.encode() + entry_bytes(0) + entry_bytes(1)
+    last = whole.rindex(b"- recorded_at:")
+    cut = whole[:whole.index(cut_after, last) + len(cut_after)]
+    path = tmp_path / "c.yaml"
+    path.write_bytes(cut)
+    got = storage.load(path)
+    assert len(got.interactions) == 1 and got.dropped is not None
+    writer = storage.CassetteWriter(storage.Template(str(path)))
+    asyncio.run(writer.append(path, entry_bytes(2)))  # and the next append cuts it first
+    assert [r.request.form.get("externalId") for r in storage.load(path).interactions] == ["e0", "e2"]
+
+
+def test_a_broken_entry_in_the_middle_is_refused_with_file_and_line(tmp_path) -> None:
+    text = (yamlformat.HEADER.encode() + entry_bytes(0).replace(b"  duration_ms: 1.0\n", b"")
+            + entry_bytes(1)).decode()
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(CassetteError, match=r"c.yaml:3: interaction #0: cut short"):
+        storage.load(path)
+
+
+async def test_each_append_starts_from_a_whole_entry_after_another_process_tore_the_tail(tmp_path) -> None:
+    """1f: the first append of this process checked the tail; another recorder then died mid-write."""
+    path = tmp_path / "c.yaml"
+    writer = storage.CassetteWriter(storage.Template(str(path)))
+    await writer.append(path, entry_bytes(0))
+    with path.open("ab") as f:
+        f.write(entry_bytes(1)[:57])  # the other process's torn entry, no newline
+    await writer.append(path, entry_bytes(2))
+    got = storage.load(path)
+    assert got.dropped is None and [r.request.form.get("externalId") for r in got.interactions] == ["e0", "e2"]
+
+
+async def test_a_symlink_named_by_a_service_is_never_followed(aiohttp_client, tmp_path, caplog) -> None:
+    """18: decided and documented: a {service} file is opened with O_NOFOLLOW."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours\n")
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    client = await aiohttp_client(build_app(Config(cassette=str(folder / "{service}.yaml")), Mode.RECORD))
+    (folder / "evil.yaml").symlink_to(outside)  # planted while omproxy runs (at start-up it is refused)
+    resp = await client.post(f"{BASE}/evil", data=b"externalId=x", headers=FORM)
+    assert resp.status == 200 and outside.read_text() == "not yours\n"
+    assert "NOT RECORDED" in caplog.text
+
+
+# ---- 3, 4, 5, 12: odd bytes never give a 500 ---------------------------------------------------
+
+async def test_a_client_header_that_is_not_utf8_is_recorded_losslessly_and_answered(aiohttp_client, tmp_path):
+    """3: the header reaches the upstream, the exchange is recorded, the client gets its answer."""
+    client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "c.yaml")), Mode.RECORD))
+    status, body = await send_raw(client.port, b"POST " + BASE.encode() + b"/s HTTP/1.1\r\nHost: x\r\n"
+                                  b"X-Name: caf\xe9\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                                  b"Content-Length: 12\r\nConnection: close\r\n\r\nexternalId=a")
+    assert status == 200 and json.loads(body)["statusCode"] == 0
+    (entry,) = yaml.safe_load((tmp_path / "c.yaml").read_text())["interactions"]
+    assert entry["request"]["headers"]["X-Name"] == "caf\xe9"  # latin-1: one character per byte
+
+
+async def test_an_upstream_header_that_is_not_utf8_is_recorded(aiohttp_client, raw_upstream, tmp_path) -> None:
+    """5: a legacy server's latin-1 header value."""
+    _, url = await raw_upstream({"s": raw_answer(OK, JSON, b"X-Bin: caf\xe9 \xff\xfe")})
+    client = await aiohttp_client(build_app(Config(upstream=url, cassette=str(tmp_path / "c.yaml")), Mode.RECORD))
+    resp = await client.post(f"{BASE}/s", data=b"externalId=a", headers=FORM)
+    assert resp.status == 200
+    (entry,) = yaml.safe_load((tmp_path / "c.yaml").read_text())["interactions"]
+    assert entry["response"]["headers"]["X-Bin"] == "caf\xe9 \xff\xfe"
+
+
+async def test_credentials_in_the_upstream_url_and_a_clients_authorization(aiohttp_server, aiohttp_client) -> None:
+    """4: the client's header is forwarded unchanged; the URL's credentials only when the client sent none."""
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    url = str(server.make_url("")).rstrip("/").replace("http://", "http://svc:pw@")
+    client = await aiohttp_client(build_app(Config(upstream=url), Mode.PASSTHROUGH))
+    assert (await client.post("/echo", headers={"Authorization": "Basic Y2xpZW50OnNlY3JldA=="})).status == 200
+    assert (await client.post("/echo")).status == 200
+    auth = [dict((k.lower(), v) for k, v in r["headers"])["authorization"] for r in fake.received]
+    assert auth == ["Basic Y2xpZW50OnNlY3JldA==", "Basic c3ZjOnB3"]
+
+
+@pytest.mark.parametrize("mode", [Mode.SIMULATE, Mode.RECORD, Mode.PASSTHROUGH])
+@pytest.mark.parametrize("charset", ["rot13", "base64", "zlib", "idna", "punycode"])
+async def test_a_charset_that_is_no_charset_is_never_a_500(aiohttp_client, tmp_path, mode, charset) -> None:
+    client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "c.yaml")), mode))
+    resp = await client.post(f"{BASE}/s", data=b"externalId=a",
+                             headers={"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"})
+    assert resp.status == 200
+
+
+async def test_deeply_nested_json_from_the_upstream_is_never_a_500(aiohttp_client, raw_upstream, tmp_path) -> None:
+    _, url = await raw_upstream({"deep": raw_answer(b"[" * 100_000 + b"]" * 100_000, JSON)})
+    client = await aiohttp_client(build_app(Config(upstream=url, cassette=str(tmp_path / "c.yaml")), Mode.RECORD))
+    assert (await client.post(f"{BASE}/s/ID/deep")).status == 200
+    assert len(storage.load(tmp_path / "c.yaml").interactions) == 1
+
+
+@pytest.mark.parametrize("encoding,body", [("gzip", b"\x1f\x8b\x08\x00garbage"), ("deflate", b"not deflate")])
+async def test_a_corrupt_compressed_request_body_is_a_400(aiohttp_client, encoding, body) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    resp = await client.post(f"{BASE}/s", data=body, headers={**FORM, "Content-Encoding": encoding})
+    assert resp.status == 400 and (await resp.json())["statusCode"] == 2
+
+
+async def test_a_gzip_request_body_is_forwarded_plain_without_its_content_encoding(aiohttp_server, aiohttp_client):
+    """12: aiohttp hands omproxy the body decompressed; the label must go with the compression."""
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    client = await aiohttp_client(build_app(Config(upstream=str(server.make_url("")).rstrip("/")), Mode.PASSTHROUGH))
+    zipped = gzip.compress(b"externalId=GZIPPED")
+    resp = await client.post(f"{BASE}/s", data=zipped, headers={**FORM, "Content-Encoding": "gzip"})
+    assert resp.status == 200 and (await resp.json())["statusCode"] == 0
+    (got,) = fake.received
+    assert got["body"] == b"externalId=GZIPPED"
+    assert "content-encoding" not in {k.lower() for k, _ in got["headers"]}
+
+
+# ---- 6, 10: secrets -----------------------------------------------------------------------------
+
+async def test_a_query_secret_never_reaches_a_502_or_the_log(aiohttp_client, refused_port, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    config = Config(upstream=f"http://127.0.0.1:{refused_port}", redact=Redaction(form_keys=("userData[CreditCard]",)))
+    client = await aiohttp_client(build_app(config, Mode.PASSTHROUGH))
+    resp = await client.post(f"{BASE}/s?userData%5BCreditCard%5D=4111111111111111")
+    assert resp.status == 502
+    assert "4111111111111111" not in await resp.text() and "4111111111111111" not in caplog.text
+
+
+async def test_a_twice_encoded_secret_key_is_redacted_too(aiohttp_client, tmp_path, caplog) -> None:
+    """10: `userData%255BCreditCard%255D` decodes once to `userData%5BCreditCard%5D`."""
+    caplog.set_level(logging.INFO, logger="omproxy")
+    config = Config(cassette=str(tmp_path / "c.yaml"), redact=Redaction(form_keys=("userData[CreditCard]",)))
+    client = await aiohttp_client(build_app(config, Mode.RECORD))
+    await client.post(f"{BASE}/s", data=b"externalId=e&userData%255BCreditCard%255D=4012888888881881", headers=FORM)
+    assert "4012888888881881" not in (tmp_path / "c.yaml").read_text()
+    assert "4012888888881881" not in caplog.text
+
+
+# ---- 7, 14: cassettes that are bombs or not HTTP --------------------------------------------------
+
+BOMB = "version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response:\n    status: 200\n    x:\n" + \
+    "".join(f"      - &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'lol'}]\n" for i in range(10))
+CYCLE = "version: 1\ninteractions:\n- &a\n  request: {method: POST, path: /a}\n  response: {status: 200, x: *a}\n"
+
+
+@pytest.mark.parametrize("text,message", [
+    (BOMB, "aliases expand to more than"),
+    (CYCLE, "refers to a node that contains it"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response: {status: 99}\n", "not an HTTP"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response: {status: 1000}\n", "not an HTTP"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response: {status: -1}\n", "not an HTTP"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response: {status: 200, headers: "
+     "{X-A: \"a\\r\\nSet-Cookie: evil\"}}\n", "CR, LF or NUL"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response: {status: 200, headers: "
+     "{\"Bad Name\": x}}\n", "not a valid HTTP header name"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a, path: /b}\n  response: {status: 200}\n",
+     "given twice"),
+    ("version: 1\ninteractions:\n- request: {method: POST, path: /a}\n  response:\n    status: 200\n"
+     "    headers: {X-A: 1, X-A: 2}\n", "given twice"),
+], ids=["alias-bomb", "alias-cycle", "status-99", "status-1000", "status-negative", "crlf-header", "bad-name",
+        "duplicate-key", "duplicate-header"])
+def test_a_cassette_that_is_a_bomb_or_not_http_is_refused_with_file_and_line(tmp_path, text, message) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(CassetteError, match=message) as refused:
+        storage.load(path)
+    assert refused.value.message.startswith(f"{path}:")
+
+
+# ---- 9: the admin API ---------------------------------------------------------------------------
+
+async def test_the_admin_token_guards_everything_but_health(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(admin_token="s3cret"), Mode.SIMULATE))
+    assert (await client.get("/_omproxy/health")).status == 200
+    for method, path in (("GET", "journal"), ("GET", "cassettes"), ("POST", "reset")):
+        resp = await client.request(method, f"/_omproxy/{path}", json={})
+        assert resp.status == 401 and "s3cret" not in await resp.text(), path
+    bearer = {"Authorization": "Bearer s3cret"}
+    assert (await client.get("/_omproxy/journal", headers=bearer)).status == 200
+    assert (await client.post("/_omproxy/reset", json={}, headers=bearer)).status == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                                          "text/plain"])
+async def test_a_state_change_a_browser_form_could_send_is_refused(aiohttp_client, content_type) -> None:
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    resp = await client.post("/_omproxy/reset", data=b"x=1", headers={"Content-Type": content_type})
+    assert resp.status == 403
+    assert (await client.post("/_omproxy/reset", headers={"X-Omproxy-Admin": "1"})).status == 200
+
+
+def test_listening_beyond_loopback_is_warned_about() -> None:
+    from omproxy.server import beyond_loopback
+
+    assert beyond_loopback("0.0.0.0") and beyond_loopback("192.168.1.5") and beyond_loopback("gms-proxy.local")
+    assert not beyond_loopback("127.0.0.1") and not beyond_loopback("::1") and not beyond_loopback("localhost")
+
+
+# ---- 11: the size of an answer --------------------------------------------------------------------
+
+async def test_an_answer_over_max_response_body_is_a_502_and_not_recorded(aiohttp_client, raw_upstream,
+                                                                       tmp_path) -> None:
+    bomb = gzip.compress(b"0" * (64 << 20))  # 64 MiB of zeros, 64 KiB on the wire
+    _, url = await raw_upstream({"big": raw_answer(b"x" * (2 << 20), JSON),
+                                 "bomb": raw_answer(bomb, JSON, b"Content-Encoding: gzip")})
+    config = Config(upstream=url, cassette=str(tmp_path / "c.yaml"), max_response_body=1 << 20)
+    client = await aiohttp_client(build_app(config, Mode.RECORD))
+    for path in ("big", "bomb"):
+        resp = await client.post(f"{BASE}/s/ID/{path}")
+        assert resp.status == 502 and resp.headers["X-Omproxy-Error"] == "upstream-too-large", path
+        assert "max_response_body" in (await resp.json())["errors"][0]["advice"]
+    assert not (tmp_path / "c.yaml").exists()
+
+
+# ---- 13: sessions ---------------------------------------------------------------------------------
+
+async def test_sessions_are_bounded_and_expire() -> None:
+    now = [0.0]
+    state = MemoryState(max_sessions=3, session_idle=60, clock=lambda: now[0])
+    for name in ("a", "b", "c", "d"):
+        await state.take(name, "k", 5)
+    assert state.sessions == ["b", "c", "d"]  # the least recently used went first
+    now[0] = 100.0
+    await state.take("e", "k", 5)
+    assert state.sessions == ["e"]  # the idle ones expired
+    await state.take("", "k", 5)
+    now[0] = 1000.0
+    await state.take("f", "k", 5)
+    assert "" in state.sessions  # the default session is never expired
+
+
+# ---- 15: the log ----------------------------------------------------------------------------------
+
+async def test_control_characters_from_a_path_are_escaped_in_the_log(aiohttp_client, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    await send_raw(client.port, b"POST /genesys/2/openmedia/a\x1b[31mred HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    assert "\x1b" not in caplog.text
+
+
+def test_scan_for_a_miss_is_bounded() -> None:
+    from omproxy import matching
+    from omproxy.config import Matching
+    from omproxy.model import Recorded
+
+    recs = [Recorded("c", i, 0, Request("POST", f"{BASE}/s", "", headers_of(FORM), f"externalId=e{i}".encode()),
+                     Response(200, OK)) for i in range(2000)]
+    index = matching.Index(recs, matching.Rules.of(Matching()))
+    index.near_misses(Request("POST", f"{BASE}/s", "", headers_of(FORM), b"externalId=none"))
+    assert len(index._views) == matching.NEAR_MISS_SCAN
+
+
+
+async def test_an_unsupported_request_encoding_is_a_415_and_a_gzip_bomb_a_413(aiohttp_client) -> None:
+    client = await aiohttp_client(build_app(Config(max_body=1 << 20), Mode.SIMULATE))
+    resp = await client.post(f"{BASE}/s", data=b"abc", headers={**FORM, "Content-Encoding": "br"})
+    assert resp.status == 415 and (await resp.json())["statusCode"] == 2
+    bomb = gzip.compress(b"a=" + b"0" * (16 << 20))
+    resp = await client.post(f"{BASE}/s", data=bomb, headers={**FORM, "Content-Encoding": "gzip"})
+    assert resp.status == 413

@@ -1,8 +1,8 @@
 """Serving one mode until a signal: aiohttp's runner behind omproxy's own listening socket, so that
-every connection is guarded — a client that sends nothing is closed after `idle_timeout`, one that
-takes longer than `header_timeout` to send a request head is closed, connections beyond
-`max_connections` get a 503 at once rather than starving `accept()`, and aiohttp's own answers to
-bytes that are not HTTP are GMS-shaped JSON. Then the ready line, a clean stop (requests in flight
+every connection is guarded — a new connection, or one in the middle of a request head, must send a
+whole head within `header_timeout`; a keep-alive connection idle between requests is closed after
+`idle_timeout`; connections beyond `max_connections` get a 503 at once rather than starving
+`accept()`; aiohttp's own answers to bytes that are not HTTP are GMS-shaped JSON. Then the ready line, a clean stop (requests in flight
 finished, cassettes flushed) and the summary line."""
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class Guard(asyncio.Protocol):
             self.guards.refused += 1
             return
         self.transport = transport
+        self.head_started = time.monotonic()  # a new connection owes a request head within header_timeout
         self.guards.open.add(self)
         self.inner.connection_made(transport)
 

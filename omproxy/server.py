@@ -2,8 +2,8 @@
 every connection is guarded — a new connection, or one in the middle of a request head, must send a
 whole head within `header_timeout`; a keep-alive connection idle between requests is closed after
 `idle_timeout`; connections beyond `max_connections` get a 503 at once rather than starving
-`accept()`; aiohttp's own answers to bytes that are not HTTP are GMS-shaped JSON. Then the ready line, a clean stop (requests in flight
-finished, cassettes flushed) and the summary line."""
+`accept()`; aiohttp's own answers to bytes that are not HTTP are GMS-shaped JSON. Then the ready
+line, a clean stop (requests in flight finished, cassettes flushed) and the summary line."""
 
 from __future__ import annotations
 

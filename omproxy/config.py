@@ -73,33 +73,34 @@ def text(where: str, value: Any) -> str:
     return value
 
 
+def _number(where: str, value: Any, kind: type[int] | type[float], what: str) -> Any:
+    """A number from the file (an int or float) or a flag (a string), never a bool."""
+    if isinstance(value, str):
+        try:
+            value = kind(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {what}, not {value!r}") from None
+    allowed = int if kind is int else int | float
+    if isinstance(value, bool) or not isinstance(value, allowed) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected {what}, not {value!r}")
+    return value
+
+
 def whole(minimum: int, maximum: int | None = None) -> Check:
     def check(where: str, value: Any) -> int:
-        if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected a whole number, not {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected a whole number, not {value!r}")
-        if value < minimum or (maximum is not None and value > maximum):
+        number: int = _number(where, value, int, "a whole number")
+        if number < minimum or (maximum is not None and number > maximum):
             bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise ConfigError(f"{where}: must be {bound}, not {value}")
-        return value
+            raise ConfigError(f"{where}: must be {bound}, not {number}")
+        return number
     return check
 
 
 def seconds(where: str, value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number of seconds, not {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a number of seconds, not {value!r}")
-    if value <= 0:
-        raise ConfigError(f"{where}: must be more than 0 seconds, not {value:g}")
-    return float(value)
+    number = float(_number(where, value, float, "a number of seconds"))
+    if number <= 0:
+        raise ConfigError(f"{where}: must be more than 0 seconds, not {number:g}")
+    return number
 
 
 def choice(enum: type[Enum]) -> Check:

@@ -119,3 +119,16 @@ class RawUpstream:
 def raw_answer(body: bytes, *headers: bytes, status: bytes = b"200 OK") -> bytes:
     head = [b"HTTP/1.1 " + status, b"Content-Length: %d" % len(body), b"Connection: close", *headers]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def send_raw(port: int, raw: bytes) -> tuple[int, bytes]:
+    """Send raw bytes to 127.0.0.1:port (no HTTP client normalising them); the status and body back."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body

@@ -21,7 +21,7 @@ from omproxy.config import Config, Mode, Redaction
 from omproxy.errors import CassetteError
 from omproxy.model import Request, Response, headers_of
 from omproxy.state import MemoryState
-from tests.support import BASE, FORM, FakeGms, RawUpstream, raw_answer
+from tests.support import BASE, FORM, FakeGms, RawUpstream, raw_answer, send_raw
 
 OK = b'{"statusCode":0,"interactionId":"ABCDEFGHIJKLMNOP"}'
 JSON = b"Content-Type: application/json"
@@ -39,16 +39,6 @@ async def raw_upstream():
     yield make
     for up in made:
         await up.close()
-
-
-async def send_raw(port: int, raw: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def entry_bytes(i: int) -> bytes:

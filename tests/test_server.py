@@ -11,7 +11,7 @@ import pytest
 from omproxy import server
 from omproxy.app import build_app
 from omproxy.config import Config, Mode
-from tests.support import BASE
+from tests.support import BASE, send_raw
 
 
 @pytest.fixture
@@ -41,16 +41,6 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     return True
 
 
-async def request(port: int, raw: bytes) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
 async def test_a_silent_connection_is_closed_after_idle_timeout(listening) -> None:
     listener = await listening(idle_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
@@ -78,7 +68,7 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
             await asyncio.sleep(0.2)
 
     sender = asyncio.create_task(trickle())
-    status, _ = await request(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200  # others are served meanwhile
     assert await closed_within(reader, 10)
     sender.cancel()
@@ -89,12 +79,12 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
 async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> None:
     listener = await listening(max_connections=2, idle_timeout=60)
     held = [await asyncio.open_connection("127.0.0.1", listener.port) for _ in range(2)]
-    status, body = await request(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, body = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 503 and json.loads(body)["statusCode"] == 1
     for reader, writer in held:
         writer.close()
         await closed_within(reader, 5)
-    status, _ = await request(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status == 200
 
 
@@ -106,7 +96,7 @@ async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> N
 ], ids=["garbage", "newline-in-target", "oversize-header", "bad-length"])
 async def test_what_aiohttp_cannot_parse_is_answered_as_gms_json(listening, raw: bytes) -> None:
     listener = await listening()
-    status, body = await request(listener.port, raw)
+    status, body = await send_raw(listener.port, raw)
     assert 400 <= status < 500
     assert json.loads(body)["statusCode"] == 2
 
@@ -126,7 +116,7 @@ async def test_a_request_in_flight_is_not_cut_by_the_header_timeout(aiohttp_serv
     config = Config(port=0, header_timeout=0.5, idle_timeout=0.5, upstream=str(upstream.make_url("")).rstrip("/"))
     listener = await server.start(build_app(config, Mode.PASSTHROUGH), config)
     try:
-        pending = asyncio.create_task(request(listener.port, b"POST /slow HTTP/1.1\r\nHost: x\r\n"
+        pending = asyncio.create_task(send_raw(listener.port, b"POST /slow HTTP/1.1\r\nHost: x\r\n"
                                               b"Content-Length: 0\r\nConnection: close\r\n\r\n"))
         done, _ = await asyncio.wait({pending}, timeout=1.5)  # well past both timeouts: still in flight
         assert not done

@@ -84,7 +84,20 @@ class AccessLog:
         if not log.isEnabledFor(level):
             return
         e = entry(ex, self.redactor, self.verbose)
-        log.log(level, "%s", text(self.mode, e), extra={"entry": {"mode": self.mode, **e}})
+        e["mode"] = self.mode
+        log.log(level, "%s", Line(e), extra={"entry": e})
+
+
+class Line:
+    """The text of an access line, made only if a text formatter asks (the JSON one reads `entry`)."""
+
+    __slots__ = ("e",)
+
+    def __init__(self, e: dict[str, Any]) -> None:
+        self.e = e
+
+    def __str__(self) -> str:
+        return text(self.e["mode"], self.e)
 
 
 class FindingsLog:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
@@ -158,6 +159,13 @@ def unescape(raw: bytes) -> tuple[bytes, list[str]]:
             out.append(b)
         i += 1
     return bytes(out), bad
+
+
+@lru_cache(maxsize=4096)
+def decoded(body: bytes, content_type: str | None) -> DecodedForm:
+    """`decode`, remembered: a load test or a replayed suite sends the same bodies again and again, and
+    a DecodedForm is immutable, so every request with those bytes shares one."""
+    return decode(body, content_type)
 
 
 def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:

@@ -48,14 +48,14 @@ class Request:
     @cached_property
     def form(self) -> formcodec.DecodedForm:
         """The body decoded once; every consumer shares it."""
-        return formcodec.decode(self.body, self.headers.get("Content-Type"))
+        return formcodec.decoded(self.body, self.headers.get("Content-Type"))
 
     @cached_property
     def query_form(self) -> formcodec.DecodedForm:
         """The query string decoded as a form (its bytes as sent: latin-1 round-trips them)."""
         if not self.query:
             return formcodec.EMPTY
-        return formcodec.decode(self.query.encode("latin-1", "replace"), None)
+        return formcodec.decoded(self.query.encode("latin-1", "replace"), None)
 
     @cached_property
     def operation(self) -> gms.Operation | None:
@@ -67,7 +67,7 @@ class Request:
         the GMS parameter ones (judged on the parameters the client meant)."""
         return self.form.findings + gms.findings(self.operation, self.form)
 
-    @property
+    @cached_property
     def target_of(self) -> gms.Target | None:
         """The interaction this request addresses: by id, by external id, or None (create, not GMS)."""
         return gms.target_of(self.operation, self.form)

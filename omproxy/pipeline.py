@@ -6,6 +6,7 @@ redacted target in the log: `serve` never raises and never answers with internal
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -41,10 +42,12 @@ class Counted:
         return resp
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def escape(value: str) -> str:
     """Control characters (ESC, CR, LF, ...) from a request never reach a terminal or a log raw."""
-    return value.encode("unicode_escape").decode("ascii") if any(
-        ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value) else value
+    return value.encode("unicode_escape").decode("ascii") if _CONTROL.search(value) else value
 
 
 def error_response(error: OmproxyError) -> Response:

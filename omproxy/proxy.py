@@ -39,6 +39,8 @@ DECODABLE = ("gzip", "deflate", "identity")
 def text_header(value: str) -> str:
     """A header value as lossless text: bytes that are not UTF-8 (which aiohttp keeps as surrogate
     escapes) become their latin-1 characters, one per byte, as HTTP/1.1 defines header octets."""
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
         return value

@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -72,7 +72,7 @@ class Guard(asyncio.Protocol):
         self.head_count = 0  # requests served on this connection when that head started
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         if len(self.guards.open) >= self.guards.config.max_connections:
             transport.write(_overloaded(self.guards.config.max_connections))
             transport.close()
@@ -227,7 +227,13 @@ def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcom
     app = build_app(config, mode)
     log.info("%s", startup)
     started = time.monotonic()
-    asyncio.run(serve(app, config, mode))
+    try:
+        import uvloop  # the `fast` extra: a faster event loop, used when installed
+    except ImportError:
+        asyncio.run(serve(app, config, mode))
+    else:
+        log.debug("event loop: uvloop")
+        uvloop.run(serve(app, config, mode))
     log.info("%s (%.0f s)", summary(app[RUNTIME].journal.counts, mode), time.monotonic() - started)
     return 0
 

@@ -1,4 +1,5 @@
-"""The admin API under /_omproxy/: never forwarded, recorded or matched; a thin view of the Runtime.
+"""The admin API under /_omproxy/: never forwarded, recorded, matched or journaled; a thin view of the
+Runtime, answered by the pipeline before any responder (pure: any server front serves it).
 With `admin.token` set, every call but health needs `Authorization: Bearer TOKEN`. A call that
 changes state needs a JSON Content-Type or an X-Omproxy-Admin header, which a cross-site HTML form
 cannot send."""
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
+from urllib.parse import parse_qsl
 
 from omproxy import __version__, accesslog, gms
-from omproxy.errors import AdminRefused, RequestRefused
-from omproxy.model import SESSION_HEADER
+from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
+from omproxy.formcodec import media_type_of
+from omproxy.model import Request, Response, Source
 
 if TYPE_CHECKING:
     from omproxy.app import Runtime
@@ -21,71 +23,86 @@ if TYPE_CHECKING:
 PREFIX = "/_omproxy/"
 
 
-def compact(data: Any, status: int = 200, **headers: str) -> web.Response:
+def compact(data: Any, status: int = 200, **headers: str) -> Response:
     """JSON as GMS writes it: no spaces (so `grep '"status":"ok"'` works)."""
-    return web.Response(text=json.dumps(data, ensure_ascii=False, separators=(",", ":")), status=status,
-                        content_type="application/json", headers=headers)
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+    return Response.json(status, body, Source.OMPROXY, **headers)
 
 
-def install(app: web.Application, rt: Runtime) -> None:
-    def guard(request: web.Request, *, changes: bool = False) -> None:
-        token = rt.config.admin_token
+class AdminNotFound(OmproxyError):
+    status = 404
+    code = "admin-not-found"
+    gms_code = gms.UNKNOWN_OPERATION
+
+
+class AdminMethod(OmproxyError):
+    status = 405
+    code = "method-not-allowed"
+    gms_code = gms.UNKNOWN_OPERATION
+
+
+class Admin:
+    """The responder for /_omproxy/...; errors are raised into the error tree like any other."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.endpoints: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "health": ("GET", self.health), "journal": ("GET", self.journal),
+            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset)}
+
+    async def __call__(self, req: Request) -> Response:
+        name = req.path[len(PREFIX):]
+        found = self.endpoints.get(name)
+        if found is None:
+            raise AdminNotFound(f"no admin endpoint {req.method} {req.path}; see {PREFIX}health, journal, "
+                                "cassettes, reset")
+        method, endpoint = found
+        if req.method != method and not (method == "GET" and req.method == "HEAD" and name == "health"):
+            raise AdminMethod(f"{PREFIX}{name} takes {method}, not {req.method}")
+        if name != "health":
+            self.guard(req, changes=method == "POST")
+        return await endpoint(req)
+
+    def guard(self, req: Request, *, changes: bool) -> None:
+        token = self.rt.config.admin_token
         if token is not None:
-            given = request.headers.get("Authorization", "")
+            given = req.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 raise AdminRefused("the admin API needs 'Authorization: Bearer <admin.token>'")
-        if changes and not (request.content_type == "application/json" or "X-Omproxy-Admin" in request.headers):
+        json_type = media_type_of(req.headers.get("Content-Type")) == "application/json"
+        if changes and not (json_type or "X-Omproxy-Admin" in req.headers):
             raise AdminRefused("a call that changes state needs Content-Type: application/json or an "
                                "X-Omproxy-Admin header (so that no web page's form can send it)", 403)
 
-    async def health(request: web.Request) -> web.Response:
-        return compact({"status": "ok", "mode": rt.mode.value, "version": __version__})
+    async def health(self, req: Request) -> Response:
+        return compact({"status": "ok", "mode": self.rt.mode.value, "version": __version__})
 
-    async def journal(request: web.Request) -> web.Response:
+    async def journal(self, req: Request) -> Response:
         """?session=NAME keeps one session's exchanges (and counts them); ?limit=N the last N."""
-        guard(request)
-        session = request.query.get("session")
-        kept = rt.journal.of_session(session) if session is not None else list(rt.journal.entries)
-        raw = request.query.get("limit", str(len(kept)))
+        query = dict(parse_qsl(req.query, keep_blank_values=True))
+        journal = self.rt.journal
+        session = query.get("session")
+        kept = journal.of_session(session) if session is not None else list(journal.entries)
+        raw = query.get("limit", str(len(kept)))
         if not raw.isdigit():
             raise RequestRefused(f"limit must be a whole number of 0 or more, not {raw!r}")
         kept = kept[len(kept) - int(raw):] if int(raw) else []
         counts: dict[str, int] = {}
         if session is None:
-            counts = {o.value: n for o, n in rt.journal.counts.items()}
+            counts = {o.value: n for o, n in journal.counts.items()}
         else:
-            for ex in rt.journal.of_session(session):
+            for ex in journal.of_session(session):
                 for o in ex.counts():
                     counts[o.value] = counts.get(o.value, 0) + 1
-        entries = [accesslog.entry(ex, rt.redactor, rt.config.verbose) for ex in kept]
+        entries = [accesslog.entry(ex, self.rt.redactor, self.rt.config.verbose) for ex in kept]
         return compact({"entries": entries, "counts": counts})
 
-    async def cassettes(request: web.Request) -> web.Response:
-        guard(request)
-        report = rt.playback.report(await rt.state.played()) if rt.playback else []
-        return compact({"cassettes": report})
+    async def cassettes(self, req: Request) -> Response:
+        playback = self.rt.playback
+        return compact({"cassettes": playback.report(await self.rt.state.played()) if playback else []})
 
-    async def reset(request: web.Request) -> web.Response:
-        guard(request, changes=True)
-        session = request.headers.get(SESSION_HEADER)
-        await rt.state.reset(session)
-        rt.journal.clear(session)
+    async def reset(self, req: Request) -> Response:
+        session = req.headers.get("X-Omproxy-Session")
+        await self.rt.state.reset(session)
+        self.rt.journal.clear(session)
         return compact({"status": "reset", "session": session})
-
-    async def unknown(request: web.Request) -> web.Response:
-        known = {"health": "GET", "journal": "GET", "cassettes": "GET", "reset": "POST"}
-        name = request.path[len(PREFIX):]
-        if name in known:
-            return compact({"statusCode": 2, "errors": [{"code": gms.UNKNOWN_OPERATION, "advice":
-                           f"{PREFIX}{name} takes {known[name]}, not {request.method}"}]}, 405,
-                           Allow=known[name], **{"X-Omproxy-Error": "method-not-allowed"})
-        return compact({"statusCode": 2, "errors": [{"code": gms.UNKNOWN_OPERATION, "advice":
-                       f"no admin endpoint {request.method} {request.path}; see "
-                       f"{PREFIX}health, journal, cassettes, reset"}]}, 404, **{"X-Omproxy-Error": "admin-not-found"})
-
-    app.router.add_get(PREFIX + "health", health, allow_head=True)
-    app.router.add_get(PREFIX + "journal", journal, allow_head=False)
-    app.router.add_get(PREFIX + "cassettes", cassettes, allow_head=False)
-    app.router.add_post(PREFIX + "reset", reset)
-    app.router.add_route("*", PREFIX + "{tail:.*}", unknown)
-

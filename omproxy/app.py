@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from omproxy import admin, storage
+from omproxy import storage
 from omproxy.accesslog import AccessLog, FindingsLog
+from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
+from omproxy.errors import OmproxyError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.journal import Journal
 from omproxy.model import Response
-from omproxy.pipeline import Counted, Pipeline, Responder
-from omproxy.proxy import Forwarder, error_middleware, origin_form_only, to_request, to_web
+from omproxy.pipeline import Counted, Pipeline, Responder, error_response, escape
+from omproxy.proxy import Forwarder, Handler, to_request, to_web
 from omproxy.record import Recorder
 from omproxy.redaction import Redactor
 from omproxy.replay import MissReport, Playback, Replayer, SimulatorFallback
@@ -61,6 +63,21 @@ class Runtime:
     playback: Playback | None = None  # replay and auto
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for start in self.starters:
+            await start()
+
+    async def close(self) -> None:
+        """After the last request: flush cassettes, close the upstream, report what was never played."""
+        for close in self.closers:
+            await close()
+        if self.playback is not None:
+            stale = self.playback.never_played(await self.state.played())
+            self.journal.count(Outcome.NEVER_PLAYED, len(stale))
+            if stale:
+                log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
+                            f" and {len(stale) - 10} more" if len(stale) > 10 else "")
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -116,38 +133,36 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
                       recorder(upstream())]
     rt.pipeline.responders = responders
     rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose)]
+    rt.pipeline.admin = Admin(rt)
     return rt
 
 
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
               state: State | None = None) -> web.Application:
     rt = build_runtime(config, mode, simulator=simulator, state=state)
-    app = web.Application(middlewares=[error_middleware, origin_form_only], client_max_size=config.max_body,
-                          handler_args={"auto_decompress": False})  # proxy.to_request checks and decompresses
-    app[RUNTIME] = rt
-    app.cleanup_ctx.append(lifecycle)
-    admin.install(app, rt)
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        """Every request outside /_omproxy/: read it once, serve it, write the answer."""
-        ex = await rt.pipeline.serve(await to_request(request, config.max_body))
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request — whatever aiohttp's router made of its target, CONNECT and absolute-form
+        included: read it once, serve it, write the answer."""
+        try:
+            req = await to_request(request, config.max_body)
+        except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
+            log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status,
+                        e.message)
+            return to_web(error_response(e))
+        ex = await rt.pipeline.serve(req)
         assert ex.response is not None
         return to_web(ex.response)
 
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app = web.Application(middlewares=[handle], client_max_size=config.max_body,
+                          handler_args={"auto_decompress": False})  # proxy.to_request checks and decompresses
+    app[RUNTIME] = rt
+    app.cleanup_ctx.append(lifecycle)
     return app
 
 
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    for start in rt.starters:
-        await start()
+    await rt.start()
     yield
-    for close in rt.closers:
-        await close()
-    if rt.playback is not None:
-        stale = rt.playback.never_played(await rt.state.played())
-        rt.journal.count(Outcome.NEVER_PLAYED, len(stale))
-        if stale:
-            log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
-                        f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+    await rt.close()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import codecs
 import re
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote_plus
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from omproxy import gms
-from omproxy.errors import NoRecording, OmproxyError, UpstreamError
+from omproxy.errors import NoRecording, NotAnOpenProxy, OmproxyError, UpstreamError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response, Source
 from omproxy.redaction import Redactor
@@ -60,17 +60,33 @@ def error_response(error: OmproxyError) -> Response:
     return Response.json(error.status, body, Source.OMPROXY, **{"X-Omproxy-Error": error.code})
 
 
+ADMIN_PREFIX = "/_omproxy/"
+Admin = Callable[[Request], Awaitable[Response]]
+
+
 class Pipeline:
     def __init__(self, responders: list[Responder], redactor: Redactor,
-                 observers: list[Observer] | None = None) -> None:
+                 observers: list[Observer] | None = None, admin: Admin | None = None) -> None:
         self.responders = responders
         self.redactor = redactor
         self.observers: list[Observer] = observers or []
+        self.admin = admin  # /_omproxy/...: answered first, never journaled, logged or recorded
 
     async def serve(self, req: Request) -> Exchange:
         ex = Exchange(req)
+        if self.admin is not None and req.path.startswith(ADMIN_PREFIX):
+            try:
+                ex.response = await self.admin(req)
+            except OmproxyError as e:
+                log.warning("%s %s -> %s: %s", req.method, escape(req.path), e.status, e.message)
+                ex.response = error_response(e)
+            return ex
         started = time.perf_counter()
         try:
+            if req.method == "CONNECT" or not req.path.startswith("/"):
+                # Not an open proxy: an absolute-form target (`GET http://other/x`) or CONNECT.
+                raise NotAnOpenProxy(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
+                                     f"{req.method} {req.path}")
             ex.response = await self._answer(ex)
         except OmproxyError as e:
             if isinstance(e, UpstreamError):

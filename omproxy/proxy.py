@@ -16,8 +16,6 @@ from yarl import URL
 
 from omproxy.errors import (
     BodyTooLarge,
-    NotAnOpenProxy,
-    OmproxyError,
     RequestRefused,
     UnsupportedEncoding,
     UpstreamTimeout,
@@ -26,7 +24,6 @@ from omproxy.errors import (
 )
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
-from omproxy.pipeline import error_response, escape
 
 log = logging.getLogger(__name__)
 
@@ -190,24 +187,3 @@ class Forwarder:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def origin_form_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Not an open proxy: aiohttp accepts absolute-form targets (`GET http://other/x`) and shows only
-    their path in `request.path`; the raw target tells. CONNECT is refused the same way."""
-    if request.method == "CONNECT" or not request.raw_path.startswith("/"):
-        raise NotAnOpenProxy(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused "
-                             f"{request.method} {request.raw_path.split('?')[0]}")
-    return await handler(request)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """What the edge itself refuses (before the pipeline): a GMS-shaped answer, the path in the log."""
-    try:
-        return await handler(request)
-    except OmproxyError as e:
-        log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status, e.message)
-        return to_web(error_response(e))
-

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "simulator", "config", "redaction",
+PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "admin", "simulator", "config", "redaction",
         "journal", "accesslog", "yamlsafe", "errors", "matching", "replay", "cassette", "yamlformat", "storage",
         "record"]
 

@@ -1,140 +1,290 @@
-"""omproxy benchmarks: every number is a ratio against a baseline measured in the same run, so the
-machine's speed cancels out. Run: python benchmarks/run.py [--big 100000]. Never part of the tests.
+"""omproxy benchmarks: every number is compared with a baseline measured in the same run, so the
+machine's speed cancels out. Not part of the tests; it asserts nothing.
 
-1. index lookup: lookup time with a big cassette / with a small one (flat = O(1))
-2. cassette load: per-interaction load time, big / small (flat = linear load)
-3. append: time to record one interaction into a big cassette / into an empty one (flat = append-only)
-4. proxy overhead: requests/s through omproxy passthrough (builtin simulator upstream) / omproxy simulate
+    python benchmarks/run.py            # the full table (a few minutes)
+    python benchmarks/run.py --quick    # the same rows, shorter runs and a 10,000-interaction capture
+
+Servers run on core 0 and the load generator on core 1 (taskset, when there is more than one core).
+Load comes from wrk (Debian package `wrk`) when installed, else from a bundled aiohttp load loop
+(its numbers are lower: it shares the machine with what it measures). Workload `get`: POST
+/genesys/2/openmedia/customer-support/<id>/get, form content type, empty body, a ~920-byte JSON
+answer; 32 connections.
+
+    replay      bare aiohttp (one handler, a constant answer) = 1.00x; omproxy replay, defaults
+    record      the upstream alone = 1.00x; omproxy record / passthrough in front of it (same core)
+    capture     replay from a 10-interaction cassette = 1.00x; from the big capture
+    load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
+                (minus a start with a 1-interaction cassette: interpreter and imports)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from omproxy import cassette, matching, storage, yamlformat  # noqa: E402
-from omproxy.config import Config, Matching, Mode  # noqa: E402
+from omproxy import cassette, yamlformat  # noqa: E402
 from omproxy.model import Request, Response, headers_of  # noqa: E402
-from omproxy.redaction import Redactor  # noqa: E402
 
-FORM = headers_of({"Content-Type": "application/x-www-form-urlencoded"})
+FORM = "application/x-www-form-urlencoded"
+GET = "/genesys/2/openmedia/customer-support/{id}/get"
+BARE = """
+import sys
+from aiohttp import web
+BODY = open(sys.argv[2], "rb").read()
+async def answer(request):
+    await request.read()
+    return web.Response(body=BODY, content_type="application/json")
+app = web.Application()
+app.router.add_route("*", "/{tail:.*}", answer)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=lambda *a: print(*a, flush=True))
+"""
+WRK_SCRIPT = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
 
 
-def exchange(i: int) -> tuple[Request, Response]:
-    iid = f"BENCH{i:011d}"
-    body = f"externalId=e{i}&userData%5BOrderNumber%5D=ABC{i:09d}&userData%5BNote%5D=Test+value".encode()
-    return (Request("POST", "/genesys/2/openmedia/customer-support", "", FORM, body),
-            Response(200, f'{{"statusCode":0,"interactionId":"{iid}"}}'.encode(),
-                     headers_of({"Content-Type": "application/json"})))
+def answer_body(iid: str) -> bytes:
+    props = {"interactionType": "Inbound", "interactionId": iid, "interactionReceivedAt": "2026-11-28T10:15:02Z",
+             "interactionIsHeld": False, "interactionSubmittedBy": "GMS-DC-API:omproxy:1",
+             "interactionMediatype": "workitem", "interactionTenantId": 1,
+             "interactionQueue": "Open Media Inbound Queue", "interactionSubmitSeq": "1000001",
+             "interactionMovedToQueueAt": "2026-11-28T10:15:02Z", "interactionState": "Queued",
+             "interactionSubmittedAt": "2026-11-28T10:15:02Z", "interactionPlacedInQueueAt": "2026-11-28T10:15:02Z",
+             "interactionUserData": [{"key": "ExternalId", "type": "str", "value": "xy932"},
+                                     {"key": "OrderNumber", "type": "str", "value": "ABC123456789"},
+                                     {"key": "TestKey2", "type": "str", "value": "Test value"}],
+             "interactionSubtype": "InboundNew", "interactionIsLocked": False, "interactionIsOnline": False,
+             "interactionPlaceInQueueSeq": "1000002"}
+    return json.dumps({"statusCode": 0, "interactionProperties": props}, separators=(",", ":")).encode()
 
 
-def write_cassette(path: Path, n: int) -> None:
-    redactor = Redactor(Config().redact)
+def iid(i: int) -> str:
+    return f"01QG{i:012d}"
+
+
+def write_capture(path: Path, n: int) -> None:
+    """n recorded `get`s as `record` writes them (~2.5 KB an entry)."""
+    headers = headers_of({"Host": "127.0.0.1:8080", "User-Agent": "wrk", "Content-Type": FORM})
     with path.open("wb") as f:
         f.write(yamlformat.HEADER.encode())
         for i in range(n):
-            req, resp = exchange(i)
-            f.write(yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), 1.0)))
+            req = Request("POST", GET.format(id=iid(i)), "", headers, b"")
+            resp = Response(200, answer_body(iid(i)), headers_of({"Content-Type": "application/json;charset=utf-8",
+                                                                 "X-Gms-Node": "gms1"}))
+            f.write(yamlformat.dump_entry(cassette.to_entry(req, resp, 1.2)))
 
 
-def best(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+# ---- processes ---------------------------------------------------------------------------------
+
+def pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
-def bench_cassettes(small: int, big: int, tmp: Path) -> list[tuple[str, float, float]]:
-    rows = []
-    paths = {}
-    for n in (small, big):
-        paths[n] = tmp / f"c{n}.yaml"
-        write_cassette(paths[n], n)
-    loads = {}
-    loaded = {}
-    for n in (small, big):
-        t = time.perf_counter()
-        loaded[n] = storage.load(paths[n])
-        loads[n] = (time.perf_counter() - t) / n
-    rows.append(("cassette load, per interaction (s)", loads[small], loads[big]))
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    port: int
+    ready_after: float
 
-    rules = matching.Rules.of(Matching())
-    probes = [exchange(i)[0] for i in range(0, small, max(1, small // 500))]
-    lookups = {}
-    for n in (small, big):
-        index = matching.Index(loaded[n].interactions, rules)
-        lookups[n] = best(lambda index=index: [index.lookup(p) for p in probes]) / len(probes)
-    rows.append(("index lookup (s)", lookups[small], lookups[big]))
+    def rss_mb(self) -> float:
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(found.group(1)) / 1024 if found else float("nan")
 
-    async def appends(path: Path, count: int = 200) -> float:
-        writer = storage.CassetteWriter(storage.Template(str(path)))
-        data = yamlformat.dump_entry(cassette.to_entry(*exchange(0), 1.0))
-        await writer.append(path, data)  # first append checks the tail once
-        t = time.perf_counter()
-        for _ in range(count):
-            await writer.append(path, data)
-        return (time.perf_counter() - t) / count
-
-    empty = tmp / "empty.yaml"
-    rows.append(("append one interaction (s)", asyncio.run(appends(empty)), asyncio.run(appends(paths[big]))))
-    return rows
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-async def bench_proxy(requests: int) -> tuple[str, float, float]:
+def start(args: list[str], workdir: Path, timeout: float = 900) -> Server:
+    """Start a server whose first stdout line says where it listens; time until then."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([*pinned(0), *args], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line or "http://" in line:
+            break
+    found = re.search(r"http://[\d.]+:(\d+)", line)
+    if not found:
+        proc.kill()
+        raise SystemExit(f"could not start: {' '.join(args)}")
+    return Server(proc, int(found.group(1)), time.perf_counter() - started)
+
+
+def omproxy(mode: str, workdir: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "omproxy", mode, "--port", "0", "--config", str(workdir / "empty.yaml"), *flags]
+
+
+# ---- load ---------------------------------------------------------------------------------------
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def drive(port: int, path: str, seconds: float, workdir: Path) -> Load:
+    if shutil.which("wrk"):
+        return _wrk(port, path, seconds, workdir)
+    return asyncio.run(_loop(port, path, seconds))
+
+
+def _wrk(port: int, path: str, seconds: float, workdir: Path) -> Load:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    command = [*pinned(1), "wrk", "-t1", "-c32", f"-d{seconds:g}s", "-s", str(script), "--latency",
+               f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def ms(label: str) -> float:
+        found = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not found:
+            return float("nan")
+        return float(found.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[found.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return Load(float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"))
+
+
+async def _loop(port: int, path: str, seconds: float) -> Load:
     import aiohttp
-    from aiohttp import web
 
-    from omproxy.app import build_app
-
-    async def rate(mode: Mode) -> float:
-        runner = web.AppRunner(build_app(Config(upstream="builtin"), mode), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/genesys/2/openmedia/customer-support"
-        async with aiohttp.ClientSession() as http:
-            async def one(i: int) -> None:
-                async with http.post(url, data=exchange(i)[0].body, headers=dict(FORM)) as r:
+    latencies: list[float] = []
+    url = f"http://127.0.0.1:{port}{path}"
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as http:
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                async with http.post(url, data=b"", headers={"Content-Type": FORM}) as r:
                     await r.read()
+                latencies.append(time.perf_counter() - t)
 
-            await asyncio.gather(*(one(i) for i in range(50)))  # warm-up
-            t = time.perf_counter()
-            for start in range(0, requests, 50):
-                await asyncio.gather(*(one(i) for i in range(start, start + 50)))
-            elapsed = time.perf_counter() - t
-        await runner.cleanup()
-        return requests / elapsed
+        await asyncio.gather(*(worker() for _ in range(32)))
+    latencies.sort()
+    n = len(latencies)
+    return Load(n / seconds, latencies[n // 2] * 1000, latencies[int(n * 0.99)] * 1000)
 
-    import logging
 
-    logging.getLogger("omproxy").setLevel(logging.WARNING)
-    return ("requests/s, passthrough vs simulate", await rate(Mode.SIMULATE), await rate(Mode.PASSTHROUGH))
+# ---- the table --------------------------------------------------------------------------------
+
+Row = tuple[str, str, float, float, float, float, float]  # group, what, req/s, p50, p99, rss, ratio
+
+
+def run(quick: bool, workdir: Path) -> list[Row]:
+    seconds = 3.0 if quick else 8.0
+    big = 10_000 if quick else 100_000
+    (workdir / "empty.yaml").write_text("{}\n")
+    (workdir / "answer.json").write_bytes(answer_body(iid(0)))
+    (workdir / "bare.py").write_text(BARE)
+    small, one, capture = workdir / "small.yaml", workdir / "one.yaml", workdir / "capture.yaml"
+    write_capture(small, 10)
+    write_capture(one, 1)
+    print(f"writing a {big:,}-interaction capture ...", file=sys.stderr)
+    write_capture(capture, big)
+    path = GET.format(id=iid(0))
+    rows: list[Row] = []
+
+    def measure(group: str, what: str, args: list[str], base: float | None, target: str = "") -> float:
+        server = start(args, workdir)
+        try:
+            drive(server.port, path, 1.0, workdir)  # warm-up
+            load = drive(server.port, path, seconds, workdir)
+            rss = server.rss_mb()
+        finally:
+            server.stop()
+        ratio = load.rps / base if base else 1.0
+        rows.append((group, what + target, load.rps, load.p50_ms, load.p99_ms, rss, ratio))
+        return load.rps
+
+    bare = [sys.executable, str(workdir / "bare.py"), "0", str(workdir / "answer.json")]
+    base = measure("replay", "bare aiohttp server", bare, None)
+    measure("replay", "omproxy replay (defaults)", omproxy("replay", workdir, "--cassette", str(small)), base)
+    measure("replay", "omproxy replay --fallback none", omproxy("replay", workdir, "--cassette", str(small),
+                                                                 "--fallback", "none"), base)
+
+    upstream = start(bare, workdir)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}"
+        direct = drive(upstream.port, path, seconds, workdir)
+        rows.append(("record", "the upstream, no proxy", direct.rps, direct.p50_ms, direct.p99_ms,
+                     upstream.rss_mb(), 1.0))
+        measure("record", "omproxy record", omproxy("record", workdir, "--upstream", url, "--cassette",
+                                                    str(workdir / "rec" / "{service}.yaml")), direct.rps)
+        measure("record", "omproxy passthrough", omproxy("passthrough", workdir, "--upstream", url), direct.rps)
+    finally:
+        upstream.stop()
+
+    ten = measure("capture", "replay, 10-interaction cassette", omproxy("replay", workdir, "--cassette", str(small)),
+                  None)
+    measure("capture", f"replay, {big:,}-interaction capture", omproxy("replay", workdir, "--cassette", str(capture)),
+            ten)
+
+    import yaml
+
+    t = time.perf_counter()
+    with capture.open("rb") as f:
+        yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 — a safe loader
+    pyyaml = time.perf_counter() - t
+    floor = start(omproxy("replay", workdir, "--cassette", str(one)), workdir)
+    floor.stop()
+    first = start(omproxy("replay", workdir, "--cassette", str(capture)), workdir)
+    rss = first.rss_mb()
+    first.stop()
+    again = start(omproxy("replay", workdir, "--cassette", str(capture)), workdir)
+    again.stop()
+    size_mb = capture.stat().st_size / 2**20
+    rows.append(("load", f"PyYAML C loader, {size_mb:.0f} MB capture (s)", pyyaml, 0, 0, float("nan"), 1.0))
+    rows.append(("load", "omproxy first start (s)", first.ready_after - floor.ready_after, 0, 0, rss,
+                 (first.ready_after - floor.ready_after) / pyyaml))
+    rows.append(("load", "omproxy restart, unchanged capture (s)", again.ready_after - floor.ready_after, 0, 0,
+                 float("nan"), (again.ready_after - floor.ready_after) / pyyaml))
+    rows.append(("load", "resident memory / file size", rss / size_mb, 0, 0, rss, rss / size_mb))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=1000)
-    parser.add_argument("--big", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="short runs and a 10,000-interaction capture")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = bench_cassettes(args.small, args.big, Path(tmp))
-    rows.append(asyncio.run(bench_proxy(args.requests)))
-    print(f"{'measure':40} {'baseline':>12} {'measured':>12} {'ratio':>7}")
-    print(f"{'':40} {f'(n={args.small})':>12} {f'(n={args.big})':>12}")
-    for name, base, value in rows:
-        print(f"{name:40} {base:12.3g} {value:12.3g} {value / base:7.2f}")
-    print(f"\nmachine: {os.cpu_count()} cpu(s), python {sys.version.split()[0]}")
+        rows = run(args.quick, Path(tmp))
+    loader = "wrk" if shutil.which("wrk") else "bundled aiohttp loop"
+    print(f"{'':9}{'measure':48}{'req/s or s':>12}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}{'ratio':>8}")
+    for group, what, value, p50, p99, rss, ratio in rows:
+        print(f"{group:9}{what:48}{value:12,.2f}{p50:9.2f}{p99:9.2f}{rss:9.0f}{ratio:7.2f}x")
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    print(f"\nload: {loader}; omproxy's loop: {loop}; {os.cpu_count()} cpu(s); python {sys.version.split()[0]}; "
+          f"{time.strftime('%Y-%m-%d')}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from omproxy import cassette, yamlformat, yamlsafe
+from omproxy import cassette, indexcache, yamlformat, yamlsafe
 from omproxy.cassette import Cassette
 from omproxy.errors import CassetteError, ConfigError
 from omproxy.model import Recorded
@@ -142,13 +142,41 @@ def _cut_short(last: bytes) -> bool:
 
 
 def _records(raw: bytes, name: str, lines: list[int]) -> list[Recorded]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
-    entries = cassette.entries_of(yamlformat.parse(text, name), name)
+    entries = _entries(raw, name)
     return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
+
+
+BATCH = 2000  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
+
+
+def _entries(raw: bytes, name: str) -> list[Any]:
+    """The entries of a cassette: remembered by content (`indexcache`), else parsed a batch of entries at
+    a time when the file has omproxy's layout, else as one document (hand-written files, anchors across
+    entries; and the precise file:line of any problem)."""
+    remembered = indexcache.get(raw)
+    if remembered is not None:
+        return remembered
+    header = yamlformat.HEADER.encode()
+    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
+    entries: list[Any] | None = None
+    if raw.startswith(header) and starts and starts[0] == len(header) and raw.endswith(b"\n"):
+        bounds = [*starts, len(raw)]
+        try:
+            entries = []
+            for k in range(0, len(starts), BATCH):
+                chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]]
+                entries += yamlformat.parse_entries(chunk.decode("utf-8"), name)
+        except (CassetteError, UnicodeDecodeError):
+            entries = None
+    if entries is None or len(entries) != len(starts):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
+        entries = cassette.entries_of(yamlformat.parse(text, name), name)
+    indexcache.put(raw, entries)
+    return entries
 
 
 def load_spec(template: Template, *, must_exist: bool) -> list[Cassette]:

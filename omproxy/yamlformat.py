@@ -55,13 +55,26 @@ class _Refused(Exception):
 
 def parse(text: str, name: str) -> Any:
     """The cassette document, as the safe loader would build it, minus the views for people."""
+    return _parse(text, name, _PLAN)
+
+
+def parse_entries(text: str, name: str) -> list[Any]:
+    """A run of whole top-level entries (`- ...` lines at column 0, as omproxy writes them): a part of
+    a cassette parsed on its own, so that a big capture never has its whole node graph in memory."""
+    entries = _parse(text, name, _PLAN["interactions"])
+    if not isinstance(entries, list):
+        raise CassetteError(f"{name}: not a run of entries")
+    return entries
+
+
+def _parse(text: str, name: str, plan: Any) -> Any:
     loader = yamlsafe.Loader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
         _check_expansion(root)
-        return _build(loader, root, _PLAN)
+        return _build(loader, root, plan)
     except _Refused as e:
         raise CassetteError(f"{name}:{e.line}: {e.message}") from None
     except yaml.constructor.ConstructorError as e:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omproxy import cassette, storage, yamlformat
+from omproxy.errors import CassetteError
 from omproxy.model import Recorded, Request, Response, headers_of
 
 
@@ -69,3 +70,37 @@ def test_a_last_entry_missing_its_newline_is_torn_even_when_it_parses(tmp_path) 
     got = storage.load(path)
     assert [r.response.status for r in got.interactions] == [200]
     assert got.dropped is not None and "torn" in got.dropped
+
+
+def test_a_big_capture_is_remembered_by_content_and_never_believed_when_it_changed(tmp_path, monkeypatch) -> None:
+    from omproxy import indexcache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "big.yaml"
+    req = Request("POST", "/genesys/2/openmedia/s/ID/get", "", headers_of({"Content-Type": "x"}), b"")
+    one = yamlformat.dump_entry(cassette.to_entry(req, Response(200, b'{"statusCode":0,"pad":"' + b"x" * 4000 + b'"}'),
+                                                  1.0))
+    count = indexcache.MIN_SIZE // len(one) + 10
+    path.write_bytes(yamlformat.HEADER.encode() + one * count)
+    first = storage.load(path)
+    (remembered,) = (tmp_path / "cache" / "omproxy").iterdir()
+    again = storage.load(path)  # from the cache
+    assert [r.response.body for r in again.interactions] == [r.response.body for r in first.interactions]
+    with path.open("ab") as f:  # changed: another content, another key; the old one is not believed
+        f.write(yamlformat.dump_entry(cassette.to_entry(req, Response(201, b"{}"), 1.0)))
+    changed = storage.load(path)
+    assert len(changed.interactions) == count + 1 and changed.interactions[-1].response.status == 201
+    remembered.write_text("{not json")  # a broken cache is not used, never an error
+    path.write_bytes(yamlformat.HEADER.encode() + one * count)
+    assert len(storage.load(path).interactions) == count
+
+
+def test_a_big_capture_with_a_broken_entry_still_names_its_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "big.yaml"
+    req = Request("POST", "/p")
+    entries = [yamlformat.dump_entry(cassette.to_entry(req, Response(200, b"{}"), 1.0)) for _ in range(5000)]
+    entries[4321] = entries[4321].replace(b"status: 200", b"status: [")
+    path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries))
+    with pytest.raises(CassetteError, match=r"big.yaml:\d+: not valid YAML"):
+        storage.load(path)

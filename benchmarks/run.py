@@ -118,8 +118,9 @@ class Server:
 def start(args: list[str], workdir: Path, timeout: float = 900) -> Server:
     """Start a server whose first stdout line says where it listens; time until then."""
     started = time.perf_counter()
+    env = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache")}  # a first start is a first start
     proc = subprocess.Popen([*pinned(0), *args], cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     line = ""
     deadline = time.monotonic() + timeout
@@ -252,6 +253,7 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     pyyaml = time.perf_counter() - t
     floor = start(omproxy("replay", workdir, "--cassette", str(one)), workdir)
     floor.stop()
+    shutil.rmtree(workdir / "cache", ignore_errors=True)  # nothing remembered: a first start
     first = start(omproxy("replay", workdir, "--cassette", str(capture)), workdir)
     rss = first.rss_mb()
     first.stop()

@@ -24,6 +24,7 @@ from omproxy.errors import CassetteError
 from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
 
 VERSION = 1
+_NOT_KEPT = re.compile("[\x00-\x08\x0b-\x1f]")  # YAML would not keep these exactly (CR among them)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
 
 
@@ -58,7 +59,7 @@ def _body(target: dict[str, Any], body: bytes) -> None:
     except UnicodeDecodeError:
         target["body_base64"] = base64.b64encode(body).decode("ascii")
         return
-    if "\r" in text or any(ord(c) < 0x20 and c not in "\n\t" for c in text):
+    if _NOT_KEPT.search(text):
         target["body_base64"] = base64.b64encode(body).decode("ascii")  # YAML would not keep it exact
     else:
         target["body"] = text

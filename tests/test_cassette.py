@@ -104,3 +104,25 @@ def test_a_big_capture_with_a_broken_entry_still_names_its_line(tmp_path, monkey
     path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries))
     with pytest.raises(CassetteError, match=r"big.yaml:\d+: not valid YAML"):
         storage.load(path)
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+           | st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+           | st.sampled_from(["on", "yes", "No", "~", "null", "0x1F", "1e3", "2026-11-28", "12:30", "<<", "=",
+                              "- a", "a: b", "a #b", " a", "a ", "'q'", '"q"', "*x", "&x", "!x", "%x", "@x",
+                              "\u2028", "\x85", "\ufeff", "\x7f", "a\nb", "{}", "[]", ":", "?", ",", "http://x/a b"]))
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                         | st.dictionaries(st.text(max_size=8) | st.sampled_from(["on", "1", "y"]), inner, max_size=4),
+                         max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=st.dictionaries(st.text(max_size=8), documents, max_size=5))
+def test_the_fast_entry_writer_round_trips_through_any_yaml_reader(entry) -> None:
+    import yaml
+
+    from omproxy import yamlsafe
+
+    text = yamlformat.dump_entry(entry).decode("utf-8")
+    assert yaml.safe_load(text) == [entry]  # any reader of YAML 1.1 (PyYAML), and
+    assert yamlsafe.load(text) == [entry]  # omproxy's own (YAML 1.2 booleans)

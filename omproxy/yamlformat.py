@@ -50,8 +50,10 @@ def _mapping(value: dict[Any, Any], indent: int) -> list[str]:
     pad = " " * indent
     lines: list[str] = []
     for key, item in value.items():
-        head = pad + _scalar(key) + ":"
-        if isinstance(item, dict) and item:
+        head = pad + (_string(key) if type(key) is str else _scalar(key)) + ":"
+        if type(item) is str:  # most values: first, and without the general dispatch
+            lines.append(f"{head} {_string(item)}")
+        elif isinstance(item, dict) and item:
             lines.append(head)
             lines += _mapping(item, indent + 2)
         elif isinstance(item, list) and item:

@@ -59,16 +59,16 @@ async def to_request(request: web.Request, max_body: int) -> Request:
     empty body), within max_body, and then forwarded and recorded plain, without its Content-Encoding."""
     length = request.content_length
     if length is not None and length > max_body:
-        raise _too_large(max_body)
+        raise too_large(max_body)
     body = bytearray()
     async for chunk in request.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > max_body:
-            raise _too_large(max_body)
+            raise too_large(max_body)
     headers = [(k, text_header(v)) for k, v in request.headers.items()]
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
-        body = bytearray(_decompress(bytes(body), encoding, max_body))
+        body = bytearray(decompress(bytes(body), encoding, max_body))
         headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
     path, _, query = request.raw_path.partition("?")
     peer = request.transport.get_extra_info("peername") if request.transport else None
@@ -76,7 +76,7 @@ async def to_request(request: web.Request, max_body: int) -> Request:
                    request.headers.get(SESSION_HEADER, ""), peer[0] if isinstance(peer, tuple) else "")
 
 
-def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
+def decompress(data: bytes, encoding: str, limit: int) -> bytes:
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported; send the form body plain, "
                                   "or gzip or deflate")
@@ -88,14 +88,14 @@ def _decompress(data: bytes, encoding: str, limit: int) -> bytes:
         except zlib.error:
             continue
         if len(out) > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         if stream.eof and not stream.unused_data:
             return out
     raise RequestRefused(f"the request body is not valid {encoding} data, as its Content-Encoding says; "
                          "send it whole, or plain")
 
 
-def _too_large(limit: int) -> BodyTooLarge:
+def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"request body is larger than max_body ({limit} bytes); raise max_body in "
                         "config.yaml if GMS really takes it (Jetty's default form limit is 200000 bytes)")
 

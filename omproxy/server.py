@@ -1,13 +1,20 @@
-"""Serving one mode until a signal: aiohttp's runner behind omproxy's own listening socket, so that
-every connection is guarded — a new connection, or one in the middle of a request head, must send a
-whole head within `header_timeout`; a keep-alive connection idle between requests is closed after
-`idle_timeout`; connections beyond `max_connections` get a 503 at once rather than starving
-`accept()`; aiohttp's own answers to bytes that are not HTTP are GMS-shaped JSON. Then the ready
-line, a clean stop (requests in flight finished, cassettes flushed) and the summary line."""
+"""The server front of the command line: a connection protocol on aiohttp's own HTTP parser (its C
+parser, llhttp, when built), handing each request to `Pipeline.serve` and writing the answer as bytes
+— no web application, router or response object per request, and a recorded answer's head is
+composed once. The same pipeline serves `app.build_app`'s aiohttp front, used in process (tests).
+
+HTTP/1.1 as clients use it: keep-alive, pipelining (answers in request order), chunked request
+bodies, `Expect: 100-continue`, HTTP/1.0, 413 over `max_body`, GMS-shaped 400 for what is not HTTP.
+Every connection is watched: a new one, or one in the middle of a request head, must send a whole head
+within `header_timeout`; one idle between requests is closed after `idle_timeout`; beyond
+`max_connections` a 503 at once, never a starved `accept()`. Then the ready line, a clean stop
+(requests in flight finished, cassettes flushed) and the summary line.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -15,170 +22,300 @@ import resource
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
+from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestPayloadError
 
 from omproxy import gms
-from omproxy.app import RUNTIME, build_app
+from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
-from omproxy.errors import UsageError
+from omproxy.errors import OmproxyError, RequestRefused, UsageError
 from omproxy.exchange import Outcome
-from omproxy.pipeline import escape
+from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
+from omproxy.pipeline import error_response, escape
+from omproxy.proxy import decompress, text_header, too_large
 
 log = logging.getLogger("omproxy")
 SWEEP = 0.5  # seconds between two looks at the open connections
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DROPPED = frozenset({"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive",
+                      "date", "x-omproxy-source"})
+_NO_BODY = frozenset({204, 304})
 
 
-class GmsRequestHandler(RequestHandler):
-    """aiohttp's connection handler, answering what it cannot parse (a bad request line, a header
-    too long, `%0A` in the path) as omproxy answers everything: GMS-shaped JSON."""
+class Clock:
+    """The Date header, formatted once a second."""
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        reason = escape((message or (str(exc) if exc else "") or HTTPStatus(status).phrase)[:200])
-        if status >= 500:
-            log.error("could not serve a request from %s: %s", request.remote, reason)
-            reason = "omproxy internal error; the omproxy log has the details"
-        else:
-            log.warning("refused a request from %s that is not valid HTTP: %s", request.remote, reason)
-        body = gms.reply(2, errors=[{"advice": f"{status} {HTTPStatus(status).phrase}: {reason}"}])
-        resp = web.Response(status=status, body=body, content_type="application/json",
-                            headers={"X-Omproxy-Error": "bad-http", "X-Omproxy-Source": "omproxy"})
-        resp.force_close()
-        return resp
+    def __init__(self) -> None:
+        self.second, self.text = 0, b""
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.text = now, formatdate(now, usegmt=True).encode("ascii")
+        return self.text
 
 
-OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-              b"X-Omproxy-Error: overloaded\r\nX-Omproxy-Source: omproxy\r\nRetry-After: 1\r\n")
+class Heads:
+    """Each answer's status line and headers as bytes, composed once for a recorded answer (which is
+    served again and again) and each time for the others."""
+
+    def __init__(self) -> None:
+        self.cached: dict[int, tuple[Response, bytes]] = {}
+
+    def of(self, resp: Response) -> bytes:
+        if resp.source is Source.CASSETTE:
+            found = self.cached.get(id(resp))
+            if found is not None and found[0] is resp:
+                return found[1]
+        reason = resp.reason or (HTTPStatus(resp.status).phrase if resp.status in HTTPStatus._value2member_map_
+                                 else "Unknown")
+        lines = [f"HTTP/1.1 {resp.status} {reason}"]
+        lines += [f"{k}: {v}" for k, v in resp.headers.items() if k.lower() not in _DROPPED]
+        lines.append(f"X-Omproxy-Source: {resp.source.value}")
+        head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+        if resp.source is Source.CASSETTE:
+            self.cached[id(resp)] = (resp, head)
+        return head
 
 
-def _overloaded(limit: int) -> bytes:
-    body = gms.retry(f"omproxy has max_connections ({limit}) open connections; try again")
-    return OVERLOADED + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+class Front:
+    """Everything the connections share: the runtime, the limits, the open connections."""
 
-
-class Guard(asyncio.Protocol):
-    """One client connection: aiohttp's handler inside, the clock outside."""
-
-    def __init__(self, inner: GmsRequestHandler, guards: Guards) -> None:
-        self.inner, self.guards = inner, guards
-        self.transport: asyncio.Transport | None = None
-        self.last = time.monotonic()
-        self.head_started: float | None = None  # first byte of a request head not yet being served
-        self.head_count = 0  # requests served on this connection when that head started
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
-        if len(self.guards.open) >= self.guards.config.max_connections:
-            transport.write(_overloaded(self.guards.config.max_connections))
-            transport.close()
-            self.guards.refused += 1
-            return
-        self.transport = transport
-        self.head_started = time.monotonic()  # a new connection owes a request head within header_timeout
-        self.guards.open.add(self)
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
-        if self.head_started is None and not self.busy:
-            self.head_started, self.head_count = now, self.served
-        self.last = now
-        self.inner.data_received(data)
-
-    def eof_received(self) -> None:
-        self.inner.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is None:
-            return
-        self.guards.open.discard(self)
-        self.inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-    @property
-    def busy(self) -> bool:
-        """A request of this connection is being served (its head was read)."""
-        return getattr(self.inner, "_request_in_progress", False) is True
-
-    @property
-    def served(self) -> int:
-        return int(getattr(self.inner, "_request_count", 0))
-
-    def check(self, now: float) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self.busy or (self.head_started is not None and self.served != self.head_count):
-            self.head_started, self.last = None, now  # the head was read: the handler's time, not ours
-            return
-        config = self.guards.config
-        if self.head_started is not None and now - self.head_started > config.header_timeout:
-            self.guards.closed_slow += 1
-            self.transport.abort()
-        elif now - self.last > config.idle_timeout:
-            self.guards.closed_idle += 1
-            self.transport.abort()
-
-
-class Guards:
-    """Every open connection, swept twice a second."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.open: set[Guard] = set()
+    def __init__(self, rt: Runtime, config: Config) -> None:
+        self.rt, self.config = rt, config
+        self.loop = asyncio.get_running_loop()
+        self.open: set[Connection] = set()
+        self.clock, self.heads = Clock(), Heads()
+        self.stopping = False
         self.refused = self.closed_idle = self.closed_slow = 0
+        self.server: asyncio.Server | None = None
+        self.sweeper: asyncio.Task[None] | None = None
+        self.port = 0
+
+    def connection(self) -> Connection:
+        return Connection(self)
 
     async def sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP)
             now = time.monotonic()
-            for guard in list(self.open):
-                guard.check(now)
-
-
-class Listener:
-    """omproxy listening: its port, and how to stop."""
-
-    def __init__(self, runner: web.AppRunner, server: asyncio.Server, guards: Guards, sweeper: asyncio.Task[None]):
-        self.runner, self.server, self.guards, self.sweeper = runner, server, guards, sweeper
-        self.port: int = server.sockets[0].getsockname()[1]
+            for conn in list(self.open):
+                conn.check(now)
 
     async def close(self) -> None:
-        self.server.close()
-        self.sweeper.cancel()
-        await self.runner.cleanup()  # waits for in-flight handlers, then runs cleanup_ctx (flushes cassettes)
+        """Stop accepting, let each connection finish the request it serves, then flush and close."""
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+        for conn in list(self.open):
+            if not conn.busy:
+                conn.close()
+        busy = [c.task for c in self.open if c.task is not None]
+        if busy:
+            await asyncio.wait(busy, timeout=30)
+        for conn in list(self.open):
+            conn.close()
+        await self.rt.close()
 
 
-async def start(app: web.Application, config: Config) -> Listener:
-    """Listen on config.host:port (0 picks a free port) with every connection guarded."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=30)
-    await runner.setup()
-    loop = asyncio.get_running_loop()
-    guards = Guards(config)
-    manager = runner.server
-    assert manager is not None
+class Connection(BaseProtocol):
+    """One client connection: parse, serve in order, write; watched by the Front's sweep."""
 
-    def connection() -> Guard:
-        handler = GmsRequestHandler(manager, loop=loop, keepalive_timeout=config.idle_timeout, auto_decompress=False,
-                                    access_log=None)  # type: ignore[arg-type]  # None: no access logger
-        return Guard(handler, guards)
+    def __init__(self, front: Front) -> None:
+        super().__init__(front.loop)
+        self.front = front
+        self.parser = HttpRequestParser(self, front.loop, 2**16, max_line_size=8190, max_field_size=8190,
+                                        payload_exception=RequestPayloadError, auto_decompress=False)
+        self._parser = self.parser  # aiohttp's flow control pauses the parser through this
+        self.queue: deque[tuple[Any, Any]] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False
+        self.last = time.monotonic()
+        self.head_started: float | None = self.last  # a new connection owes a request head
+        self.peer = ""
 
+    # ---- asyncio -----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        front = self.front
+        if len(front.open) >= front.config.max_connections or front.stopping:
+            body = gms.retry(f"omproxy has max_connections ({front.config.max_connections}) open connections; "
+                             "try again")
+            self._write_answer(Response.json(503, body, Source.OMPROXY, **{"X-Omproxy-Error": "overloaded",
+                                                                             "Retry-After": "1"}), False, False)
+            self.close()
+            front.refused += 1
+            return
+        front.open.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if data:
+            self.last = time.monotonic()
+            if self.head_started is None and not self.busy and not self.queue:
+                self.head_started = self.last
+        try:
+            messages, _, _ = self.parser.feed_data(data)
+            self.queue.extend(messages)
+        except HttpProcessingError as exc:  # answered in turn, after what came before it
+            self.queue.append((exc, None))
+        if self.queue and self.task is None:
+            self.task = self.front.loop.create_task(self.run())
+
+    def eof_received(self) -> None:
+        return None  # the transport closes; a request being served still finishes
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.front.open.discard(self)
+        with contextlib.suppress(HttpProcessingError):
+            self.parser.feed_eof()
+
+    # ---- the watch ----------------------------------------------------------------------------
+    def check(self, now: float) -> None:
+        if self.transport is None or self.transport.is_closing() or self.busy or self.queue:
+            return
+        config = self.front.config
+        if self.head_started is not None and now - self.head_started > config.header_timeout:
+            self.front.closed_slow += 1
+            self.transport.abort()
+        elif self.head_started is None and now - self.last > config.idle_timeout:
+            self.front.closed_idle += 1
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # ---- serving -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            while self.queue and self.transport is not None and not self.transport.is_closing():
+                message, payload = self.queue.popleft()
+                self.busy, self.head_started = True, None
+                try:
+                    keep = await self.serve(message, payload)
+                finally:
+                    self.busy, self.last = False, time.monotonic()
+                if not keep:
+                    self.close()
+                    return
+                if self.writing_paused:
+                    await self._drain_helper()
+        except (ConnectionError, asyncio.CancelledError):
+            self.close()
+        finally:
+            self.task = None
+
+    async def serve(self, message: Any, payload: Any) -> bool:
+        """One request; whether the connection stays open for the next."""
+        if isinstance(message, HttpProcessingError):
+            reason = escape(str(message.message or message)[:200])
+            log.warning("refused a request from %s that is not valid HTTP: %s", self.peer, reason)
+            body = gms.reply(2, errors=[{"advice": f"{message.code} {HTTPStatus(message.code).phrase}: {reason}"}])
+            self._write_answer(Response.json(message.code, body, Source.OMPROXY, **{"X-Omproxy-Error": "bad-http"}),
+                               False, False)
+            return False
+        keep = not message.should_close and not self.front.stopping
+        head_only = message.method == "HEAD"
+        try:
+            req = await self.read(message, payload)
+        except OmproxyError as e:
+            log.warning("%s %s -> %s: %s", message.method, escape(message.path.split("?")[0]), e.status, e.message)
+            self._write_answer(error_response(e), False, head_only, message.version)
+            return False
+        ex = await self.front.rt.pipeline.serve(req)
+        assert ex.response is not None
+        self._write_answer(ex.response, keep, head_only, message.version)
+        return keep
+
+    async def read(self, message: Any, payload: Any) -> Request:
+        max_body = self.front.config.max_body
+        headers = message.headers
+        if message.method == "CONNECT":
+            raise RequestRefused(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused CONNECT "
+                                 f"{message.path}")
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            raise too_large(max_body)
+        body = b""
+        if payload is not EMPTY_PAYLOAD:
+            expect = headers.get("Expect", "")
+            if expect.lower() == "100-continue" and message.version >= (1, 1) and self.transport is not None:
+                self.transport.write(CONTINUE)
+            parts, size = [], 0
+            try:
+                while chunk := await payload.readany():
+                    size += len(chunk)
+                    if size > max_body:
+                        raise too_large(max_body)
+                    parts.append(chunk)
+            except RequestPayloadError as e:
+                raise RequestRefused(f"the request body could not be read ({e}); send it whole") from None
+            body = b"".join(parts)
+        pairs = [(k, text_header(v)) for k, v in headers.items()]
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            body = decompress(body, encoding, max_body)
+            pairs = [(k, v) for k, v in pairs if k.lower() != "content-encoding"]
+        path, _, query = message.path.partition("?")
+        return Request(message.method, path, query, headers_of(pairs), body, headers.get(SESSION_HEADER, ""),
+                       self.peer)
+
+    def _write_answer(self, resp: Response, keep: bool, head_only: bool, version: Any = (1, 1)) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        body = b"" if resp.status in _NO_BODY else resp.body
+        tail = [b"Date: ", self.front.clock.date(), b"\r\n"]
+        if resp.status not in _NO_BODY:
+            tail += [b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n"]
+        if not keep:
+            tail.append(b"Connection: close\r\n")
+        elif version < (1, 1):
+            tail.append(b"Connection: keep-alive\r\n")
+        self.transport.write(b"".join([self.front.heads.of(resp), *tail, b"\r\n", b"" if head_only else body]))
+
+
+# ---- listening -----------------------------------------------------------------------------------
+
+class Listener:
+    """omproxy listening: its port, its front, and how to stop."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.port = front.port
+
+    async def close(self) -> None:
+        await self.front.close()
+
+
+async def start(rt: Runtime, config: Config) -> Listener:
+    """Start the runtime and listen on config.host:port (0 picks a free port)."""
+    front = Front(rt, config)
+    await rt.start()
     try:
-        server = await loop.create_server(connection, config.host, config.port, reuse_address=True,
-                                          family=socket.AF_UNSPEC)
+        front.server = await front.loop.create_server(front.connection, config.host, config.port,
+                                                      reuse_address=True, family=socket.AF_UNSPEC)
     except OSError as e:
-        await runner.cleanup()
+        await rt.close()
         raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
-    return Listener(runner, server, guards, asyncio.create_task(guards.sweep()))
+    front.port = front.server.sockets[0].getsockname()[1]
+    front.sweeper = asyncio.create_task(front.sweep())
+    return Listener(front)
 
 
 def beyond_loopback(host: str) -> bool:
@@ -224,25 +361,25 @@ class QuietAccept:
 
 
 def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str]) -> int:
-    app = build_app(config, mode)
+    rt = build_runtime(config, mode)
     log.info("%s", startup)
     started = time.monotonic()
     try:
         import uvloop  # the `fast` extra: a faster event loop, used when installed
     except ImportError:
-        asyncio.run(serve(app, config, mode))
+        asyncio.run(serve(rt, config, mode))
     else:
         log.debug("event loop: uvloop")
-        uvloop.run(serve(app, config, mode))
-    log.info("%s (%.0f s)", summary(app[RUNTIME].journal.counts, mode), time.monotonic() - started)
+        uvloop.run(serve(rt, config, mode))
+    log.info("%s (%.0f s)", summary(rt.journal.counts, mode), time.monotonic() - started)
     return 0
 
 
-async def serve(app: web.Application, config: Config, mode: Mode) -> None:
+async def serve(rt: Runtime, config: Config, mode: Mode) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept())
     raise_file_limit(config)
-    listener = await start(app, config)
+    listener = await start(rt, config)
     host = f"[{config.host}]" if ":" in config.host else config.host
     if beyond_loopback(config.host):
         log.warning("listening on %s: anyone who can reach this address can send traffic%s", config.host,
@@ -265,3 +402,4 @@ async def serve(app: web.Application, config: Config, mode: Mode) -> None:
     await stop.wait()
     log.info("stopping: finishing requests in flight")
     await listener.close()
+

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from omproxy import server
-from omproxy.app import build_app
+from omproxy.app import build_runtime
 from omproxy.config import Config, Mode
 from tests.support import BASE, send_raw
 
@@ -20,7 +20,7 @@ async def listening():
 
     async def make(**overrides) -> server.Listener:
         config = Config(port=0, **overrides)
-        listener = await server.start(build_app(config, Mode.SIMULATE), config)
+        listener = await server.start(build_runtime(config, Mode.SIMULATE), config)
         listeners.append(listener)
         return listener
 
@@ -41,8 +41,8 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     return True
 
 
-async def test_a_silent_connection_is_closed_after_idle_timeout(listening) -> None:
-    listener = await listening(idle_timeout=0.5)
+async def test_a_silent_connection_is_closed_after_header_timeout(listening) -> None:
+    listener = await listening(header_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     assert await closed_within(reader, 5)
     writer.close()
@@ -73,7 +73,7 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
     assert await closed_within(reader, 10)
     sender.cancel()
     writer.close()
-    assert listener.guards.closed_slow == 1
+    assert listener.front.closed_slow == 1
 
 
 async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> None:
@@ -114,7 +114,7 @@ async def test_a_request_in_flight_is_not_cut_by_the_header_timeout(aiohttp_serv
     upstream_app.router.add_route("*", "/{tail:.*}", slow)
     upstream = await aiohttp_server(upstream_app)
     config = Config(port=0, header_timeout=0.5, idle_timeout=0.5, upstream=str(upstream.make_url("")).rstrip("/"))
-    listener = await server.start(build_app(config, Mode.PASSTHROUGH), config)
+    listener = await server.start(build_runtime(config, Mode.PASSTHROUGH), config)
     try:
         pending = asyncio.create_task(send_raw(listener.port, b"POST /slow HTTP/1.1\r\nHost: x\r\n"
                                               b"Content-Length: 0\r\nConnection: close\r\n\r\n"))
@@ -124,3 +124,112 @@ async def test_a_request_in_flight_is_not_cut_by_the_header_timeout(aiohttp_serv
         assert (await pending)[0] == 200
     finally:
         await listener.close()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer off a keep-alive connection (Content-Length framed)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
+    return int(lines[0].split()[1]), headers, body
+
+
+CREATE = b"externalId=x1"
+
+
+def post(path: str, body: bytes = b"", extra: bytes = b"") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n").encode() + extra + b"\r\n" + body
+
+
+async def test_keep_alive_and_pipelining_answer_in_request_order(listening) -> None:
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(post(f"{BASE}/s", CREATE))
+    status, headers, body = await read_answer(reader)
+    iid = json.loads(body)["interactionId"]
+    assert status == 200 and headers["x-omproxy-source"] == "simulator" and "date" in headers
+    # three requests in one write: the answers come back in that order, on the same connection
+    writer.write(post(f"{BASE}/s/{iid}/update", b"change%5BA%5D=1") + post(f"{BASE}/s/{iid}/get")
+                 + post(f"{BASE}/s/{iid}/stop"))
+    answers = [await read_answer(reader) for _ in range(3)]
+    assert [json.loads(b)["statusCode"] for _, _, b in answers] == [0, 0, 0]
+    assert {"key": "A", "type": "str", "value": "1"} in \
+        json.loads(answers[1][2])["interactionProperties"]["interactionUserData"]
+    writer.close()
+
+
+async def test_a_chunked_body_and_expect_100_continue(listening) -> None:
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(f"POST {BASE}/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode())
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"5\r\nexter\r\n8\r\nnalId=x1\r\n0\r\n\r\n")
+    status, _, body = await read_answer(reader)
+    assert status == 200 and json.loads(body)["statusCode"] == 0
+    writer.close()
+
+
+async def test_http_1_0_closes_unless_asked_to_keep_alive(listening) -> None:
+    listener = await listening()
+    status, body = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.0\r\n\r\n")
+    assert status == 200 and json.loads(body)["status"] == "ok"  # read to EOF: the server closed
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /_omproxy/health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, _ = await read_answer(reader)
+    assert status == 200 and headers["connection"].lower() == "keep-alive"
+    writer.write(b"GET /_omproxy/health HTTP/1.0\r\n\r\n")
+    assert (await read_answer(reader))[0] == 200
+    writer.close()
+
+
+async def test_413_400_and_not_an_open_proxy_close_the_connection(listening) -> None:
+    listener = await listening(max_body=100)
+    status, body = await send_raw(listener.port, post(f"{BASE}/s", b"a=" + b"x" * 200))
+    assert status == 413 and json.loads(body)["statusCode"] == 2
+    status, _ = await send_raw(listener.port, b"GET http://elsewhere.example/x HTTP/1.1\r\nHost: x\r\n"
+                                              b"Connection: close\r\n\r\n")
+    assert status == 400
+    status, _ = await send_raw(listener.port, b"CONNECT elsewhere.example:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400
+    status, _ = await send_raw(listener.port, post(f"{BASE}/s", b"\x1f\x8b\x08\x00junk",
+                                                   b"Content-Encoding: gzip\r\nConnection: close\r\n"))
+    assert status == 400
+
+
+async def test_head_gets_the_head_only(listening) -> None:
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"HEAD /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_answer(reader))[0] == 200  # no body was sent for HEAD: the next answer is whole
+    writer.close()
+
+
+async def test_a_stop_finishes_the_request_in_flight_then_closes(aiohttp_server) -> None:
+    from aiohttp import web
+
+    release, arrived = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.json_response({"statusCode": 0})
+
+    upstream_app = web.Application()
+    upstream_app.router.add_route("*", "/{tail:.*}", slow)
+    upstream = await aiohttp_server(upstream_app)
+    config = Config(port=0, upstream=str(upstream.make_url("")).rstrip("/"))
+    listener = await server.start(build_runtime(config, Mode.PASSTHROUGH), config)
+    pending = asyncio.create_task(send_raw(listener.port, post("/slow")))
+    await asyncio.wait_for(arrived.wait(), 10)
+    stopping = asyncio.create_task(listener.close())
+    done, _ = await asyncio.wait({stopping}, timeout=0.3)
+    assert not done  # waiting for the request in flight
+    release.set()
+    assert (await pending)[0] == 200
+    await asyncio.wait_for(stopping, 10)

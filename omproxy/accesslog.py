@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from omproxy import formcodec
@@ -76,8 +77,9 @@ def text(mode: str, e: dict[str, Any]) -> str:
 class AccessLog:
     """The observer writing one line per exchange (a miss at WARNING), built only when it is written."""
 
-    def __init__(self, mode: str, redactor: Redactor, verbose: int = 0) -> None:
+    def __init__(self, mode: str, redactor: Redactor, verbose: int = 0, write: Write | None = None) -> None:
         self.mode, self.redactor, self.verbose = mode, redactor, verbose
+        self.write = write  # a direct writer of text lines (the command line's); else `logging`
 
     def __call__(self, ex: Exchange) -> None:
         level = logging.WARNING if ex.outcome is Outcome.MISSED else logging.INFO
@@ -85,7 +87,13 @@ class AccessLog:
             return
         e = entry(ex, self.redactor, self.verbose)
         e["mode"] = self.mode
-        log.log(level, "%s", Line(e), extra={"entry": e})
+        if self.write is not None:
+            self.write(level, text(self.mode, e), e)
+        else:
+            log.log(level, "%s", Line(e), extra={"entry": e})
+
+
+Write = Callable[[int, str, dict[str, Any]], None]  # (level, text line, entry)
 
 
 class Line:

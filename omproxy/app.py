@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from omproxy import storage
-from omproxy.accesslog import AccessLog, FindingsLog
+from omproxy.accesslog import AccessLog, FindingsLog, Write
 from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
 from omproxy.errors import OmproxyError
@@ -84,7 +84,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = None,
-                  state: State | None = None) -> Runtime:
+                  state: State | None = None, access: Write | None = None) -> Runtime:
     redactor = Redactor(config.redact)
     state = state or MemoryState(max_sessions=config.max_sessions, session_idle=config.session_idle)
     simulator = simulator or Simulator(config.sections)
@@ -132,7 +132,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         responders = [Replayer(Playback(pb.cassettes, pb.index, Repeat.MISS), state, None),
                       recorder(upstream())]
     rt.pipeline.responders = responders
-    rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose)]
+    rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose, access)]
     rt.pipeline.admin = Admin(rt)
     return rt
 

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -109,6 +111,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any) -> None:
         super().__init__(stream)
         self.pending: list[str] = []
+        self.second, self.stamp = 0, ""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -129,8 +132,23 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
 
+    def access(self, level: int, text: str, entry: dict[str, Any]) -> None:
+        """An access line without a LogRecord (the text format's `asctime levelname message`): the one
+        line every request writes costs a third of what `logging` would."""
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        self.pending.append(f"{self.stamp},{int((now - second) * 1000):03d} {logging.getLevelName(level)} {text}")
+        if len(self.pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
 
-def setup_logging(config: Config) -> None:
+
+def setup_logging(config: Config) -> Callable[[int, str, dict[str, Any]], None] | None:
+    """Configure omproxy's log; for the text format, the handler's direct access-line writer."""
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.log_format is LogFormat.JSON
                          else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -142,6 +160,7 @@ def setup_logging(config: Config) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if (config.verbose or 0) > 1 else logging.INFO)
     root.propagate = False
+    return handler.access if config.log_format is LogFormat.TEXT else None
 
 
 SUMMARY: dict[Mode, tuple[Outcome, ...]] = {
@@ -182,8 +201,8 @@ def run_server(args: argparse.Namespace) -> int:
 
     config = resolve(args)
     mode = Mode(args.command)
-    setup_logging(config)
-    return server.run(config, mode, startup_line(config, mode), summary)
+    access = setup_logging(config)
+    return server.run(config, mode, startup_line(config, mode), summary, access)
 
 
 def decode_input(args: argparse.Namespace) -> bytes:

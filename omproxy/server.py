@@ -35,6 +35,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestPayloadError
 
 from omproxy import gms
+from omproxy.accesslog import Write
 from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
 from omproxy.errors import OmproxyError, RequestRefused, UsageError
@@ -360,8 +361,9 @@ class QuietAccept:
         self.last, self.suppressed = now, 0
 
 
-def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str]) -> int:
-    rt = build_runtime(config, mode)
+def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str],
+        access: Write | None = None) -> int:
+    rt = build_runtime(config, mode, access=access)
     log.info("%s", startup)
     started = time.monotonic()
     try:

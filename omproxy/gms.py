@@ -10,6 +10,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -45,6 +46,7 @@ class Operation:
     id: str | None = None
 
 
+@lru_cache(maxsize=8192)
 def parse_path(path: str) -> Operation | None:
     """`/genesys/2/openmedia/svc/ID/get` -> Operation("get", "svc", "ID"). `path` is the raw path
     (no query); segments are split before percent-decoding so `%2F` never makes a new segment."""
@@ -196,6 +198,7 @@ def _suggest(kind: str, key: str) -> str | None:
     return close[0] if close else None
 
 
+@lru_cache(maxsize=4096)
 def findings(op: Operation | None, form: DecodedForm) -> tuple[Finding, ...]:
     """The parameter findings of a request for its operation, judged on the parameters the client
     meant (a body percent-encoded twice as a whole is judged decoded once more, and says so)."""

@@ -18,6 +18,7 @@ from omproxy.config import Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
 
+KEYS_REMEMBERED = 10_000  # distinct raw requests whose match key is remembered
 NEAR_MISS_SCAN = 500  # candidates examined to explain one miss, at most: a miss never stalls other clients
 
 
@@ -124,7 +125,8 @@ class Index:
         self._by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self.all: list[Recorded] = []
-        self._views: dict[int, dict[str, Any]] = {}  # of recordings examined for a miss: each built once
+        self._views: dict[int, dict[str, Any]] = {}
+        self._keys: dict[tuple[Any, ...], Hashable] = {}  # of recordings examined for a miss: each built once
         for rec in recorded:
             self.add(rec)
 
@@ -136,8 +138,19 @@ class Index:
         if op is not None:
             self._by_operation[(op.kind, op.service)].append(rec)
 
+    def key_of(self, req: Request) -> Hashable:
+        """`key`, remembered by the request's raw parts: a replayed suite sends the same requests again."""
+        raw = (req.method, req.path, req.query, req.body, req.headers.get("Content-Type"),
+               *(tuple(req.headers.getall(h, ())) for h in self.rules.headers))
+        found = self._keys.get(raw)
+        if found is None:
+            if len(self._keys) >= KEYS_REMEMBERED:
+                self._keys.clear()
+            found = self._keys[raw] = key(req, self.rules)
+        return found
+
     def lookup(self, req: Request) -> list[Recorded]:
-        return self.by_key.get(key(req, self.rules), [])
+        return self.by_key.get(self.key_of(req), [])
 
     def near_misses(self, req: Request, n: int = 3, scan: int = NEAR_MISS_SCAN) -> list[NearMiss]:
         """The n recorded interactions closest to req (of at most `scan` candidates), with what differs."""

@@ -68,7 +68,7 @@ class Replayer:
         target = req.target_of
         if target is not None and self.simulator is not None and await state.owns(req.session, target):
             return None
-        k = matching.key(req, self.playback.index.rules)
+        k = self.playback.index.key_of(req)
         found = self.playback.index.by_key.get(k)
         if not found:
             return None

@@ -15,6 +15,7 @@ answer; 32 connections.
     capture     replay from a 10-interaction cassette = 1.00x; from the big capture
     load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
                 (minus a start with a 1-interaction cassette: interpreter and imports)
+    append      one fsync'd append to an empty cassette = 1.00x; to the big capture
 """
 
 from __future__ import annotations
@@ -266,7 +267,27 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     rows.append(("load", "omproxy restart, unchanged capture (s)", again.ready_after - floor.ready_after, 0, 0,
                  float("nan"), (again.ready_after - floor.ready_after) / pyyaml))
     rows.append(("load", "resident memory / file size", rss / size_mb, 0, 0, rss, rss / size_mb))
+    empty = workdir / "empty-capture.yaml"
+    small_append, big_append = asyncio.run(appends(empty)), asyncio.run(appends(capture))
+    rows.append(("append", "one fsync'd append, empty cassette (ms)", small_append * 1000, 0, 0, float("nan"), 1.0))
+    rows.append(("append", f"one fsync'd append, {big:,}-interaction capture (ms)", big_append * 1000, 0, 0,
+                 float("nan"), big_append / small_append))
     return rows
+
+
+async def appends(path: Path, count: int = 200) -> float:
+    """Seconds per append of one interaction, as `record` appends them (flock, write, fsync)."""
+    from omproxy import storage
+
+    writer = storage.CassetteWriter(storage.Template(str(path)))
+    headers = headers_of({"Content-Type": FORM})
+    data = yamlformat.dump_entry(cassette.to_entry(Request("POST", GET.format(id=iid(1)), "", headers, b""),
+                                                   Response(200, answer_body(iid(1))), 1.0))
+    await writer.append(path, data)  # the first append of a process checks the tail once
+    t = time.perf_counter()
+    for _ in range(count):
+        await writer.append(path, data)
+    return (time.perf_counter() - t) / count
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""build_app(config, mode): each mode's chain of responders, read top to bottom — this is the
+"""build_runtime(config, mode): each mode's chain of responders, read top to bottom — this is the
 architecture. Responders decide (the first to return a Response answers); observers record.
 
     simulate     SimulatorResponder
@@ -8,8 +8,10 @@ architecture. Responders decide (the first to return a Response answers); observ
     auto         Replayer, then Recorder(upstream)
 
     observers    Journal (counts, recent exchanges), FindingsLog, AccessLog
+    /_omproxy/   Admin, asked first
 
-The aiohttp handler is read -> serve -> write; `Runtime.pipeline.serve` is the whole request path.
+`Runtime.pipeline.serve` is the whole request path. Two fronts call it: `server` (the command line's)
+and `build_app` here, an aiohttp web application for in-process use (tests, a pytest plugin).
 """
 
 from __future__ import annotations

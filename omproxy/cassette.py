@@ -119,7 +119,18 @@ def _read_headers(where: str, value: Any) -> Any:
             if any(c in text for c in "\r\n\0"):
                 raise _problem(where, f"header {k} holds a CR, LF or NUL, which HTTP cannot carry")
             pairs.append((str(k), text))
-    return headers_of(pairs)
+    key = tuple(pairs)
+    shared = _HEADERS.get(key)
+    if shared is None:
+        if len(_HEADERS) >= 65536:
+            _HEADERS.clear()
+        shared = _HEADERS[key] = headers_of(pairs)
+    return shared
+
+
+# Header sets repeat from one recorded interaction to the next (same client, same GMS): one read-only
+# CIMultiDictProxy for each distinct set keeps a big capture's memory near its size.
+_HEADERS: dict[tuple[tuple[str, str], ...], Any] = {}
 
 
 def whole(data: Any) -> bool:

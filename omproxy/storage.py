@@ -146,7 +146,7 @@ def _records(raw: bytes, name: str, lines: list[int]) -> list[Recorded]:
     return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
 
 
-BATCH = 2000  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
+BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
 
 
 def _entries(raw: bytes, name: str) -> list[Any]:

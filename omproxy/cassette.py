@@ -13,7 +13,6 @@ from the model (`Recorded`). No file, no YAML, no redaction: values arrive here 
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -189,6 +188,3 @@ def entries_of(data: Any, name: str) -> list[Any]:
 def document(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"version": VERSION, "interactions": entries}
 
-
-def dumps_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

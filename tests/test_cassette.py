@@ -126,3 +126,13 @@ def test_the_fast_entry_writer_round_trips_through_any_yaml_reader(entry) -> Non
     text = yamlformat.dump_entry(entry).decode("utf-8")
     assert yaml.safe_load(text) == [entry]  # any reader of YAML 1.1 (PyYAML), and
     assert yamlsafe.load(text) == [entry]  # omproxy's own (YAML 1.2 booleans)
+
+
+def test_save_writes_a_whole_cassette_that_loads_back(tmp_path) -> None:
+    entries = [cassette.to_entry(Request("POST", f"/p{i}"), Response(200, b"{}"), 1.0) for i in range(3)]
+    path = tmp_path / "sub" / "saved.yaml"
+    storage.save(path, entries)
+    assert [r.request.path for r in storage.load(path).interactions] == ["/p0", "/p1", "/p2"]
+    storage.save(path, [])
+    assert storage.load(path).interactions == ()
+    assert [p.name for p in path.parent.iterdir()] == ["saved.yaml"]  # no temporary file left behind

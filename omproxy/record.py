@@ -11,7 +11,7 @@ import time
 from omproxy import cassette, yamlformat
 from omproxy.exchange import Exchange
 from omproxy.model import Response
-from omproxy.pipeline import Responder
+from omproxy.pipeline import Responder, escape
 from omproxy.redaction import Redactor
 from omproxy.storage import CassetteWriter
 
@@ -40,7 +40,8 @@ class Recorder:
             await self.writer.append(path, data)
         except OSError as e:
             ex.record_error = f"cannot write {path}: {e.strerror or e}"
-            log.error("NOT RECORDED %s %s: %s", req.method, self.redactor.target(req.path, req.query), ex.record_error)
+            log.error("NOT RECORDED %s %s: %s", req.method, escape(self.redactor.target(req.path, req.query)),
+                      ex.record_error)
             return resp
         ex.recorded_to = str(path)
         for key in self.redactor.suspects(req.form.fields):

@@ -80,7 +80,48 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     d.add_argument("--path", help="the request path, to check parameters against the Open Media operation")
     d.add_argument("--content-type", default=formcodec.FORM_TYPE, help="the request's Content-Type")
     d.add_argument("--json", action="store_true", help="print one JSON object")
+
+    v = sub.add_parser("verify", help="re-send recorded requests to a GMS and report what answers differently",
+                       description="Re-send every recorded request to a live GMS (a URL, or builtin for the "
+                       "simulator), translating interaction ids, and compare each answer with the recorded one, "
+                       "ignoring ids, timestamps and sequence numbers. Exit 0 when nothing differs, 1 when "
+                       "something does, 2 on a usage error.")
+    v.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
+    for option in OPTIONS:
+        if option.flag and option.key in ("cassette", "upstream", "upstream_timeout", "max_response_body"):
+            v.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
+                           metavar=option.attr.upper())
+    v.add_argument("--concurrency", type=_positive(int), default=1,
+                   help="interactions verified at once; each interaction's requests stay in order (default 1)")
+    v.add_argument("--speed", type=_positive(float, zero=True), default=0.0,
+                   help="keep the recorded gaps between requests divided by X (default 0: as fast as answers come)")
+    v.add_argument("--learn-noise", action="store_true",
+                   help="first create each service's interaction twice and ignore the fields that differ")
+    v.add_argument("--report", type=Path, help="also write the results as JUnit XML to this file")
+    v.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    f = sub.add_parser("diff", help="compare two recordings of the same story",
+                       description="Pair the interactions of two cassettes by order and request (ids "
+                       "translated) and report the answers that differ, as verify does. Exit 0 when nothing "
+                       "differs, 1 when something does, 2 on a usage error.")
+    f.add_argument("first", type=Path, help="the earlier recording")
+    f.add_argument("second", type=Path, help="the later one (another GMS, another configuration)")
+    f.add_argument("--config", type=Path, help="config file, for verify.ignore (default: ./config.yaml)")
+    f.add_argument("--report", type=Path, help="also write the results as JUnit XML to this file")
+    f.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
+
+
+def _positive(kind: type[int] | type[float], zero: bool = False) -> Any:
+    def convert(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {value!r}") from None
+        if number < 0 or (number == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be more than 0{' or 0' if zero else ''}, not {value}")
+        return number
+    return convert
 
 
 def resolve(args: argparse.Namespace) -> Config:
@@ -90,7 +131,7 @@ def resolve(args: argparse.Namespace) -> Config:
     if path is not None and not path.is_file():
         raise UsageError(f"{path}: config file not found")
     overrides = {o.attr: getattr(args, o.attr, None) for o in OPTIONS if o.flag}
-    overrides["verbose"] = args.verbose
+    overrides["verbose"] = getattr(args, "verbose", None)
     return load(path, overrides)
 
 
@@ -255,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return run_decode(args)
+        if args.command in ("verify", "diff"):
+            from omproxy import regression
+
+            return regression.run(args, resolve(args))
         return run_server(args)
     except UsageError as e:
         print(f"omproxy {args.command}: error: {e.message}", file=sys.stderr)

@@ -224,6 +224,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("replay.fallback", choice(Fallback), "who answers a request no recording matches: simulator or "
            "none (a 404 with the nearest recordings; default simulator)", "--fallback", frozenset({Mode.REPLAY})),
     Option("simulator.sections", sections, "GMS option sections: openmedia and openmedia.<service>"),
+    Option("verify.ignore", strings, "JSON paths verify and diff ignore, `*` for any key or index",
+           name="verify_ignore"),
 )
 BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -247,6 +249,7 @@ class Config:
     verbose: int = 0
     repeat: Repeat = Repeat.LAST
     fallback: Fallback = Fallback.SIMULATOR
+    verify_ignore: tuple[str, ...] = ()
     redact: Redaction = field(default_factory=Redaction)
     match: Matching = field(default_factory=Matching)
     sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {CATCH_ALL: dict(DEFAULT_SECTION)})

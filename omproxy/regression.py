@@ -1,0 +1,93 @@
+"""`omproxy verify` and `omproxy diff` at the edge: load the cassettes, build the sender (a Forwarder
+to a live GMS, or the simulator for `builtin`), run, print the report, choose the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from omproxy import reports, storage
+from omproxy.compare import Noise
+from omproxy.config import Config
+from omproxy.errors import UsageError
+from omproxy.exchange import Exchange
+from omproxy.model import Recorded, Request, Response
+from omproxy.verify import Result, Send, Verdict, Verifier, diff
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    noise = Noise().plus(config.verify_ignore)
+    started = time.monotonic()
+    if args.command == "diff":
+        first, second = storage.load(args.first).interactions, storage.load(args.second).interactions
+        results, only_second = diff(list(first), list(second), noise)
+        results += [Result(r, Verdict.DIFFERS, ["only in the second recording"]) for r in only_second]
+        learned = None
+    else:
+        recorded = [r for c in storage.load_spec(storage.Template(config.cassette), must_exist=True)
+                    for r in c.interactions]
+        results, learned = asyncio.run(_verify(args, config, recorded, noise))
+    seconds = time.monotonic() - started
+    what = "diff" if args.command == "diff" else "verify"
+    print(reports.as_json(results, learned) if args.json else reports.text(results, seconds, what))
+    if learned and not args.json:
+        print(f"learned noise (ignored): {', '.join(learned)}")
+    if args.report is not None:
+        try:
+            Path(args.report).write_bytes(reports.junit(results, seconds, f"omproxy {what}"))
+        except OSError as e:
+            raise UsageError(f"{args.report}: cannot write the report: {e.strerror or e}") from None
+    return 1 if any(r.verdict in (Verdict.DIFFERS, Verdict.ERROR) for r in results) else 0
+
+
+async def _verify(args: argparse.Namespace, config: Config, recorded: list[Recorded],
+                  noise: Noise) -> tuple[list[Result], list[str] | None]:
+    send, close = await _sender(config)
+    progress = _progress if sys.stderr.isatty() and not args.json else None
+    try:
+        verifier = Verifier(send, noise, concurrency=args.concurrency, speed=args.speed, progress=progress)
+        learned = None
+        if args.learn_noise:
+            learned = await verifier.learn_noise(recorded)
+            verifier.noise = noise.plus(learned)
+        results = await verifier.run(recorded)
+    finally:
+        await close()
+        if progress is not None:
+            print(file=sys.stderr)
+    return results, learned
+
+
+async def _sender(config: Config) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    if config.upstream == "builtin":
+        from omproxy.app import SimulatorResponder
+        from omproxy.simulator import Simulator
+        from omproxy.state import MemoryState
+
+        simulating = SimulatorResponder(Simulator(config.sections), MemoryState())
+
+        async def to_simulator(req: Request) -> Response:
+            return await simulating(Exchange(req))
+
+        async def nothing() -> None:
+            return None
+
+        return to_simulator, nothing
+    from omproxy.proxy import Forwarder
+
+    forwarder = Forwarder(config.upstream, config.upstream_timeout, config.max_response_body)
+    await forwarder.start()
+
+    async def to_upstream(req: Request) -> Response:
+        return await forwarder(Exchange(req))
+
+    return to_upstream, forwarder.close
+
+
+def _progress(results: list[Result], total: int) -> None:
+    differing = sum(r.verdict is not Verdict.SAME for r in results)
+    print(f"\rverify: {len(results)}/{total} done, {differing} not the same", end="", file=sys.stderr, flush=True)

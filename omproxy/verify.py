@@ -1,0 +1,188 @@
+"""Regression from captured traffic: re-send recorded requests to a live GMS (`verify`) or pair two
+recordings of the same story (`diff`), and say per interaction what answers differently. Pure: the
+sending is injected (`Send`), so the command line gives it a Forwarder or the simulator.
+
+Requests that belong to one GMS interaction (a create and every request naming its id, or its
+external id) form a story, sent in recorded order, each after the previous answer; stories may run
+concurrently. Interaction ids are translated, not compared: the id a live create answers replaces the
+recorded one in every later request (path, form, query) and in comparisons. A request holding a value
+redaction masked is never sent with the mask: it is reported as not verifiable, and so is every later
+request of its story that needs its id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+
+from omproxy import compare, gms
+from omproxy.compare import Ids, Noise
+from omproxy.errors import OmproxyError
+from omproxy.model import Recorded, Request, Response, headers_of
+from omproxy.redaction import MASK
+
+Send = Callable[[Request], Awaitable[Response]]
+
+
+class Verdict(Enum):
+    SAME = "same"
+    DIFFERS = "differs"
+    NOT_VERIFIABLE = "not verifiable"
+    ERROR = "error"
+
+
+@dataclass
+class Result:
+    recorded: Recorded
+    verdict: Verdict
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        op = self.recorded.request.operation
+        what = f"{op.kind}@{op.service}" if op else f"{self.recorded.request.method} {self.recorded.request.path}"
+        return f"{self.recorded.where} {what}"
+
+
+def stories(recorded: Iterable[Recorded]) -> list[list[Recorded]]:
+    """The recordings grouped by the GMS interaction they address, each group in recorded order."""
+    ordered = sorted(recorded, key=lambda r: r.recorded_at)  # stable: file order where times are equal
+    groups: dict[str, list[Recorded]] = {}
+    by_external: dict[str, str] = {}
+    for rec in ordered:
+        op, target = rec.request.operation, rec.request.target_of
+        if op is not None and op.kind == "create":
+            found = gms.ids_in_reply(op, rec.response.reply)
+            key = found[0] if found else f"create {rec.where}"
+            external = rec.request.form.get("externalId")
+            if external:
+                by_external[external] = key
+        elif target is not None:
+            key = by_external.get(target.id, target.id) if target.external else target.id
+        else:
+            key = rec.where
+        groups.setdefault(key, []).append(rec)
+    return list(groups.values())
+
+
+def masked(req: Request) -> list[str]:
+    """The form and query keys whose value redaction replaced: such a request cannot be sent."""
+    return [k for form in (req.form, req.query_form) for k, v in form.fields if v == MASK]
+
+
+def rewrite(req: Request, ids: Ids) -> Request:
+    """The recorded request with recorded ids replaced by live ones, and headers that only described
+    the recording (or were masked) left to the sender."""
+    headers = [(k, v) for k, v in req.headers.items()
+               if v != MASK and k.lower() not in ("host", "content-length")]
+    body = ids.translate(req.body.decode("latin-1")).encode("latin-1")
+    return replace(req, path=ids.translate(req.path), query=ids.translate(req.query), body=body,
+                   headers=headers_of(headers))
+
+
+def _when(rec: Recorded) -> float | None:
+    try:
+        return datetime.fromisoformat(rec.recorded_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class Verifier:
+    def __init__(self, send: Send, noise: Noise, *, concurrency: int = 1, speed: float = 0.0,
+                 progress: Callable[[list[Result], int], None] | None = None) -> None:
+        self.send, self.noise, self.concurrency, self.speed = send, noise, concurrency, speed
+        self.progress = progress
+        self.ids = Ids()
+        self.results: list[Result] = []
+
+    async def run(self, recorded: list[Recorded]) -> list[Result]:
+        groups = stories(recorded)
+        total = sum(len(g) for g in groups)
+        times = [t for t in (_when(r) for r in recorded) if t is not None]
+        first, started = (min(times) if times else 0.0), time.monotonic()
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def story(steps: list[Recorded]) -> None:
+            async with gate:
+                broken: str | None = None
+                for rec in steps:
+                    when = _when(rec)
+                    if self.speed > 0 and when is not None:
+                        await asyncio.sleep(max(0.0, started + (when - first) / self.speed - time.monotonic()))
+                    result = await self.step(rec, broken)
+                    if result.verdict in (Verdict.NOT_VERIFIABLE, Verdict.ERROR) and rec.request.operation and \
+                            rec.request.operation.kind == "create":
+                        broken = rec.where
+                    self.results.append(result)
+                    if self.progress is not None:
+                        self.progress(self.results, total)
+
+        await asyncio.gather(*(story(g) for g in groups))
+        order = {id(r): i for i, r in enumerate(recorded)}
+        return sorted(self.results, key=lambda r: order.get(id(r.recorded), 0))
+
+    async def step(self, rec: Recorded, broken: str | None) -> Result:
+        hidden = masked(rec.request)
+        if hidden:
+            return Result(rec, Verdict.NOT_VERIFIABLE, [f"redacted {', '.join(dict.fromkeys(hidden))}"])
+        if broken is not None:
+            return Result(rec, Verdict.NOT_VERIFIABLE, [f"its interaction's create ({broken}) was not verified"])
+        try:
+            live = await self.send(rewrite(rec.request, self.ids))
+        except OmproxyError as e:
+            return Result(rec, Verdict.ERROR, [e.message])
+        self.ids.learn(rec.response, live, rec.request.operation)
+        found = compare.differences(rec.response, live, self.ids, self.noise)
+        return Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found)
+
+    async def learn_noise(self, recorded: list[Recorded]) -> list[str]:
+        """Send each service's first recorded create twice, read both new interactions back, and
+        return the paths whose values differ between the two (Diffy's idea); both are stopped."""
+        paths: list[str] = []
+        seen: set[str] = set()
+        for rec in recorded:
+            op = rec.request.operation
+            if op is None or op.kind != "create" or op.service in seen or masked(rec.request):
+                continue
+            seen.add(op.service)
+            answers, gets = [], []
+            for _ in range(2):
+                answer = await self.send(rewrite(rec.request, Ids()))
+                answers.append(answer)
+                new = gms.ids_in_reply(op, answer.reply)
+                if new:
+                    base = f"{gms.BASE}{rec.request.path[len(gms.BASE):]}/{new[0]}"
+                    gets.append(await self.send(Request("POST", f"{base}/get", "", rec.request.headers)))
+                    await self.send(Request("POST", f"{base}/stop", "", rec.request.headers))
+            paths += compare.learned(answers[0].reply, answers[1].reply)
+            if len(gets) == 2:
+                paths += compare.learned(gets[0].reply, gets[1].reply)
+        return [p for p in dict.fromkeys(paths) if p and not self.noise.ignores(tuple(p.split(".")))]
+
+
+def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Result], list[Recorded]]:
+    """Pair two recordings of one story by order and request (ids translated as they pair up) and
+    compare the answers; also what only B holds."""
+    ids = Ids()
+    unpaired: dict[tuple[str, str, str, bytes], list[Recorded]] = {}
+    for rec in sorted(b, key=lambda r: r.recorded_at):
+        unpaired.setdefault(_shape(rec.request, Ids()), []).append(rec)
+    results = []
+    for rec in sorted(a, key=lambda r: r.recorded_at):
+        queue = unpaired.get(_shape(rec.request, ids))
+        if not queue:
+            results.append(Result(rec, Verdict.DIFFERS, ["only in the first recording"]))
+            continue
+        other = queue.pop(0)
+        ids.learn(rec.response, other.response, rec.request.operation)
+        found = compare.differences(rec.response, other.response, ids, noise)
+        results.append(Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found))
+    return results, [r for queue in unpaired.values() for r in queue]
+
+
+def _shape(req: Request, ids: Ids) -> tuple[str, str, str, bytes]:
+    translated = rewrite(req, ids)
+    return translated.method, translated.path, translated.query, translated.body

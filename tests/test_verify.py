@@ -1,0 +1,201 @@
+"""omproxy verify and diff over real sockets: a story recorded through `omproxy record`, verified
+against fresh `omproxy simulate` processes (one as recorded, one with another queue, one down)."""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import subprocess
+import sys
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from omproxy.cli import main
+from tests.support import BASE
+
+SECTIONS = "simulator:\n  sections:\n    openmedia:\n      queue: {queue}\n"
+
+
+def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "omproxy", *args, "--port", "0"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    assert ready, "no ready line within 30 s"
+    return proc, proc.stdout.readline().rsplit(" ", 1)[1].strip()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def post(url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> dict:
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def story(url: str, external: str = "xy932", extra: bytes = b"") -> None:
+    iid = post(f"{url}{BASE}/customer-support", b"externalId=" + external.encode() + extra)["interactionId"]
+    post(f"{url}{BASE}/customer-support/{iid}/update", b"change%5BOrderNumber%5D=ABC1")
+    post(f"{url}{BASE}/customer-support/{iid}/get")
+    post(f"{url}{BASE}/customer-support/{external}/get", b"searchByExternalId=true")
+    post(f"{url}{BASE}/customer-support/{iid}/stop", b"reasonSystemName=Cancel")
+    post(f"{url}{BASE}/customer-support/{iid}/get")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """Two stories, interleaved, recorded through the built-in simulator; one request with a card number
+    that redaction masks."""
+    folder = tmp_path_factory.mktemp("recorded")
+    (folder / "config.yaml").write_text(SECTIONS.format(queue="Inbound") +
+                                        "redact:\n  form_keys: ['userData[CreditCard]']\n")
+    proc, url = start("record", "--cassette", str(folder / "story.yaml"), cwd=folder)
+    try:
+        story(url, "first")
+        story(url, "second")
+        post(f"{url}{BASE}/billing", b"externalId=card&userData%5BCreditCard%5D=4111111111111111")
+    finally:
+        stop(proc)
+    return folder / "story.yaml"
+
+
+@pytest.fixture
+def gms(tmp_path):
+    procs = []
+
+    def make(queue: str = "Inbound") -> str:
+        (tmp_path / f"{queue}.yaml").write_text(SECTIONS.format(queue=queue))
+        proc, url = start("simulate", "--config", str(tmp_path / f"{queue}.yaml"), cwd=tmp_path)
+        procs.append(proc)
+        return url
+
+    yield make
+    for proc in procs:
+        stop(proc)
+
+
+def verify(recorded: Path, *args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["verify", "--cassette", str(recorded), "--config", str(recorded.parent / "config.yaml"),
+                     *args])
+    return code, out.getvalue()
+
+
+def test_a_gms_that_behaves_as_recorded_passes_with_ids_translated(recorded, gms, tmp_path) -> None:
+    code, out = verify(recorded, "--upstream", gms(), "--report", str(tmp_path / "junit.xml"))
+    assert code == 0, out
+    assert "12 same, 0 differs, 1 not verifiable, 0 error" in out
+    assert "not verifiable (redacted userData[CreditCard])" in out
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.get("tests") == "13" and suite.get("failures") == "0" and suite.get("skipped") == "1"
+
+
+def test_a_changed_option_section_is_reported_at_exactly_that_field(recorded, gms, tmp_path) -> None:
+    code, out = verify(recorded, "--upstream", gms("ATS Inbound Queue"), "--report", str(tmp_path / "j.xml"))
+    assert code == 1
+    differences = [line.strip() for line in out.splitlines() if line.startswith("    ")]
+    assert set(differences) == {"interactionProperties.interactionQueue: recorded 'Inbound', live 'ATS Inbound Queue'"}
+    assert len(differences) == 4  # the get by id and the get by external id, in both stories
+    failures = ET.parse(tmp_path / "j.xml").getroot().findall("testcase/failure")
+    assert len(failures) == 4 and "interactionQueue" in failures[0].get("message", "")
+
+
+def test_concurrent_interactions_keep_each_ones_order(recorded, gms) -> None:
+    code, out = verify(recorded, "--upstream", gms(), "--concurrency", "4", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["totals"]["same"] == 12
+
+
+def test_an_upstream_that_is_down_is_one_line_per_interaction(recorded, refused_port) -> None:
+    code, out = verify(recorded, "--upstream", f"http://127.0.0.1:{refused_port}")
+    assert code == 1 and "Traceback" not in out
+    assert out.count(": error") == 2 and "is unreachable" in out  # the two creates; the rest depend on them
+
+
+def test_the_builtin_simulator_as_the_live_side(recorded) -> None:
+    code, out = verify(recorded, "--upstream", "builtin")
+    assert code == 0 and "12 same" in out, out
+
+
+@pytest.fixture
+def noisy_gms():
+    """A GMS (a real aiohttp app, on its own thread and loop) whose gets carry a field that changes on
+    every answer, as a real deployment's node name or load-balancer cookie would."""
+    import asyncio
+    import itertools
+    import threading
+
+    from aiohttp import web
+
+    from omproxy.model import Request, headers_of
+    from omproxy.simulator import Simulator
+
+    simulator, counter = Simulator({"openmedia": {"queue": "Inbound"}}), itertools.count()
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.read()
+        resp = await simulator.handle(Request(request.method, request.raw_path.split("?")[0], "",
+                                              headers_of(request.headers), body))
+        data = json.loads(resp.body)
+        if "interactionProperties" in data:
+            data["interactionProperties"]["servedBy"] = f"node-{next(counter)}"
+        return web.json_response(data, status=resp.status)
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_learn_noise_ignores_what_differs_between_two_fresh_interactions(recorded, noisy_gms) -> None:
+    code, out = verify(recorded, "--upstream", noisy_gms)
+    assert code == 1 and "interactionProperties.servedBy: recorded absent, live 'node-" in out
+    code, out = verify(recorded, "--upstream", noisy_gms, "--learn-noise")
+    assert code == 0, out
+    assert "learned noise (ignored): interactionProperties.servedBy" in out
+
+
+def test_diff_of_two_recordings_of_the_same_story(recorded, tmp_path) -> None:
+    import contextlib
+    import io
+
+    again = tmp_path / "again.yaml"
+    (tmp_path / "config.yaml").write_text(SECTIONS.format(queue="Elsewhere"))
+    proc, url = start("record", "--cassette", str(again), cwd=tmp_path)
+    try:
+        story(url, "first")
+        story(url, "second")
+        post(f"{url}{BASE}/billing", b"externalId=card&userData%5BCreditCard%5D=4111111111111111")
+    finally:
+        stop(proc)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["diff", str(recorded), str(recorded)]) == 0
+        assert main(["diff", str(recorded), str(again)]) == 1
+    text = out.getvalue()
+    assert "interactionProperties.interactionQueue: recorded 'Inbound', live 'Elsewhere'" in text

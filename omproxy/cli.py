@@ -109,7 +109,56 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     f.add_argument("--config", type=Path, help="config file, for verify.ignore (default: ./config.yaml)")
     f.add_argument("--report", type=Path, help="also write the results as JUnit XML to this file")
     f.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    lint = sub.add_parser("lint", help="find what is wrong in cassettes: encoding, ids, failures, secrets",
+                          description="Check every recorded exchange: the decoder's findings, Open Media "
+                          "parameters, ids that break GMS's pattern, answers recorded while GMS was failing, "
+                          "secrets redaction missed (keys named, never values), duplicates and, given a journal, "
+                          "recordings never played. Exit 0 when clean, 1 when anything is found, 2 on a usage "
+                          "error.")
+    lint.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
+    lint.add_argument("--journal", type=Path, help="the JSON of GET /_omproxy/journal or /_omproxy/cassettes")
+    lint.add_argument("--json", action="store_true", help="print one JSON object a finding, a line each")
+
+    show = sub.add_parser("inspect", help="list a cassette's interactions as a table",
+                          description="One row per recorded interaction: index, time, operation, service, "
+                          "interaction id, user data, HTTP status, GMS statusCode, duration.")
+    show.add_argument("cassette", type=Path, help="a cassette file")
+    show.add_argument("--operation", choices=("create", "get", "update", "stop"), help="only this operation")
+    show.add_argument("--service", help="only this service")
+    show.add_argument("--id", help="only this interaction id")
+    show.add_argument("--status", type=int, help="only this HTTP status")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    from omproxy import lint, storage
+
+    played = None
+    if args.journal is not None:
+        try:
+            played = lint.played_in(json.loads(args.journal.read_bytes()))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{args.journal}: cannot read the journal: {getattr(e, 'strerror', None) or e}") from None
+    recorded = (r for spec in args.cassettes for c in storage.load_spec(storage.Template(str(spec)), must_exist=True)
+                for r in c.interactions)
+    found = 0
+    for problem in lint.lint(recorded, played):
+        found += 1
+        print(json.dumps(problem.as_dict(), ensure_ascii=False) if args.json else problem.line())
+    if not args.json:
+        print(f"lint: {found} finding{'' if found == 1 else 's'}", file=sys.stderr)
+    return 1 if found else 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from omproxy import listing, storage
+
+    filters = listing.Filters(args.operation, args.service, args.id, args.status)
+    for line in listing.lines(storage.stream(args.cassette), filters, args.json):
+        print(line, flush=False)
+    return 0
 
 
 def _positive(kind: type[int] | type[float], zero: bool = False) -> Any:
@@ -296,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return run_decode(args)
+        if args.command == "lint":
+            return run_lint(args)
+        if args.command == "inspect":
+            return run_inspect(args)
         if args.command in ("verify", "diff"):
             from omproxy import regression
 
@@ -305,4 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omproxy {args.command}: error: {e.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `omproxy inspect big.yaml | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -179,6 +179,33 @@ def _entries(raw: bytes, name: str) -> list[Any]:
     return entries
 
 
+def stream(path: Path) -> Iterator[Recorded]:
+    """A cassette's recordings as they are parsed, a batch at a time (the first ones at once, however
+    big the file); a file not in omproxy's layout, or with a problem, is loaded whole (and refused or
+    its torn tail dropped, as `load` does)."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
+    header = yamlformat.HEADER.encode()
+    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
+    lines = yamlformat.entry_lines(raw)
+    done = 0
+    if raw.startswith(header) and starts and starts[0] == len(header) and raw.endswith(b"\n"):
+        bounds = [*starts, len(raw)]
+        try:
+            for k in range(0, len(starts), BATCH):
+                chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]]
+                for entry in yamlformat.parse_entries(chunk.decode("utf-8"), name):
+                    yield cassette.from_entry(entry, name, done, lines[done])
+                    done += 1
+            return
+        except (CassetteError, UnicodeDecodeError):
+            pass  # the whole file says precisely what and where
+    yield from _load(raw, name).interactions[done:]
+
+
 def load_spec(template: Template, *, must_exist: bool) -> list[Cassette]:
     """The cassettes a --cassette spec names, for replay and auto."""
     found = [load(p) for p in template.files()]

@@ -9,7 +9,7 @@ import pytest
 
 PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "admin", "simulator", "config", "redaction",
         "journal", "accesslog", "yamlsafe", "errors", "matching", "replay", "cassette", "yamlformat", "storage",
-        "record"]
+        "record", "compare", "verify", "reports", "lint", "listing", "indexcache"]
 
 
 def imported_by(module: str) -> set[str]:
@@ -33,6 +33,8 @@ def test_pure_modules_do_not_import_aiohttp() -> None:
     ("redaction", {"omproxy.simulator"}),
     ("cassette", {"yaml", "omproxy.redaction"}),
     ("cli", {"aiohttp"}),  # --help and decode stay quick: the server side is imported only to serve
+    ("verify", {"aiohttp"}),
+    ("lint", {"aiohttp"}),
 ])
 def test_dependencies_point_one_way(module: str, forbidden: set[str]) -> None:
     assert imported_by(module) & forbidden == set()

@@ -1,0 +1,117 @@
+"""omproxy lint and omproxy inspect on hand-written and generated cassettes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omproxy import cassette, storage, yamlformat
+from omproxy.cli import main
+from omproxy.errors import CassetteError
+from omproxy.model import Request, Response, headers_of
+from tests.support import BASE
+
+FORM = headers_of({"Content-Type": "application/x-www-form-urlencoded"})
+ID = "01QG0Q255S50G000"
+
+
+def write(path: Path, exchanges: list[tuple[Request, Response]]) -> Path:
+    path.write_bytes(yamlformat.HEADER.encode() + b"".join(
+        yamlformat.dump_entry(cassette.to_entry(req, resp, 1.0)) for req, resp in exchanges))
+    return path
+
+
+def ok(body: bytes = b'{"statusCode":0}', status: int = 200) -> Response:
+    return Response(status, body, headers_of({"Content-Type": "application/json"}))
+
+
+REFERENCE_MISTAKES = [  # the reference page's own examples, as a client copying them would send them
+    (Request("POST", f"{BASE}/customer-support/{ID}/stop", "", FORM,
+             b"reason%3DRSN-123%26description%3DORDER%2BCANCELLED"), "double-encoded"),
+    (Request("POST", f"{BASE}/customer-support", "", FORM, b"userData%5BKeyToDelete%5D=value to delete"),
+     "literal-space"),
+    (Request("POST", f"{BASE}/customer-support/{ID}/update", "", FORM, b"change%5BTestKey2%5D=uTest+value"),
+     "python-repr"),
+    (Request("POST", f"{BASE}/customer-support", "", FORM, b"userData%5B0rderNumber%5D=ABC"), "zero-for-o"),
+    (Request("POST", f"{BASE}/customer-support/{ID}/stop", "", FORM, b"change%5BA%5D=1"), "unknown-parameter"),
+    (Request("POST", f"{BASE}/customer-support/{ID}/update", "", FORM, b""), "empty-update"),
+    (Request("POST", f"{BASE}/customer-support/short-id/get", "", FORM, b""), "id-pattern"),
+]
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def test_lint_finds_each_of_the_reference_pages_mistakes(tmp_path, capsys) -> None:
+    path = write(tmp_path / "c.yaml", [(req, ok()) for req, _ in REFERENCE_MISTAKES])
+    code, out = run(capsys, "lint", str(path))
+    assert code == 1
+    for index, (_, kind) in enumerate(REFERENCE_MISTAKES):
+        assert any(line.startswith(f"{path}:") and f" #{index} {kind}:" in line for line in out.splitlines()), kind
+
+
+def test_lint_is_quiet_on_a_clean_cassette(tmp_path, capsys) -> None:
+    clean = write(tmp_path / "clean.yaml", [
+        (Request("POST", f"{BASE}/customer-support", "", FORM, b"externalId=xy932&userData%5BOrder%5D=A1"),
+         ok(b'{"statusCode":0,"interactionId":"01QG0Q2S5S50G000"}')),
+        (Request("POST", f"{BASE}/customer-support/01QG0Q2S5S50G000/get", "", FORM, b""), ok())])
+    assert run(capsys, "lint", str(clean)) == (0, "")
+    assert run(capsys, "lint", "cassettes/examples/") == (0, "")
+
+
+def test_lint_names_a_planted_secret_but_never_prints_it(tmp_path, capsys) -> None:
+    path = write(tmp_path / "c.yaml", [
+        (Request("POST", f"{BASE}/s", "", FORM, b"userData%5BCard%5D=4111111111111111&userData%5BMail%5D=a%40b.example"),
+         ok()),
+        (Request("POST", f"{BASE}/s/{ID}/get", "", headers_of({"X-Token": "Bearer abcdefghijklmnop"}), b""), ok()),
+        (Request("POST", f"{BASE}/s/{ID}/get"), ok(b'{"statusCode":1,"errors":[]}')),
+        (Request("POST", f"{BASE}/s/{ID}/get"), ok(b"busy", 503))])
+    code, out = run(capsys, "lint", str(path), "--json")
+    found = [json.loads(line) for line in out.splitlines()]
+    kinds = {(f["index"], f["kind"]) for f in found}
+    assert {(0, "unredacted-secret"), (0, "personal-data"), (1, "unredacted-secret"), (2, "gms-retry"),
+            (3, "server-error")} <= kinds
+    assert "4111111111111111" not in out and "abcdefghijklmnop" not in out and "a@b.example" not in out
+
+
+def test_lint_reports_what_a_journal_never_played(tmp_path, capsys) -> None:
+    path = write(tmp_path / "c.yaml", [(Request("POST", f"{BASE}/s/{ID}/get", f"n={i}"), ok()) for i in range(3)])
+    journal = tmp_path / "journal.json"
+    journal.write_text(json.dumps({"entries": [{"cassette": str(path), "index": 1}]}))
+    code, out = run(capsys, "lint", str(path), "--journal", str(journal))
+    assert code == 1 and [line.split()[1] for line in out.splitlines()] == ["#0", "#2"]
+
+
+def big(tmp_path: Path, n: int) -> Path:
+    req = Request("POST", f"{BASE}/customer-support", "", FORM, b"externalId=e&userData%5BOrder%5D=A")
+    one = yamlformat.dump_entry(cassette.to_entry(req, ok(b'{"statusCode":0,"interactionId":"01QG0Q2S5S50G000"}'),
+                                                  1.0))
+    path = tmp_path / "big.yaml"
+    path.write_bytes(yamlformat.HEADER.encode() + one * n)
+    return path
+
+
+def test_inspect_lists_and_filters(tmp_path, capsys) -> None:
+    code, out = run(capsys, "inspect", "cassettes/examples/reference-story.yaml")
+    rows = out.splitlines()
+    assert code == 0 and rows[0].startswith("#") and len(rows) == 7
+    assert "create" in rows[1] and "ExternalId=xy932" in rows[1] and "01QG0Q2S5S50G000" in rows[1]
+    code, out = run(capsys, "inspect", "cassettes/examples/reference-story.yaml", "--json", "--operation", "get")
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [g["index"] for g in got] == [1, 3, 5] and got[-1]["statusCode"] == 2
+
+
+def test_inspect_streams_a_big_cassette(tmp_path) -> None:
+    """The first rows come before the end of the file is parsed: a broken last entry is only met at the end."""
+    path = big(tmp_path, 3_000)  # a dozen batches
+    with path.open("ab") as f:
+        f.write(b"- request: {method: POST\n")  # broken, and (ending in a newline) not torn
+    rows = storage.stream(path)
+    assert next(rows).index == 0
+    with pytest.raises(CassetteError, match=r"big.yaml:\d+"):
+        for _ in rows:
+            pass

@@ -65,8 +65,8 @@ def test_lint_is_quiet_on_a_clean_cassette(tmp_path, capsys) -> None:
 
 def test_lint_names_a_planted_secret_but_never_prints_it(tmp_path, capsys) -> None:
     path = write(tmp_path / "c.yaml", [
-        (Request("POST", f"{BASE}/s", "", FORM, b"userData%5BCard%5D=4111111111111111&userData%5BMail%5D=a%40b.example"),
-         ok()),
+        (Request("POST", f"{BASE}/s", "", FORM,
+                 b"userData%5BCard%5D=4111111111111111&userData%5BMail%5D=a%40b.example"), ok()),
         (Request("POST", f"{BASE}/s/{ID}/get", "", headers_of({"X-Token": "Bearer abcdefghijklmnop"}), b""), ok()),
         (Request("POST", f"{BASE}/s/{ID}/get"), ok(b'{"statusCode":1,"errors":[]}')),
         (Request("POST", f"{BASE}/s/{ID}/get"), ok(b"busy", 503))])

@@ -180,30 +180,43 @@ def _entries(raw: bytes, name: str) -> list[Any]:
 
 
 def stream(path: Path) -> Iterator[Recorded]:
-    """A cassette's recordings as they are parsed, a batch at a time (the first ones at once, however
-    big the file); a file not in omproxy's layout, or with a problem, is loaded whole (and refused or
-    its torn tail dropped, as `load` does)."""
+    """A cassette's recordings as the file is read, a block at a time (the first ones at once, however
+    big the file); a file not in omproxy's layout, or with a problem, is loaded whole from there on (and
+    refused, or its torn tail dropped, as `load` does)."""
     name = str(path)
+    header = yamlformat.HEADER.encode()
+    done = 0
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            buf = f.read(len(header))
+            if buf == header:
+                line, block, buf = header.count(b"\n") + 1, 1 << 18, b""
+                while True:
+                    more = f.read(block)
+                    block = min(block * 2, 1 << 22)
+                    buf += more
+                    if not more and buf and not buf.endswith(b"\n"):
+                        break  # a torn tail: `load` drops it and says so
+                    starts = [0, *(m.start() + 1 for m in re.finditer(rb"\n- ", buf))] if buf.startswith(b"- ") \
+                        else []
+                    if not starts and buf:
+                        break
+                    whole = len(buf) if not more else starts[-1]
+                    chunk, buf = buf[:whole], buf[whole:]
+                    if chunk:
+                        firsts = [line + chunk.count(b"\n", 0, s) for s in starts if s < whole]
+                        for entry, first in zip(yamlformat.parse_entries(chunk.decode("utf-8"), name), firsts,
+                                                strict=True):
+                            yield cassette.from_entry(entry, name, done, first)
+                            done += 1
+                        line += chunk.count(b"\n")
+                    if not more:
+                        return
+    except (CassetteError, UnicodeDecodeError, ValueError):
+        pass  # the whole file says precisely what and where
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
-    header = yamlformat.HEADER.encode()
-    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
-    lines = yamlformat.entry_lines(raw)
-    done = 0
-    if raw.startswith(header) and starts and starts[0] == len(header) and raw.endswith(b"\n"):
-        bounds = [*starts, len(raw)]
-        try:
-            for k in range(0, len(starts), BATCH):
-                chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]]
-                for entry in yamlformat.parse_entries(chunk.decode("utf-8"), name):
-                    yield cassette.from_entry(entry, name, done, lines[done])
-                    done += 1
-            return
-        except (CassetteError, UnicodeDecodeError):
-            pass  # the whole file says precisely what and where
-    yield from _load(raw, name).interactions[done:]
+    yield from load(path).interactions[done:]
 
 
 def load_spec(template: Template, *, must_exist: bool) -> list[Cassette]:

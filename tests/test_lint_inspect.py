@@ -115,3 +115,17 @@ def test_inspect_streams_a_big_cassette(tmp_path) -> None:
     with pytest.raises(CassetteError, match=r"big.yaml:\d+"):
         for _ in rows:
             pass
+
+
+@pytest.mark.parametrize("name", ["big", "reference", "torn"])
+def test_streaming_reads_what_loading_reads(tmp_path, name) -> None:
+    if name == "reference":
+        path = Path("cassettes/examples/reference-story.yaml")
+    else:
+        path = big(tmp_path, 1_200)
+        if name == "torn":
+            path.write_bytes(path.read_bytes()[:-30])
+    loaded = storage.load(path).interactions
+    streamed = list(storage.stream(path))
+    assert [(r.index, r.line, r.request.body, r.response.body) for r in streamed] == \
+        [(r.index, r.line, r.request.body, r.response.body) for r in loaded]

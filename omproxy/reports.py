@@ -27,7 +27,8 @@ def text(results: list[Result], seconds: float, what: str = "verify") -> str:
 
 def summary(results: list[Result], seconds: float, what: str = "verify") -> str:
     counts = Counter(r.verdict for r in results)
-    parts = ", ".join(f"{counts.get(v, 0)} {v.value}" for v in Verdict)
+    parts = ", ".join(f"{counts.get(v, 0)} {v.value}{'s' if v is Verdict.ERROR and counts.get(v) != 1 else ''}"
+                      for v in Verdict)
     return f"{what}: {parts} ({len(results)} interactions, {seconds:.1f} s)"
 
 

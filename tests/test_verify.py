@@ -98,7 +98,7 @@ def verify(recorded: Path, *args: str) -> tuple[int, str]:
 def test_a_gms_that_behaves_as_recorded_passes_with_ids_translated(recorded, gms, tmp_path) -> None:
     code, out = verify(recorded, "--upstream", gms(), "--report", str(tmp_path / "junit.xml"))
     assert code == 0, out
-    assert "12 same, 0 differs, 1 not verifiable, 0 error" in out
+    assert "12 same, 0 differs, 1 not verifiable, 0 errors" in out
     assert "not verifiable (redacted userData[CreditCard])" in out
     suite = ET.parse(tmp_path / "junit.xml").getroot()
     assert suite.get("tests") == "13" and suite.get("failures") == "0" and suite.get("skipped") == "1"

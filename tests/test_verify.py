@@ -199,3 +199,25 @@ def test_diff_of_two_recordings_of_the_same_story(recorded, tmp_path) -> None:
         assert main(["diff", str(recorded), str(again)]) == 1
     text = out.getvalue()
     assert "interactionProperties.interactionQueue: recorded 'Inbound', live 'Elsewhere'" in text
+
+
+async def test_speed_keeps_the_recorded_gaps_divided_by_x() -> None:
+    """Pure: the Verifier with a sender that is a function (no socket needed to keep time)."""
+    import time as clock
+
+    from omproxy.compare import Noise
+    from omproxy.model import Recorded, Request, Response
+    from omproxy.verify import Verifier
+
+    answer = Response(200, b'{"statusCode":0}')
+    recorded = [Recorded("c.yaml", i, 0, Request("POST", f"{BASE}/s/ID{i:014d}/get"), answer,
+                         f"2026-11-28T10:00:0{i}.000Z") for i in range(3)]  # one second apart
+    sent: list[float] = []
+
+    async def send(req: Request) -> Response:
+        sent.append(clock.monotonic())
+        return answer
+
+    results = await Verifier(send, Noise(), speed=10, concurrency=3).run(recorded)
+    assert [r.verdict.value for r in results] == ["same"] * 3
+    assert sent[2] - sent[0] >= 0.2 - 0.01  # 2 s of recorded time at 10x: at least 0.2 s

@@ -125,7 +125,8 @@ class Forwarder:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout), auto_decompress=True,
-            connector=aiohttp.TCPConnector(limit=100, force_close=False))
+            connector=aiohttp.TCPConnector(limit=100, force_close=False),
+            cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies: each client sends its own
 
     async def close(self) -> None:
         if self._session is not None:

@@ -409,3 +409,14 @@ async def test_a_new_name_without_yaml_suffix_is_a_folder_replay_then_reads(prox
     assert (folder / "billing.yaml").is_file()
     replay = await aiohttp_client(build_app(Config(cassette=str(folder), fallback="none"), Mode.REPLAY))
     assert (await replay.post(f"{BASE}/billing", data=b"externalId=e", headers=FORM)).status == 200
+
+
+async def test_cookies_the_upstream_sets_are_never_sent_for_another_client(proxy, gms) -> None:
+    """A proxy keeps no cookie jar: one client's session cookie must not ride along another's request.
+    (By a host name: aiohttp's jar ignores cookies of IP addresses.)"""
+    client = await proxy(Mode.PASSTHROUGH, upstream=gms.url.replace("127.0.0.1", "localhost"))
+    await client.post("/cookies")
+    client.session.cookie_jar.clear()  # the next request comes from a client that holds no cookie
+    await client.post("/echo", data=b"a=1")
+    headers = {k.lower() for k, _ in gms.received[-1]["headers"]}
+    assert "cookie" not in headers

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from omproxy import __version__, accesslog, gms
 from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
 from omproxy.formcodec import media_type_of
-from omproxy.model import Request, Response, Source
+from omproxy.model import Request, Response, Source, headers_of
 
 if TYPE_CHECKING:
     from omproxy.app import Runtime
@@ -48,14 +48,14 @@ class Admin:
         self.rt = rt
         self.endpoints: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
             "health": ("GET", self.health), "journal": ("GET", self.journal),
-            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset)}
+            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics)}
 
     async def __call__(self, req: Request) -> Response:
         name = req.path[len(PREFIX):]
         found = self.endpoints.get(name)
         if found is None:
             raise AdminNotFound(f"no admin endpoint {req.method} {req.path}; see {PREFIX}health, journal, "
-                                "cassettes, reset")
+                                "cassettes, reset, metrics")
         method, endpoint = found
         if req.method != method and not (method == "GET" and req.method == "HEAD" and name == "health"):
             raise AdminMethod(f"{PREFIX}{name} takes {method}, not {req.method}")
@@ -100,6 +100,14 @@ class Admin:
     async def cassettes(self, req: Request) -> Response:
         playback = self.rt.playback
         return compact({"cassettes": playback.report(await self.rt.state.played()) if playback else []})
+
+    async def metrics(self, req: Request) -> Response:
+        """The Prometheus text format (with the `metrics` extra installed)."""
+        if self.rt.metrics is None:
+            raise AdminNotFound(f"{PREFIX}metrics needs the prometheus-client package: pip install "
+                                "'omproxy[metrics]'")
+        body, content_type = self.rt.metrics.exposition()
+        return Response(200, body, headers_of({"Content-Type": content_type}), Source.OMPROXY)
 
     async def reset(self, req: Request) -> Response:
         session = req.headers.get("X-Omproxy-Session")

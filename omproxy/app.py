@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
-from omproxy import storage
+from omproxy import metrics, storage
 from omproxy.accesslog import AccessLog, FindingsLog, Write
 from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
@@ -63,6 +64,7 @@ class Runtime:
     pipeline: Pipeline
     journal: Journal = field(default_factory=Journal)
     playback: Playback | None = None  # replay and auto
+    metrics: Any = None  # the Prometheus observer, when prometheus-client is installed
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -135,6 +137,9 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
                       recorder(upstream())]
     rt.pipeline.responders = responders
     rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose, access)]
+    rt.metrics = metrics.make(mode.value)
+    if rt.metrics is not None:
+        rt.pipeline.observers.append(rt.metrics)
     rt.pipeline.admin = Admin(rt)
     return rt
 

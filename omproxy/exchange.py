@@ -44,6 +44,9 @@ class Exchange:
     owned: bool = False  # answered by the simulator under the consistency rule
     recorded_to: str | None = None
     record_error: str | None = None
+    upstream_ms: float | None = None  # how long the upstream took to answer
+    append_ms: float | None = None  # how long appending to the cassette took
+    appended_bytes: int = 0
     error: str | None = None  # the omproxy error the answer reports
 
     def counts(self) -> list[Outcome]:

@@ -36,9 +36,11 @@ class Counted:
         self.inner, self.outcome = inner, outcome
 
     async def __call__(self, ex: Exchange) -> Response | None:
+        started = time.perf_counter()
         resp = await self.inner(ex)
         if resp is not None:
             ex.outcome = self.outcome
+            ex.upstream_ms = (time.perf_counter() - started) * 1000
         return resp
 
 

@@ -36,8 +36,10 @@ class Recorder:
             data = await asyncio.to_thread(self._encode, ex, resp, duration)
         else:
             data = self._encode(ex, resp, duration)
+        appending = time.perf_counter()
         try:
             await self.writer.append(path, data)
+            ex.append_ms, ex.appended_bytes = (time.perf_counter() - appending) * 1000, len(data)
         except OSError as e:
             ex.record_error = f"cannot write {path}: {e.strerror or e}"
             log.error("NOT RECORDED %s %s: %s", req.method, escape(self.redactor.target(req.path, req.query)),

@@ -62,3 +62,14 @@ async def test_an_observer_that_fails_does_not_change_the_answer(caplog) -> None
     ex = await Pipeline([yes], REDACTOR, [bad]).serve(Request("POST", "/x"))
     assert ex.response is not None and ex.response.status == 200
     assert "observer bug" in caplog.text
+
+
+async def test_metrics_without_prometheus_client_say_what_to_install() -> None:
+    from omproxy.app import build_runtime
+    from omproxy.config import Config, Mode
+
+    rt = build_runtime(Config(), Mode.SIMULATE)
+    rt.metrics = None  # as when the optional extra is not installed
+    ex = await rt.pipeline.serve(Request("GET", "/_omproxy/metrics"))
+    assert ex.response is not None and ex.response.status == 404
+    assert "pip install 'omproxy[metrics]'" in ex.response.body.decode()

@@ -87,3 +87,25 @@ async def test_sessions_are_apart_in_simulate_mode_and_with_the_builtin_upstream
         await client.post("/_omproxy/reset", json={}, headers={"X-Omproxy-Session": "a"})
         assert (await (await client.post(f"{BASE}/s/{iid}/get", headers=a)).json())["statusCode"] == 2, mode
         await client.close()
+
+
+async def test_metrics_are_scraped_in_the_prometheus_format(aiohttp_client, tmp_path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "c.yaml")), Mode.RECORD))
+    await client.post(f"{BASE}/customer-support", data=b"externalId=x&userData%5BA%5D=a b", headers=FORM)
+    for i in range(80):  # a scan of random paths: their services collapse into one label
+        await client.post(f"{BASE}/random-{i}", data=b"externalId=x", headers=FORM)
+    resp = await client.get("/_omproxy/metrics")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    requests = families["omproxy_requests"].samples
+    created = [s for s in requests if s.labels["service"] == "customer-support" and s.name.endswith("_total")]
+    assert created[0].labels == {"mode": "record", "source": "simulator", "operation": "create",
+                                 "service": "customer-support", "status": "200"} and created[0].value == 1
+    assert len({s.labels["service"] for s in requests}) <= 51
+    assert any(s.labels["kind"] == "literal-space" for s in families["omproxy_encoding_findings"].samples)
+    assert any(s.name == "omproxy_cassette_append_seconds_count" and s.value == 81
+               for s in families["omproxy_cassette_append_seconds"].samples)
+    assert any(s.name == "omproxy_upstream_seconds_count" and s.value == 81
+               for s in families["omproxy_upstream_seconds"].samples)

@@ -1,0 +1,80 @@
+"""Prometheus metrics, an observer of every exchange, served at `GET /_omproxy/metrics` when the
+optional `prometheus-client` package is installed (`pip install 'omproxy[metrics]'`). Each omproxy has
+its own registry. Label values are bounded: operations and sources are fixed sets, statuses are HTTP
+statuses, and services beyond the first MAX_SERVICES seen collapse into `other`, so a scan of random
+paths cannot grow memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omproxy.exchange import Exchange, Outcome
+from omproxy.gms import OPERATIONS
+
+MAX_SERVICES = 50
+OTHER = "other"
+
+prometheus_client: Any
+try:
+    import prometheus_client
+except ImportError:  # the optional extra is not installed
+    prometheus_client = None
+
+
+class Metrics:
+    def __init__(self, mode: str) -> None:
+        assert prometheus_client is not None
+        p = prometheus_client
+        self.mode = mode
+        self.registry = p.CollectorRegistry()
+        self.requests = p.Counter("omproxy_requests", "Requests answered, by mode, source, operation, service "
+                                  "and HTTP status", ["mode", "source", "operation", "service", "status"],
+                                  registry=self.registry)
+        self.misses = p.Counter("omproxy_replay_misses", "Requests no recording matched (answered by the simulator "
+                                "or a 404)", ["service"], registry=self.registry)
+        self.findings = p.Counter("omproxy_encoding_findings", "Encoding findings on requests, by kind", ["kind"],
+                                  registry=self.registry)
+        self.upstream = p.Histogram("omproxy_upstream_seconds", "Time to the upstream GMS's answer",
+                                    registry=self.registry)
+        self.appends = p.Histogram("omproxy_cassette_append_seconds", "Time to append one exchange to its "
+                                   "cassette (written and fsync'd)", registry=self.registry)
+        self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
+                                 registry=self.registry)
+        self.services: set[str] = set()
+
+    def service(self, name: str | None) -> str:
+        if not name:
+            return OTHER
+        if name in self.services:
+            return name
+        if len(self.services) < MAX_SERVICES:
+            self.services.add(name)
+            return name
+        return OTHER
+
+    def __call__(self, ex: Exchange) -> None:
+        req, resp = ex.request, ex.response
+        op = req.operation
+        operation = op.kind if op is not None and op.kind in OPERATIONS else OTHER
+        service = self.service(op.service if op is not None else req.service)
+        status = str(resp.status) if resp is not None else "0"
+        source = resp.source.value if resp is not None else "omproxy"
+        self.requests.labels(self.mode, source, operation, service, status).inc()
+        if ex.miss is not None and not ex.owned:
+            self.misses.labels(service).inc()
+        for finding in req.findings:
+            self.findings.labels(finding.kind).inc()
+        if ex.outcome is Outcome.FORWARDED and ex.upstream_ms is not None:
+            self.upstream.observe(ex.upstream_ms / 1000)
+        if ex.append_ms is not None:
+            self.appends.observe(ex.append_ms / 1000)
+            self.written.inc(ex.appended_bytes)
+
+    def exposition(self) -> tuple[bytes, str]:
+        assert prometheus_client is not None
+        return prometheus_client.generate_latest(self.registry), str(prometheus_client.CONTENT_TYPE_LATEST)
+
+
+def make(mode: str) -> Any:
+    """The metrics observer, or None when prometheus-client is not installed."""
+    return Metrics(mode) if prometheus_client is not None else None

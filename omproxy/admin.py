@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from omproxy import __version__, accesslog, gms
 from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
 from omproxy.formcodec import media_type_of
-from omproxy.model import Request, Response, Source, headers_of
+from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
 
 if TYPE_CHECKING:
     from omproxy.app import Runtime
@@ -110,7 +110,7 @@ class Admin:
         return Response(200, body, headers_of({"Content-Type": content_type}), Source.OMPROXY)
 
     async def reset(self, req: Request) -> Response:
-        session = req.headers.get("X-Omproxy-Session")
+        session = req.session if req.session or SESSION_HEADER in req.headers else None  # None: every session
         await self.rt.state.reset(session)
         self.rt.journal.clear(session)
         return compact({"status": "reset", "session": session})

@@ -14,6 +14,17 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from omproxy import formcodec, gms
 
 SESSION_HEADER = "X-Omproxy-Session"  # omproxy's own: never forwarded, never recorded
+SESSION_PREFIX = "/_omproxy/session/"  # or a path prefix, for clients that cannot add a header
+
+
+def session_of(path: str, header: str) -> tuple[str, str]:
+    """The session a request belongs to, and its path: `/_omproxy/session/NAME/genesys/...` names
+    session NAME for `/genesys/...` (a base URL a test can be given); else the header's session."""
+    if path.startswith(SESSION_PREFIX):
+        name, slash, rest = path[len(SESSION_PREFIX):].partition("/")
+        if name and slash:
+            return name, "/" + rest
+    return header, path
 
 
 def headers_of(pairs: object = ()) -> CIMultiDictProxy[str]:

@@ -23,7 +23,7 @@ from omproxy.errors import (
     UpstreamUnreachable,
 )
 from omproxy.exchange import Exchange
-from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
+from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ async def to_request(request: web.Request, max_body: int) -> Request:
         body = bytearray(decompress(bytes(body), encoding, max_body))
         headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
     path, _, query = request.raw_path.partition("?")
+    session, path = session_of(path, request.headers.get(SESSION_HEADER, ""))
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    return Request(request.method, path, query, headers_of(headers), bytes(body),
-                   request.headers.get(SESSION_HEADER, ""), peer[0] if isinstance(peer, tuple) else "")
+    return Request(request.method, path, query, headers_of(headers), bytes(body), session,
+                   peer[0] if isinstance(peer, tuple) else "")
 
 
 def decompress(data: bytes, encoding: str, limit: int) -> bytes:

@@ -40,7 +40,7 @@ from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
 from omproxy.errors import OmproxyError, RequestRefused, UsageError
 from omproxy.exchange import Outcome
-from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
+from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
 from omproxy.pipeline import error_response, escape
 from omproxy.proxy import decompress, text_header, too_large
 
@@ -274,8 +274,8 @@ class Connection(BaseProtocol):
             body = decompress(body, encoding, max_body)
             pairs = [(k, v) for k, v in pairs if k.lower() != "content-encoding"]
         path, _, query = message.path.partition("?")
-        return Request(message.method, path, query, headers_of(pairs), body, headers.get(SESSION_HEADER, ""),
-                       self.peer)
+        session, path = session_of(path, headers.get(SESSION_HEADER, ""))
+        return Request(message.method, path, query, headers_of(pairs), body, session, self.peer)
 
     def _write_answer(self, resp: Response, keep: bool, head_only: bool, version: Any = (1, 1)) -> None:
         if self.transport is None or self.transport.is_closing():

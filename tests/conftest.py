@@ -8,6 +8,8 @@ from hypothesis import settings
 
 from tests.support import deterministic_simulator
 
+pytest_plugins = ["pytester"]
+
 # No per-example deadline (a loaded CI machine is slow, not wrong); in CI, the same examples every
 # run, so a red build is always reproducible — exploration happens on developers' machines.
 settings.register_profile("omproxy", deadline=None, derandomize=bool(os.environ.get("CI")))

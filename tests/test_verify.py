@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from omproxy.cli import main
-from tests.support import BASE
+from tests.support import BASE, ThreadedApp
 
 SECTIONS = "simulator:\n  sections:\n    openmedia:\n      queue: {queue}\n"
 
@@ -135,9 +135,7 @@ def test_the_builtin_simulator_as_the_live_side(recorded) -> None:
 def noisy_gms():
     """A GMS (a real aiohttp app, on its own thread and loop) whose gets carry a field that changes on
     every answer, as a real deployment's node name or load-balancer cookie would."""
-    import asyncio
     import itertools
-    import threading
 
     from aiohttp import web
 
@@ -155,21 +153,11 @@ def noisy_gms():
             data["interactionProperties"]["servedBy"] = f"node-{next(counter)}"
         return web.json_response(data, status=resp.status)
 
-    loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    loop.run_until_complete(site.start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    server = ThreadedApp(app)
+    yield server.url
+    server.stop()
 
 
 def test_learn_noise_ignores_what_differs_between_two_fresh_interactions(recorded, noisy_gms) -> None:

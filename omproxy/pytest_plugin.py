@@ -1,0 +1,176 @@
+"""omproxy's pytest plugin (registered through the `pytest11` entry point: installing omproxy is enough).
+
+    @pytest.mark.omproxy(cassette="cassettes/customer-support.yaml")
+    def test_order_flow(omproxy_url):   # base URL of an omproxy serving that cassette
+        ...
+
+`omproxy_url` starts omproxy in the test process (aiohttp's own server, on a thread with its own loop,
+so sync and async tests alike), one server per distinct cassette and settings for the whole session,
+and gives each test its own session (its node id, in the URL's path: `/_omproxy/session/<id>`), so
+playback positions and simulator state never leak between tests, in any order, under xdist too.
+`--omproxy-mode record --omproxy-upstream URL` re-records the same tests against a real GMS. In replay
+mode nothing leaves the machine. A miss with fallback none fails the test with the near-miss report;
+the terminal summary says per cassette what was played, simulated, missed and never played."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from omproxy.app import RUNTIME, Runtime, build_app
+from omproxy.config import Config, Fallback, Mode
+from omproxy.configfile import load
+from omproxy.errors import UsageError
+from omproxy.exchange import Outcome
+from omproxy.model import SESSION_PREFIX
+
+MODES = ("replay", "record", "auto", "passthrough")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("omproxy", "omproxy: record and replay GMS Open Media traffic")
+    group.addoption("--omproxy-mode", choices=MODES, default="replay",
+                    help="replay (default, offline), record, auto or passthrough: the CLI's words")
+    group.addoption("--omproxy-upstream", default=None,
+                    help="the GMS to record from (a base URL, or builtin); default: the config's upstream")
+    group.addoption("--omproxy-fallback", choices=("simulator", "none"), default=None,
+                    help="who answers a request no recording matches (default: the marker's, else simulator)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "omproxy(cassette=None, fallback=None, match=None, config=None): serve "
+                            "this test's GMS traffic from a cassette (omproxy_url)")
+    config.stash[SERVERS] = {}
+
+
+class Server:
+    """One omproxy on a background thread, for the session."""
+
+    def __init__(self, config: Config, mode: Mode) -> None:
+        self.config, self.mode = config, mode
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="omproxy", daemon=True)
+        self.thread.start()
+        self.runner: web.AppRunner | None = None
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+
+    async def _start(self) -> str:
+        self.runner = web.AppRunner(build_app(self.config, self.mode), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.runner is not None
+        return self.runner.app[RUNTIME]
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+SERVERS = pytest.StashKey[dict[tuple[Any, ...], Server]]()
+
+
+@pytest.fixture
+def omproxy_config() -> Config | None:
+    """The project's defaults (override it in a conftest.py): a Config, or None for ./config.yaml when
+    present, else the built-in defaults."""
+    return None
+
+
+def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Config, Mode]:
+    marker = request.node.get_closest_marker("omproxy")
+    kwargs = dict(marker.kwargs) if marker else {}
+    options = request.config.option
+    if kwargs.get("config"):
+        base = load(Path(kwargs["config"]), {})
+    elif base is None:
+        default = Path(request.config.rootpath) / "config.yaml"
+        base = load(default, {}) if default.is_file() else Config()
+    module = Path(str(request.node.path)).stem
+    test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+    cassette = str(kwargs.get("cassette") or f"cassettes/{module}/{test}.yaml")
+    if not Path(cassette).is_absolute():
+        cassette = str(Path(request.config.rootpath) / cassette)
+    changes: dict[str, Any] = {"cassette": cassette, "host": "127.0.0.1", "port": 0}
+    fallback = options.omproxy_fallback or kwargs.get("fallback")
+    if fallback:
+        changes["fallback"] = Fallback(fallback)
+    if options.omproxy_upstream:
+        changes["upstream"] = options.omproxy_upstream
+    if kwargs.get("match") is not None:
+        changes["match"] = replace(base.match, **kwargs["match"])
+    return replace(base, **changes), Mode(options.omproxy_mode)
+
+
+@pytest.fixture
+def omproxy_url(request: pytest.FixtureRequest, omproxy_config: Config | None) -> Iterator[str]:
+    config, mode = _settings(request, omproxy_config)
+    servers = request.config.stash[SERVERS]
+    key = (repr(config), mode)
+    if key not in servers:
+        problem = None
+        try:
+            servers[key] = Server(config, mode)
+        except UsageError as e:
+            problem = e.message
+        if problem is not None:
+            hint = "; record it with --omproxy-mode record (and --omproxy-upstream URL)" if mode is Mode.REPLAY else ""
+            pytest.fail(f"omproxy: {problem}{hint}", pytrace=False)
+    server = servers[key]
+    session = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    request.node.stash[SESSION] = (server, session)
+    yield f"{server.url}{SESSION_PREFIX}{session}"
+
+
+SESSION = pytest.StashKey[tuple[Server, str]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    result = yield
+    found = item.stash.get(SESSION, None)
+    if found is not None:
+        server, session = found
+        misses = [ex.miss for ex in server.runtime.journal.of_session(session) if ex.outcome is Outcome.MISSED]
+        if misses:
+            pytest.fail("omproxy: a request matched no recording (fallback none):\n" + "\n".join(
+                m for m in misses if m), pytrace=False)
+    return result
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    servers = config.stash.get(SERVERS, {})
+    if not servers:
+        return
+    terminalreporter.section("omproxy")
+    for server in servers.values():
+        rt = server.runtime
+        counts = rt.journal.counts
+        line = (f"{server.mode.value} {server.config.cassette}: from cassette {counts[Outcome.FROM_CASSETTE]}, "
+                f"simulated {counts[Outcome.SIMULATED]}, missed {counts[Outcome.MISSED]}, "
+                f"recorded {counts[Outcome.RECORDED]}")
+        if rt.playback is not None:
+            played = asyncio.run_coroutine_threadsafe(rt.state.played(), server.loop).result(10)
+            line += f", never played {len(rt.playback.never_played(played))}"
+        terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for server in config.stash.get(SERVERS, {}).values():
+        server.stop()

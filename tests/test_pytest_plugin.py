@@ -1,0 +1,125 @@
+"""The pytest plugin, run by pytest's own pytester in subprocesses: a sync and an async test replay
+offline, a miss fails with the report, record mode records against the repo's fake GMS, tests sharing a
+cassette do not see each other's state, and two xdist workers."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from omproxy import storage
+from tests.support import FakeGms, ThreadedApp
+
+STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+CREATE = (b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
+          b"&userData%5BKeyToDelete%5D=value+to+delete")
+HELPERS = f'''
+import json, urllib.request
+import aiohttp
+import pytest
+
+STORY = {str(STORY)!r}
+CREATE = {CREATE!r}
+SVC = "/genesys/2/openmedia/customer-support"
+
+def post(url, body=b""):
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={{"Content-Type": "application/x-www-form-urlencoded"}})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    return pytester
+
+
+def test_sync_and_async_tests_replay_offline_each_in_its_own_session(project) -> None:
+    project.makepyfile(test_story=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_sync_story(omproxy_url):
+            status, created = post(omproxy_url + SVC, CREATE)
+            assert (status, created["interactionId"]) == (200, "01QG0Q2S5S50G000")
+            status, got = post(omproxy_url + SVC + "/01QG0Q2S5S50G000/get")
+            assert got["statusCode"] == 0
+
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_same_cassette_starts_from_the_beginning_again(omproxy_url):
+            status, got = post(omproxy_url + SVC + "/01QG0Q2S5S50G000/get")
+            assert got["interactionProperties"]["interactionUserData"][2]["value"] == "ABC123456789"
+
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        async def test_async_story(omproxy_url):
+            async with aiohttp.ClientSession() as http:
+                async with http.post(omproxy_url + SVC, data=CREATE,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+                    assert (await r.json())["interactionId"] == "01QG0Q2S5S50G000"
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*omproxy*", f"replay {STORY}: from cassette 4, simulated 0, missed 0*"])
+
+
+def test_a_miss_with_fallback_none_fails_the_test_with_the_report(project) -> None:
+    project.makepyfile(test_miss=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_off_script(omproxy_url):
+            post(omproxy_url + SVC, b"externalId=someone-else")
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*a request matched no recording*", "*externalId: recorded 'xy932', received "
+                                 "'someone-else'*"])
+
+
+def test_record_mode_records_against_a_real_upstream_then_replays(project) -> None:
+    fake = FakeGms()
+    upstream = ThreadedApp(fake.app)
+    try:
+        project.makepyfile(test_rec=HELPERS + textwrap.dedent('''
+            @pytest.mark.omproxy(fallback="none")
+            def test_recorded(omproxy_url):
+                status, created = post(omproxy_url + SVC, b"externalId=rec-1")
+                assert created["interactionId"].startswith("FAKEGMS")
+        '''))
+        result = project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-mode", "record",
+                                              "--omproxy-upstream", upstream.url)
+        result.assert_outcomes(passed=1)
+    finally:
+        upstream.stop()
+    assert len(fake.received) == 1
+    (cassette,) = (project.path / "cassettes" / "test_rec").glob("*.yaml")
+    assert cassette.name == "test_recorded.yaml"
+    assert [r.request.form.get("externalId") for r in storage.load(cassette).interactions] == ["rec-1"]
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)  # and replays offline
+
+
+def test_a_missing_cassette_in_replay_says_how_to_record_it(project) -> None:
+    project.makepyfile(test_new=HELPERS + textwrap.dedent('''
+        def test_never_recorded(omproxy_url):
+            pass
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)  # at set-up: the test never ran
+    result.stdout.fnmatch_lines(["*cassette not found; record it with --omproxy-mode record*"])
+    assert "During handling" not in result.stdout.str()
+
+
+def test_two_xdist_workers(project) -> None:
+    pytest.importorskip("xdist")
+    project.makepyfile(test_par=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        @pytest.mark.parametrize("n", range(6))
+        def test_each(omproxy_url, n):
+            status, created = post(omproxy_url + SVC, CREATE)
+            assert created["interactionId"] == "01QG0Q2S5S50G000"
+    '''))
+    project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=6)
+

@@ -129,7 +129,72 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     show.add_argument("--id", help="only this interaction id")
     show.add_argument("--status", type=int, help="only this HTTP status")
     show.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    out = sub.add_parser("export", help="write a cassette as a VCR.py cassette or a HAR 1.2 file",
+                         description="Write a cassette (file, folder or template) in another tool's format: "
+                         "vcr (VCR.py replays it with its default matchers) or har (HAR 1.2: browsers' developer "
+                         "tools, mitmproxy).")
+    out.add_argument("cassette", help="a cassette file, a folder of them, or a {service} template")
+    out.add_argument("--format", choices=("vcr", "har"), required=True, help="vcr or har")
+    out.add_argument("--base-url", default="http://localhost:8080",
+                     help="the GMS base URL the requests go to (default http://localhost:8080)")
+    out.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
+
+    into = sub.add_parser("import", help="turn a VCR.py cassette or a HAR file into an omproxy cassette",
+                          description="Read a VCR.py cassette or a HAR 1.2 capture (browser, mitmproxy, "
+                          "Charles) and write an omproxy cassette: form bodies decoded, base64 content honoured, "
+                          "redaction of config.yaml applied.")
+    into.add_argument("file", type=Path, help="the VCR.py cassette (.yaml) or HAR (.har, .json)")
+    into.add_argument("--from", dest="source", choices=("vcr", "har"), help="its format (default: by its name)")
+    into.add_argument("--all", action="store_true", help="HAR: every entry, not only those under /genesys/")
+    into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
+    into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
     return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from omproxy import interchange, storage, yamlsafe
+
+    recorded = [r for c in storage.load_spec(storage.Template(args.cassette), must_exist=True)
+                for r in c.interactions]
+    if args.format == "har":
+        text = json.dumps(interchange.to_har(recorded, args.base_url), ensure_ascii=False, indent=1)
+    else:
+        text = yamlsafe.dump(interchange.to_vcr(recorded, args.base_url))
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
+    print(f"wrote {len(recorded)} interactions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from omproxy import cassette, interchange, storage, yamlsafe
+    from omproxy.redaction import Redactor
+
+    config = resolve(args)
+    source = args.source or ("har" if args.file.suffix.lower() in (".har", ".json") else "vcr")
+    try:
+        raw = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{args.file}: cannot read it: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(raw) if source == "har" else yamlsafe.load(raw)
+    except Exception as e:  # JSON or YAML: either way one line, never a traceback
+        raise UsageError(f"{args.file}: not valid {'JSON' if source == 'har' else 'YAML'}: {e}") from None
+    name = str(args.file)
+    recorded = (interchange.from_har(data, name, everything=args.all) if source == "har"
+                else interchange.from_vcr(data, name))
+    redactor = Redactor(config.redact)
+    entries = [cassette.to_entry(redactor.request(r.request), redactor.response(r.response), r.duration_ms,
+                                 r.recorded_at or None) for r in recorded]
+    try:
+        storage.save(args.output, entries)
+    except OSError as e:
+        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
+    print(f"wrote {len(entries)} interactions to {args.output}", file=sys.stderr)
+    return 0
 
 
 def run_lint(args: argparse.Namespace) -> int:
@@ -345,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return run_decode(args)
+        if args.command == "export":
+            return run_export(args)
+        if args.command == "import":
+            return run_import(args)
         if args.command == "lint":
             return run_lint(args)
         if args.command == "inspect":

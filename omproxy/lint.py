@@ -63,8 +63,9 @@ def _request(rec: Recorded, suspects: Redactor) -> Iterator[Problem]:
         yield Problem(rec, "unredacted-secret", f"{key} holds a card number or a credential in clear; add it to "
                       "redact.form_keys")
     for key, value in req.form.fields:
-        if value != MASK and (_EMAIL.fullmatch(value) or (_PHONE.fullmatch(value) and
-                                                          sum(c.isdigit() for c in value) >= 9)):
+        phone = (_PHONE.fullmatch(value) and sum(c.isdigit() for c in value) >= 9
+                 and (value.startswith("+") or any(c in value for c in " ().-")))  # a bare number is an id
+        if value != MASK and (_EMAIL.fullmatch(value) or phone):
             yield Problem(rec, "personal-data", f"{key} holds an e-mail address or a phone number in clear; "
                           "redact it if the cassette is shared")
     for name, value in req.headers.items():

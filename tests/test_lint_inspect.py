@@ -129,3 +129,12 @@ def test_streaming_reads_what_loading_reads(tmp_path, name) -> None:
     streamed = list(storage.stream(path))
     assert [(r.index, r.line, r.request.body, r.response.body) for r in streamed] == \
         [(r.index, r.line, r.request.body, r.response.body) for r in loaded]
+
+
+def test_a_phone_number_is_named_but_a_bare_numeric_id_is_not(tmp_path, capsys) -> None:
+    path = write(tmp_path / "c.yaml", [
+        (Request("POST", f"{BASE}/s", "", FORM, b"userData%5BPhone%5D=%2B44+20+7946+0958"), ok()),
+        (Request("POST", f"{BASE}/s", "", FORM, b"userData%5BOrderNumber%5D=123456789012"), ok())])
+    code, out = run(capsys, "lint", str(path), "--json")
+    assert [(json.loads(line)["index"], json.loads(line)["kind"]) for line in out.splitlines()] == \
+        [(0, "personal-data")]

@@ -41,6 +41,7 @@ class Metrics:
         self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
                                  registry=self.registry)
         self.services: set[str] = set()
+        self.children: dict[tuple[str, str, str, str], Any] = {}
 
     def service(self, name: str | None) -> str:
         if not name:
@@ -59,11 +60,16 @@ class Metrics:
         service = self.service(op.service if op is not None else req.service)
         status = str(resp.status) if resp is not None else "0"
         source = resp.source.value if resp is not None else "omproxy"
-        self.requests.labels(self.mode, source, operation, service, status).inc()
+        key = (source, operation, service, status)
+        child = self.children.get(key)
+        if child is None:  # the label lookup, once per combination (bounded: see the docstring)
+            child = self.children[key] = self.requests.labels(self.mode, source, operation, service, status)
+        child.inc()
         if ex.miss is not None and not ex.owned:
             self.misses.labels(service).inc()
-        for finding in req.findings:
-            self.findings.labels(finding.kind).inc()
+        if req.findings:
+            for finding in req.findings:
+                self.findings.labels(finding.kind).inc()
         if ex.outcome is Outcome.FORWARDED and ex.upstream_ms is not None:
             self.upstream.observe(ex.upstream_ms / 1000)
         if ex.append_ms is not None:

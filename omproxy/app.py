@@ -27,7 +27,7 @@ from omproxy import metrics, storage
 from omproxy.accesslog import AccessLog, FindingsLog, Write
 from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
-from omproxy.errors import OmproxyError
+from omproxy.errors import OmproxyError, UsageError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.journal import Journal
 from omproxy.model import Response
@@ -69,6 +69,12 @@ class Runtime:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def start(self) -> None:
+        ping = getattr(self.state, "ping", None)
+        if ping is not None:
+            try:
+                await ping()
+            except OmproxyError as e:
+                raise UsageError(f"cannot start: {e.message}") from None
         for start in self.starters:
             await start()
 
@@ -76,8 +82,16 @@ class Runtime:
         """After the last request: flush cassettes, close the upstream, report what was never played."""
         for close in self.closers:
             await close()
+        closing = getattr(self.state, "close", None)
+        if closing is not None:
+            await closing()
         if self.playback is not None:
-            stale = self.playback.never_played(await self.state.played())
+            try:
+                played = await self.state.played()
+            except OmproxyError as e:  # a shared state gone at shutdown: say so, stop anyway
+                log.warning("cannot tell which recordings were never played: %s", e.message)
+                played = None
+            stale = self.playback.never_played(played) if played is not None else []
             self.journal.count(Outcome.NEVER_PLAYED, len(stale))
             if stale:
                 log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
@@ -90,6 +104,11 @@ RUNTIME = web.AppKey("runtime", Runtime)
 def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = None,
                   state: State | None = None, access: Write | None = None) -> Runtime:
     redactor = Redactor(config.redact)
+    if state is None and config.state != "memory":
+        from omproxy.redisstate import RedisState, digest
+
+        # One namespace per cassette set: instances replaying the same captures share positions.
+        state = RedisState(config.state, digest((mode.value, _cassette_set(config, mode))), config.session_idle)
     state = state or MemoryState(max_sessions=config.max_sessions, session_idle=config.session_idle)
     simulator = simulator or Simulator(config.sections)
     rt = Runtime(config, mode, redactor, state, Pipeline([], redactor))
@@ -142,6 +161,13 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         rt.pipeline.observers.append(rt.metrics)
     rt.pipeline.admin = Admin(rt)
     return rt
+
+
+def _cassette_set(config: Config, mode: Mode) -> list[tuple[str, int]]:
+    """What identifies the recordings omproxy serves: each file's name and size."""
+    if mode not in (Mode.REPLAY, Mode.AUTO):
+        return []
+    return [(p.name, p.stat().st_size) for p in storage.Template(config.cassette).files()]
 
 
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,

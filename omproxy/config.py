@@ -138,6 +138,13 @@ def upstream(where: str, value: Any) -> str:
     return url
 
 
+def state(where: str, value: Any) -> str:
+    url = text(where, value)
+    if url != "memory" and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where}: expected 'memory' or a Redis URL like redis://127.0.0.1:6379/0, not {url!r}")
+    return url
+
+
 def _mapping(where: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         return {}
@@ -210,6 +217,8 @@ OPTIONS: tuple[Option, ...] = (
            "--max-connections"),
     Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
            "TOKEN'", "--admin-token", name="admin_token", nullable=True),
+    Option("state", state, "where sessions, playback positions and simulated interactions live: memory, or a "
+           "Redis URL shared by several omproxy instances (omproxy[redis])", "--state"),
     Option("max_sessions", whole(1), "X-Omproxy-Session sessions kept at most (default 1000)"),
     Option("session_idle", seconds, "seconds after which an unused session is forgotten (default 3600)"),
     Option("redact.headers", strings, "header names to mask, beyond Authorization, Proxy-Authorization, "
@@ -244,6 +253,7 @@ class Config:
     header_timeout: float = 10.0
     max_connections: int = 512
     admin_token: str | None = None
+    state: str = "memory"
     max_sessions: int = 1000
     session_idle: float = 3600.0
     verbose: int = 0

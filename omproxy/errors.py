@@ -13,6 +13,7 @@ turns every one that reaches a client into a GMS-shaped answer.
     │   ├── AdminRefused               an admin call without the token, or one a browser form could send
     │   └── Overloaded                 more open connections than max_connections           -> 503
     ├── NoRecording                    replay with --fallback none found nothing (GMS code 910) -> 404
+    ├── StateUnavailable               the shared state (Redis) does not answer; statusCode 1 -> 503
     └── UpstreamError                  the upstream GMS failed; answered with GMS statusCode 1
         ├── UpstreamUnreachable        connection refused / DNS / reset / an invalid answer -> 502
         ├── UpstreamTooLarge           an answer over max_response_body                     -> 502
@@ -28,6 +29,7 @@ class OmproxyError(Exception):
     status = 500
     code = "internal"  # the X-Omproxy-Error header value
     gms_code: int | None = None  # the GMS error code of the answer, when omproxy has one
+    retry = False  # answered with GMS's statusCode 1: "may succeed if retried"
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -86,9 +88,16 @@ class NoRecording(OmproxyError):
     gms_code = 910  # gms.NO_MATCH
 
 
+class StateUnavailable(OmproxyError):
+    status = 503
+    code = "state-unavailable"
+    retry = True
+
+
 class UpstreamError(OmproxyError):
     status = 502
     code = "upstream"
+    retry = True
 
 
 class UpstreamUnreachable(UpstreamError):

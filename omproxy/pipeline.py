@@ -54,7 +54,7 @@ def escape(value: str) -> str:
 
 def error_response(error: OmproxyError) -> Response:
     """An omproxy error as the client sees it: GMS-shaped JSON, statusCode 1 when a retry may help."""
-    if isinstance(error, UpstreamError):
+    if error.retry:
         body = gms.retry(error.message)
     else:
         body = gms.reply(2, errors=[{"code": error.gms_code, "advice": error.message} if error.gms_code

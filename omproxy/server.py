@@ -364,24 +364,24 @@ class QuietAccept:
 def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str],
         access: Write | None = None) -> int:
     rt = build_runtime(config, mode, access=access)
-    log.info("%s", startup)
     started = time.monotonic()
     try:
         import uvloop  # the `fast` extra: a faster event loop, used when installed
     except ImportError:
-        asyncio.run(serve(rt, config, mode))
+        asyncio.run(serve(rt, config, mode, startup))
     else:
         log.debug("event loop: uvloop")
-        uvloop.run(serve(rt, config, mode))
+        uvloop.run(serve(rt, config, mode, startup))
     log.info("%s (%.0f s)", summary(rt.journal.counts, mode), time.monotonic() - started)
     return 0
 
 
-async def serve(rt: Runtime, config: Config, mode: Mode) -> None:
+async def serve(rt: Runtime, config: Config, mode: Mode, startup: str) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept())
     raise_file_limit(config)
     listener = await start(rt, config)
+    log.info("%s", startup)
     host = f"[{config.host}]" if ":" in config.host else config.host
     if beyond_loopback(config.host):
         log.warning("listening on %s: anyone who can reach this address can send traffic%s", config.host,

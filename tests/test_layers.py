@@ -9,7 +9,8 @@ import pytest
 
 PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "admin", "simulator", "config", "redaction",
         "journal", "accesslog", "yamlsafe", "errors", "matching", "replay", "cassette", "yamlformat", "storage",
-        "record", "compare", "verify", "reports", "lint", "listing", "indexcache", "interchange", "metrics"]
+        "record", "compare", "verify", "reports", "lint", "listing", "indexcache", "interchange", "metrics",
+        "redisstate"]
 
 
 def imported_by(module: str) -> set[str]:

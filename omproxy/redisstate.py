@@ -1,0 +1,173 @@
+"""The shared state backend: `state.State` and `state.InteractionStore` on Redis (the `redis` package's
+asyncio client, the optional extra `omproxy[redis]`), so that N omproxy instances answer as one: a
+playback position advances atomically (one Lua script), a create on one instance is read, updated and
+stopped through another, a reset on any resets all.
+
+Keys are namespaced by a digest of the loaded cassette set (`omproxy:<digest>:`) and by session, and a
+session's keys expire after `session_idle` seconds unused. Redis unreachable: the request gets GMS's
+retry answer (503, statusCode 1) and one log line; the next request tries again, so an instance
+recovers by itself when Redis is back. Every change a request makes is one Redis command or script:
+no request is answered from a half-applied state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+from omproxy.errors import StateUnavailable, UsageError
+from omproxy.gms import Target
+from omproxy.state import Interaction
+
+aioredis: Any
+Failure: tuple[type[BaseException], ...]
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    Failure = (RedisError, OSError)
+except ImportError:  # the optional extra is not installed
+    aioredis = None
+    Failure = (OSError,)
+
+T = TypeVar("T")
+
+# Take the next position of a key if one is left: atomically, whichever instance asks.
+_TAKE = """
+local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
+if position >= tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+  return -1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return position
+"""
+
+
+def digest(parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+class RedisState:
+    def __init__(self, url: str, namespace: str, session_idle: float) -> None:
+        if aioredis is None:
+            raise UsageError("--state redis://... needs the redis package: pip install 'omproxy[redis]'")
+        self.url = url
+        self.client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.ns = f"omproxy:{namespace}:"
+        self.ttl = max(1, int(session_idle))
+        self._take = self.client.register_script(_TAKE)
+
+    async def call(self, action: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await action()
+        except Failure as e:
+            raise StateUnavailable(f"the shared state at {self.shown} is unavailable ({type(e).__name__}); "
+                                   "try again") from None
+
+    @property
+    def shown(self) -> str:
+        return self.url.split("@")[-1] if "@" in self.url else self.url
+
+    async def ping(self) -> None:
+        await self.call(self.client.ping)
+
+    def _session(self, session: str) -> str:
+        return f"{self.ns}s:{digest(session)}:"
+
+    def interactions(self, session: str) -> RedisInteractions:
+        return RedisInteractions(self, self._session(session))
+
+    async def take(self, session: str, key: Hashable, count: int) -> int | None:
+        where = self._session(session) + "positions"
+        position = await self.call(lambda: self._take(keys=[where], args=[digest(key), count, self.ttl]))
+        return None if int(position) < 0 else int(position)
+
+    async def mark_played(self, cassette: str, index: int) -> None:
+        await self.call(lambda: self.client.sadd(self.ns + "played", json.dumps([cassette, index])))
+
+    async def played(self) -> set[tuple[str, int]]:
+        members = await self.call(lambda: self.client.smembers(self.ns + "played"))
+        return {(c, i) for c, i in (json.loads(m) for m in members)}
+
+    async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
+        base = self._session(session)
+
+        async def write() -> None:
+            async with self.client.pipeline(transaction=True) as tx:
+                tx.sadd(base + "diverged", interaction_id)
+                tx.expire(base + "diverged", self.ttl)
+                if external_id is not None:
+                    tx.sadd(base + "diverged-external", external_id)
+                    tx.expire(base + "diverged-external", self.ttl)
+                await tx.execute()
+
+        await self.call(write)
+
+    async def owns(self, session: str, target: Target) -> bool:
+        key = self._session(session) + ("diverged-external" if target.external else "diverged")
+        return bool(await self.call(lambda: self.client.sismember(key, target.id)))
+
+    async def reset(self, session: str | None = None) -> None:
+        pattern = (self._session(session) if session is not None else self.ns) + "*"
+
+        async def wipe() -> None:
+            keys = [k async for k in self.client.scan_iter(match=pattern, count=500)]
+            if keys:
+                await self.client.delete(*keys)
+
+        await self.call(wipe)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisInteractions:
+    """One session's simulator interactions: a hash of id -> JSON, and a sequence counter."""
+
+    def __init__(self, state: RedisState, base: str) -> None:
+        self.state, self.key, self.seq_key = state, base + "interactions", base + "seq"
+
+    async def get(self, interaction_id: str) -> Interaction | None:
+        raw = await self.state.call(lambda: self.state.client.hget(self.key, interaction_id))
+        return _interaction(raw) if raw is not None else None
+
+    async def put(self, interaction: Interaction) -> None:
+        data = json.dumps({"id": interaction.id, "service": interaction.service, "properties": interaction.properties,
+                           "user_data": interaction.user_data, "order": interaction.properties.get(
+                               "interactionSubmitSeq", "")})
+
+        async def write() -> None:
+            async with self.state.client.pipeline(transaction=True) as tx:
+                tx.hset(self.key, interaction.id, data)
+                tx.expire(self.key, self.state.ttl)
+                await tx.execute()
+
+        await self.state.call(write)
+
+    async def delete(self, interaction_id: str) -> None:
+        await self.state.call(lambda: self.state.client.hdel(self.key, interaction_id))
+
+    async def find_by_external_id(self, external_id: str) -> Interaction | None:
+        values = await self.state.call(lambda: self.state.client.hvals(self.key))
+        found = [i for i in (_interaction(v) for v in values) if i.user_data.get("ExternalId") == external_id]
+        return max(found, key=lambda i: str(i.properties.get("interactionSubmitSeq", ""))) if found else None
+
+    async def next_seq(self) -> int:
+        async def bump() -> int:
+            async with self.state.client.pipeline(transaction=True) as tx:
+                tx.incrby(self.seq_key, 2)
+                tx.expire(self.seq_key, self.state.ttl)
+                value, _ = await tx.execute()
+            return 1_000_000 + int(value)
+
+        return await self.state.call(bump)
+
+    async def clear(self) -> None:
+        await self.state.call(lambda: self.state.client.delete(self.key, self.seq_key))
+
+
+def _interaction(raw: bytes | str) -> Interaction:
+    data = json.loads(raw)
+    return Interaction(data["id"], data["service"], data["properties"], data["user_data"])

@@ -1,0 +1,124 @@
+"""Two omproxy instances sharing one real redis-server (Debian's package, started by the tests on a
+unix socket of their own): one story across both, reset from either, Redis gone and back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from omproxy.app import build_app
+from omproxy.config import Config, Mode
+from tests.support import BASE, FORM
+
+pytest.importorskip("redis", reason="the redis package (omproxy[redis]) is not installed")
+SERVER = shutil.which("redis-server")
+pytestmark = pytest.mark.skipif(SERVER is None, reason="redis-server (Debian package redis-server) is not "
+                                "installed; .ci/run installs it")
+STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+SVC = f"{BASE}/customer-support"
+CREATE = (b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
+          b"&userData%5BKeyToDelete%5D=value+to+delete")
+
+
+class Redis:
+    def __init__(self, folder: Path) -> None:
+        self.socket = folder / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        assert SERVER is not None
+        self.proc = subprocess.Popen([SERVER, "--port", "0", "--unixsocket", str(self.socket), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        watchdog = threading.Timer(30, self.proc.kill)  # a server that never says it is ready is stopped
+        watchdog.start()
+        try:
+            for line in self.proc.stdout:  # its own "ready" line, not a guess at how long it takes
+                if "ready to accept connections" in line.lower():
+                    return
+        finally:
+            watchdog.cancel()
+        self.stop()
+        pytest.fail("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)  # it removes its socket file on the way out
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            self.proc = None
+
+
+@pytest.fixture
+def redis():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="omr", dir="/tmp") as folder:  # a unix socket path is short
+        server = Redis(Path(folder))
+        server.start()
+        yield server
+        server.stop()
+
+
+async def two(aiohttp_client, mode: Mode, redis: Redis, **settings):
+    config = Config(state=redis.url, **settings)
+    return await aiohttp_client(build_app(config, mode)), await aiohttp_client(build_app(config, mode))
+
+
+async def test_a_create_on_one_instance_is_read_updated_and_stopped_through_the_other(aiohttp_client, redis) -> None:
+    a, b = await two(aiohttp_client, Mode.SIMULATE, redis)
+    iid = (await (await a.post(SVC, data=b"externalId=x1&userData%5BK%5D=v", headers=FORM)).json())["interactionId"]
+    got = await (await b.post(f"{SVC}/{iid}/get")).json()
+    assert {"key": "K", "type": "str", "value": "v"} in got["interactionProperties"]["interactionUserData"]
+    updated = await (await b.post(f"{SVC}/{iid}/update", data=b"change%5BK%5D=w", headers=FORM)).json()
+    assert updated["statusCode"] == 0
+    by_external = await (await a.post(f"{SVC}/x1/get", data=b"searchByExternalId=true", headers=FORM)).json()
+    assert {"key": "K", "type": "str", "value": "w"} in by_external["interactionProperties"]["interactionUserData"]
+    assert (await (await a.post(f"{SVC}/{iid}/stop")).json())["statusCode"] == 0
+    assert (await (await b.post(f"{SVC}/{iid}/get")).json())["errors"][0]["code"] == 248
+
+
+async def test_playback_positions_advance_once_across_instances_and_reset_from_either(aiohttp_client,
+                                                                                    redis) -> None:
+    from omproxy import storage
+
+    a, b = await two(aiohttp_client, Mode.REPLAY, redis, cassette=str(STORY), fallback="none")
+    story = storage.load(STORY).interactions
+    recorded = [json.loads(r.response.body) for r in story]
+    answers = []
+    for i, rec in enumerate(story):  # alternately through each instance
+        client = (a, b)[i % 2]
+        resp = await client.post(rec.request.path, data=rec.request.body, headers=FORM)
+        answers.append(await resp.json())
+    assert answers == recorded  # each recording served once, in order, whichever instance asked
+    assert (await b.post("/_omproxy/reset", json={})).status == 200
+    again = await (await a.post(f"{SVC}/01QG0Q2S5S50G000/get")).json()
+    assert again == recorded[1]  # rewound for both
+
+
+async def test_redis_gone_is_a_retry_answer_and_back_is_recovery(aiohttp_client, redis) -> None:
+    a, _ = await two(aiohttp_client, Mode.SIMULATE, redis)
+    assert (await a.post(SVC, data=b"externalId=x", headers=FORM)).status == 200
+    redis.stop()
+    resp = await a.post(SVC, data=b"externalId=y", headers=FORM)
+    body = await resp.json()
+    assert resp.status == 503 and body["statusCode"] == 1 and "shared state" in body["errors"][0]["advice"]
+    redis.start()
+    assert (await (await a.post(SVC, data=b"externalId=z", headers=FORM)).json())["statusCode"] == 0
+
+
+def test_an_unreachable_redis_at_start_is_a_usage_error(tmp_path, capsys) -> None:
+    from omproxy.cli import main
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    code = main(["simulate", "--port", "0", "--config", str(tmp_path / "empty.yaml"), "--state",
+                 f"unix://{tmp_path / 'nothing.sock'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot start" in err and "shared state" in err and len(err.strip().splitlines()) == 1

@@ -149,7 +149,31 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     into.add_argument("--all", action="store_true", help="HAR: every entry, not only those under /genesys/")
     into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
     into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+
+    tools = sub.add_parser("cassette", help="work on cassette files: merge")
+    tool = tools.add_subparsers(dest="tool", metavar="TOOL", parser_class=Parser, required=True)
+    merge = tool.add_parser("merge", help="merge cassettes by recorded_at, each file's order kept",
+                            description="Merge cassettes (say, one per omproxy instance) into one, ordered by "
+                            "recorded_at, keeping the order within each file. The output is written atomically.")
+    merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
     return parser
+
+
+def run_cassette(args: argparse.Namespace) -> int:
+    import heapq
+
+    from omproxy import cassette, storage
+
+    loaded = [storage.load(p).interactions for p in args.cassettes]
+    merged = heapq.merge(*loaded, key=lambda r: r.recorded_at)  # each file's own order is kept
+    entries = [cassette.to_entry(r.request, r.response, r.duration_ms, r.recorded_at or None) for r in merged]
+    try:
+        storage.save(args.output, entries)
+    except OSError as e:
+        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
+    print(f"merged {len(entries)} interactions from {len(loaded)} cassettes into {args.output}", file=sys.stderr)
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -410,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "decode":
             return run_decode(args)
+        if args.command == "cassette":
+            return run_cassette(args)
         if args.command == "export":
             return run_export(args)
         if args.command == "import":

@@ -136,3 +136,18 @@ def test_save_writes_a_whole_cassette_that_loads_back(tmp_path) -> None:
     storage.save(path, [])
     assert storage.load(path).interactions == ()
     assert [p.name for p in path.parent.iterdir()] == ["saved.yaml"]  # no temporary file left behind
+
+
+def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path) -> None:
+    from omproxy.cli import main
+
+    def at(second: int, path: str) -> dict:
+        stamp = f"2026-11-28T10:00:{second:02d}.000Z"
+        return cassette.to_entry(Request("POST", path), Response(200, b"{}"), 1.0, stamp)
+
+    storage.save(tmp_path / "a.yaml", [at(1, "/a1"), at(3, "/a3"), at(3, "/a3-again")])
+    storage.save(tmp_path / "b.yaml", [at(2, "/b2"), at(3, "/b3"), at(9, "/b9")])
+    assert main(["cassette", "merge", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "-o",
+                 str(tmp_path / "all.yaml")]) == 0
+    merged = [r.request.path for r in storage.load(tmp_path / "all.yaml").interactions]
+    assert merged == ["/a1", "/b2", "/a3", "/a3-again", "/b3", "/b9"]

@@ -72,6 +72,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
                                metavar=option.attr.upper())
         p.add_argument("-v", "--verbose", action="count", default=None,
                        help="-v adds headers to each log line; -vv logs at DEBUG")
+        p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
 
     d = sub.add_parser("decode", help="decode a form body and explain its encoding mistakes",
                        description="Decode an application/x-www-form-urlencoded body, show it readably "
@@ -381,7 +382,11 @@ def run_server(args: argparse.Namespace) -> int:
     config = resolve(args)
     mode = Mode(args.command)
     access = setup_logging(config)
-    return server.run(config, mode, startup_line(config, mode), summary, access)
+    if config.workers > 1 and not args.worker:  # a worker never supervises: no process tree grows
+        from omproxy import supervisor
+
+        return supervisor.run(args.argv, config, mode, startup_line(config, mode), summary)
+    return server.run(config, mode, startup_line(config, mode), summary, access, worker=args.worker)
 
 
 def decode_input(args: argparse.Namespace) -> bytes:
@@ -430,7 +435,9 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `--workers N` runs again in each worker
     try:
         if args.command == "decode":
             return run_decode(args)

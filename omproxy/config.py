@@ -217,6 +217,8 @@ OPTIONS: tuple[Option, ...] = (
            "--max-connections"),
     Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
            "TOKEN'", "--admin-token", name="admin_token", nullable=True),
+    Option("workers", whole(1, 64), "worker processes sharing the port (SO_REUSEPORT) under one supervisor; "
+           "above 1, replay, auto, simulate and a builtin upstream need --state (default 1)", "--workers"),
     Option("state", state, "where sessions, playback positions and simulated interactions live: memory, or a "
            "Redis URL shared by several omproxy instances (omproxy[redis])", "--state"),
     Option("max_sessions", whole(1), "X-Omproxy-Session sessions kept at most (default 1000)"),
@@ -254,6 +256,7 @@ class Config:
     max_connections: int = 512
     admin_token: str | None = None
     state: str = "memory"
+    workers: int = 1
     max_sessions: int = 1000
     session_idle: float = 3600.0
     verbose: int = 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import resource
@@ -304,13 +305,15 @@ class Listener:
         await self.front.close()
 
 
-async def start(rt: Runtime, config: Config) -> Listener:
-    """Start the runtime and listen on config.host:port (0 picks a free port)."""
+async def start(rt: Runtime, config: Config, *, reuse_port: bool = False) -> Listener:
+    """Start the runtime and listen on config.host:port (0 picks a free port); with `reuse_port`, beside
+    the other workers of a supervisor on the same port."""
     front = Front(rt, config)
     await rt.start()
     try:
         front.server = await front.loop.create_server(front.connection, config.host, config.port,
-                                                      reuse_address=True, family=socket.AF_UNSPEC)
+                                                      reuse_address=True, reuse_port=reuse_port or None,
+                                                      family=socket.AF_UNSPEC)
     except OSError as e:
         await rt.close()
         raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
@@ -362,28 +365,34 @@ class QuietAccept:
 
 
 def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str],
-        access: Write | None = None) -> int:
+        access: Write | None = None, *, worker: bool = False) -> int:
+    """Serve until a signal. A worker (of `supervisor`) shares its port and, instead of the summary line,
+    ends with its counts as one JSON line on stdout for the supervisor to add up."""
     rt = build_runtime(config, mode, access=access)
     started = time.monotonic()
     try:
         import uvloop  # the `fast` extra: a faster event loop, used when installed
     except ImportError:
-        asyncio.run(serve(rt, config, mode, startup))
+        asyncio.run(serve(rt, config, mode, startup, worker))
     else:
         log.debug("event loop: uvloop")
-        uvloop.run(serve(rt, config, mode, startup))
-    log.info("%s (%.0f s)", summary(rt.journal.counts, mode), time.monotonic() - started)
+        uvloop.run(serve(rt, config, mode, startup, worker))
+    if worker:
+        print(json.dumps({"counts": {o.value: n for o, n in rt.journal.counts.items()}}), flush=True)
+    else:
+        log.info("%s (%.0f s)", summary(rt.journal.counts, mode), time.monotonic() - started)
     return 0
 
 
-async def serve(rt: Runtime, config: Config, mode: Mode, startup: str) -> None:
+async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: bool = False) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept())
     raise_file_limit(config)
-    listener = await start(rt, config)
-    log.info("%s", startup)
+    listener = await start(rt, config, reuse_port=worker)
+    if not worker:
+        log.info("%s", startup)
     host = f"[{config.host}]" if ":" in config.host else config.host
-    if beyond_loopback(config.host):
+    if beyond_loopback(config.host) and not worker:
         log.warning("listening on %s: anyone who can reach this address can send traffic%s", config.host,
                     " and use /_omproxy/ (set admin.token)" if config.admin_token is None else "")
     print(f"omproxy {mode.value} listening on http://{host}:{listener.port}", flush=True)
@@ -399,7 +408,16 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str) -> None:
         logging.shutdown()
         os._exit(1)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    if worker:  # Ctrl-C reaches the whole process group: a worker waits for its supervisor's SIGTERM
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def supervisor_gone() -> None:  # its end of our stdin closed: it died; never outlive it
+            if not os.read(0, 4096):
+                loop.remove_reader(0)
+                stop.set()
+
+        loop.add_reader(0, supervisor_gone)
+    for sig in (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     await stop.wait()
     log.info("stopping: finishing requests in flight")

@@ -122,3 +122,62 @@ def test_an_unreachable_redis_at_start_is_a_usage_error(tmp_path, capsys) -> Non
                  f"unix://{tmp_path / 'nothing.sock'}"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot start" in err and "shared state" in err and len(err.strip().splitlines()) == 1
+
+
+def test_workers_without_a_shared_state_are_refused_saying_why(tmp_path, capsys) -> None:
+    from omproxy.cli import main
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert main(["replay", "--workers", "2", "--cassette", str(STORY), "--config", str(tmp_path / "empty.yaml")]) == 2
+    assert "needs --state redis://" in capsys.readouterr().err
+
+
+def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_summary(redis, tmp_path) -> None:
+    import os
+    import select
+    import signal
+    import sys
+    import urllib.request
+
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "omproxy", "simulate", "--workers", "2", "--port", "0",
+                             "--state", redis.url, "--config", str(tmp_path / "empty.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no ready line"
+        line = proc.stdout.readline()
+        assert "(2 workers)" in line, line
+        url = line.split(" ")[4]
+        pids: list[int] = []
+        while len(pids) < 2:  # "... INFO worker PID started", logged before the ready line
+            words = proc.stderr.readline().split()
+            assert words, "the supervisor ended"
+            if words[-1] == "started" and words[-3] == "worker":
+                pids.append(int(words[-2]))
+
+        def post(path: str, body: bytes = b"") -> dict:
+            request = urllib.request.Request(url + path, data=body, method="POST", headers=FORM)
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return json.loads(answer.read())
+
+        iid = post(SVC, b"externalId=w1")["interactionId"]
+        assert all(post(f"{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # whichever worker answers
+        os.kill(pids[0], signal.SIGKILL)
+        line = ""
+        while "starting another" not in line:  # the supervisor saw it die (its socket is gone with it)
+            line = proc.stderr.readline()
+            assert line, "the supervisor ended"
+        assert all(post(f"{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # the other, then a new one
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and its workers
+            proc.communicate()
+    assert proc.returncode == 0
+    summaries = [x for x in err.splitlines() if "summary:" in x]
+    assert len(summaries) == 1 and "2 workers, 1 restarted" in summaries[0], err
+    assert int(summaries[0].split("simulated ")[1].split()[0].rstrip(",")) >= 7  # the killed one's count is lost

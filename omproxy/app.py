@@ -122,6 +122,11 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         return Counted(forwarder, Outcome.FORWARDED)
 
     def recorder(inner: Responder) -> Recorder:
+        if not isinstance(state, MemoryState):  # a shared state: every instance records into its stream
+            from omproxy.redisstate import RedisState, StreamWriter
+
+            assert isinstance(state, RedisState)
+            return Recorder(inner, StreamWriter(state), redactor)
         template = storage.Template(config.cassette)
         storage.check_writable(template)
         writer = storage.CassetteWriter(template)

@@ -158,11 +158,25 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
                             "recorded_at, keeping the order within each file. The output is written atomically.")
     merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE")
     merge.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+    pull = tool.add_parser("pull", help="write what instances recorded into a shared state into cassettes",
+                           description="Append what every omproxy recording with --state recorded since the "
+                           "last pull into one cassette (or one per service), in arrival order. Pulling twice "
+                           "writes nothing twice.")
+    pull.add_argument("--state", required=True, help="the Redis URL the instances recorded into")
+    pull.add_argument("-o", "--output", type=Path, required=True, help="the cassette (or, split, the folder)")
+    pull.add_argument("--split-by", choices=("service",), help="one cassette per service, in the output folder")
     return parser
 
 
 def run_cassette(args: argparse.Namespace) -> int:
     import heapq
+
+    if args.tool == "pull":
+        from omproxy.redisstate import pull
+
+        written, files = pull(args.state, args.output, args.split_by == "service")
+        print(f"pulled {written} interactions into {files} cassette(s) at {args.output}", file=sys.stderr)
+        return 0
 
     from omproxy import cassette, storage
 

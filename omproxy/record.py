@@ -7,20 +7,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
+from typing import Protocol
 
 from omproxy import cassette, yamlformat
+from omproxy.errors import OmproxyError
 from omproxy.exchange import Exchange
 from omproxy.model import Response
 from omproxy.pipeline import Responder, escape
 from omproxy.redaction import Redactor
-from omproxy.storage import CassetteWriter
 
 log = logging.getLogger(__name__)
 OFF_LOOP = 256 * 1024  # bodies above this size are redacted and encoded on a worker thread
 
 
+class Writer(Protocol):
+    """Where entries go: a file writer (`storage.CassetteWriter`) or a shared stream (`redisstate`)."""
+
+    def path_for(self, service: str | None) -> Path: ...
+    async def append(self, path: Path, data: bytes) -> None: ...
+
+
 class Recorder:
-    def __init__(self, upstream: Responder, writer: CassetteWriter, redactor: Redactor) -> None:
+    def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor) -> None:
         self.upstream, self.writer, self.redactor = upstream, writer, redactor
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
 
@@ -30,7 +39,7 @@ class Recorder:
         if resp is None:  # nothing answered: nothing to record
             return None
         req = ex.request
-        path = self.writer.template.path_for(req.service)
+        path = self.writer.path_for(req.service)
         duration = (time.perf_counter() - started) * 1000
         if len(req.body) + len(resp.body) > OFF_LOOP:  # a big answer must not stall every other client
             data = await asyncio.to_thread(self._encode, ex, resp, duration)
@@ -40,8 +49,9 @@ class Recorder:
         try:
             await self.writer.append(path, data)
             ex.append_ms, ex.appended_bytes = (time.perf_counter() - appending) * 1000, len(data)
-        except OSError as e:
-            ex.record_error = f"cannot write {path}: {e.strerror or e}"
+        except (OSError, OmproxyError) as e:  # a full disk, a shared state gone: answered, not recorded
+            reason = e.message if isinstance(e, OmproxyError) else e.strerror or str(e)
+            ex.record_error = f"cannot write {path}: {reason}"
             log.error("NOT RECORDED %s %s: %s", req.method, escape(self.redactor.target(req.path, req.query)),
                       ex.record_error)
             return resp

@@ -11,9 +11,11 @@ no request is answered from a half-applied state."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Hashable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omproxy.errors import StateUnavailable, UsageError
@@ -171,3 +173,57 @@ class RedisInteractions:
 def _interaction(raw: bytes | str) -> Interaction:
     data = json.loads(raw)
     return Interaction(data["id"], data["service"], data["properties"], data["user_data"])
+
+
+STREAM = "omproxy:recorded"  # every recording instance of a cluster appends here; `cassette pull` reads it
+
+
+class StreamWriter:
+    """`record` and `auto` with a shared state: each entry (redacted, encoded as the cassette holds it)
+    is added to one Redis stream, acknowledged by Redis before the client is answered; `omproxy
+    cassette pull` writes the stream into ordinary cassettes."""
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+
+    def path_for(self, service: str | None) -> Path:
+        return Path(service or "_other")
+
+    async def append(self, path: Path, data: bytes) -> None:
+        await self.state.call(lambda: self.state.client.xadd(STREAM, {"service": str(path), "entry": data}))
+
+
+def pull(url: str, output: Path, split_by_service: bool) -> tuple[int, int]:
+    """Write what the cluster recorded since the last pull into `output` (a file, or with
+    `split_by_service` a folder of `<service>.yaml`), in arrival order; the last stream id pulled into
+    that output is kept in Redis, so pulling twice writes nothing twice. (entries, files)"""
+    import asyncio
+
+    from omproxy import storage
+
+    async def run() -> tuple[int, int]:
+        state = RedisState(url, "pull", 60)
+        marker = f"omproxy:pulled:{output.resolve()}{'/' if split_by_service else ''}"
+        try:
+            last = (await state.call(lambda: state.client.get(marker))) or b"0-0"
+            written, files = 0, set[Path]()
+            while True:
+                batch = await state.call(functools.partial(state.client.xrange, STREAM, min=f"({last.decode()}",
+                                                           count=1000))
+                if not batch:
+                    return written, len(files)
+                groups: dict[Path, list[bytes]] = {}
+                for _, fields in batch:
+                    service = fields[b"service"].decode()
+                    target = output / f"{storage.safe_name(service)}.yaml" if split_by_service else output
+                    groups.setdefault(target, []).append(fields[b"entry"])
+                for target, entries in groups.items():
+                    storage.append_locked(target, b"".join(entries))
+                    files.add(target)
+                written += len(batch)
+                last = batch[-1][0]
+                await state.call(functools.partial(state.client.set, marker, last))
+        finally:
+            await state.close()
+
+    return asyncio.run(run())

@@ -282,6 +282,9 @@ class CassetteWriter:
         self._flushing: dict[Path, asyncio.Task[None]] = {}
         self._checked: set[Path] = set()
 
+    def path_for(self, service: str | None) -> Path:
+        return self.template.path_for(service)
+
     async def append(self, path: Path, data: bytes) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[path].append((data, future))
@@ -310,30 +313,36 @@ class CassetteWriter:
             await asyncio.gather(*self._flushing.values(), return_exceptions=True)
 
     def _write(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A file the {service} template names is never a symlink: nothing a request names can make
-        # omproxy write elsewhere. A file given by name may be one (the user chose it).
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if self.template.per_service else 0)
-        fd = os.open(path, flags, 0o644)
+        append_locked(path, data, self.template.per_service, path not in self._checked)
+        self._checked.add(path)
+
+
+def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True) -> None:
+    """Append whole entries to a cassette under its flock (creating it with its header), fsync'd; a
+    failed write is truncated back so the file is exactly as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A file the {service} template names is never a symlink: nothing a request names can make
+    # omproxy write elsewhere. A file given by name may be one (the user chose it).
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if no_follow else 0)
+    fd = os.open(path, flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another omproxy recording into the same file waits
+        report = cut_torn_tail(fd, str(path), full=full_check)
+        if report:
+            log.warning("%s", report)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            data = yamlformat.HEADER.encode() + data
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # another omproxy recording into the same file waits
-            report = cut_torn_tail(fd, str(path), full=path not in self._checked)
-            self._checked.add(path)
-            if report:
-                log.warning("%s", report)
-            size = os.fstat(fd).st_size
-            if size == 0:
-                data = yamlformat.HEADER.encode() + data
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except OSError:
-                os.ftruncate(fd, size)  # exactly as it was: a later append never follows a partial one
-                raise
-        finally:
-            os.close(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # exactly as it was: a later append never follows a partial one
+            raise
+    finally:
+        os.close(fd)
 
 
 def cut_torn_tail(fd: int, name: str, *, full: bool) -> str | None:

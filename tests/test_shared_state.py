@@ -3,6 +3,7 @@ unix socket of their own): one story across both, reset from either, Redis gone 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -181,3 +182,25 @@ def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_s
     summaries = [x for x in err.splitlines() if "summary:" in x]
     assert len(summaries) == 1 and "2 workers, 1 restarted" in summaries[0], err
     assert int(summaries[0].split("simulated ")[1].split()[0].rstrip(",")) >= 7  # the killed one's count is lost
+
+
+async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tmp_path) -> None:
+    from omproxy import storage
+    from omproxy.cli import main
+
+    a, b = await two(aiohttp_client, Mode.RECORD, redis, cassette=str(tmp_path / "unused" / "{service}.yaml"))
+    for i, client in enumerate((a, b, a, b)):
+        service = ("billing", "customer-support")[i % 2]
+        assert (await client.post(f"{BASE}/{service}", data=f"externalId=r{i}".encode(), headers=FORM)).status == 200
+    assert not (tmp_path / "unused").exists()  # recorded into the stream, not into each instance's files
+    one = tmp_path / "all.yaml"
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(one)]) == 0
+    assert [r.request.form.get("externalId") for r in storage.load(one).interactions] == ["r0", "r1", "r2", "r3"]
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(one)]) == 0  # again
+    assert len(storage.load(one).interactions) == 4
+    split = tmp_path / "split"
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(split), "--split-by",
+                                          "service"]) == 0
+    assert sorted(p.name for p in split.iterdir()) == ["billing.yaml", "customer-support.yaml"]
+    assert [r.request.form.get("externalId") for r in storage.load(split / "billing.yaml").interactions] == \
+        ["r0", "r2"]

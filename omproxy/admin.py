@@ -88,7 +88,10 @@ class Admin:
             raise RequestRefused(f"limit must be a whole number of 0 or more, not {raw!r}")
         kept = kept[len(kept) - int(raw):] if int(raw) else []
         counts: dict[str, int] = {}
-        if session is None:
+        shared = getattr(self.rt.state, "counts", None)  # several instances: the cluster's counts
+        if session is None and shared is not None:
+            counts = await shared()
+        elif session is None:
             counts = {o.value: n for o, n in journal.counts.items()}
         else:
             for ex in journal.of_session(session):

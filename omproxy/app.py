@@ -161,6 +161,11 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
                       recorder(upstream())]
     rt.pipeline.responders = responders
     rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose, access)]
+    if not isinstance(state, MemoryState):
+        from omproxy.redisstate import RedisState, SharedCounts
+
+        assert isinstance(state, RedisState)
+        rt.pipeline.observers.append(SharedCounts(state))
     rt.metrics = metrics.make(mode.value)
     if rt.metrics is not None:
         rt.pipeline.observers.append(rt.metrics)

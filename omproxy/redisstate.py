@@ -11,14 +11,17 @@ no request is answered from a half-applied state."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omproxy.errors import StateUnavailable, UsageError
+from omproxy.exchange import Exchange
 from omproxy.gms import Target
 from omproxy.state import Interaction
 
@@ -34,6 +37,7 @@ except ImportError:  # the optional extra is not installed
     Failure = (OSError,)
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Take the next position of a key if one is left: atomically, whichever instance asks.
 _TAKE = """
@@ -121,8 +125,44 @@ class RedisState:
 
         await self.call(wipe)
 
+    async def count(self, outcomes: list[str]) -> None:
+        async def add() -> None:
+            async with self.client.pipeline(transaction=False) as tx:
+                for outcome in outcomes:
+                    tx.hincrby(self.ns + "counts", outcome, 1)
+                await tx.execute()
+
+        await self.call(add)
+
+    async def counts(self) -> dict[str, int]:
+        """What every instance sharing this state has counted."""
+        raw = await self.call(lambda: self.client.hgetall(self.ns + "counts"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class SharedCounts:
+    """The observer adding each exchange's outcomes to the cluster's counts (in the background: the
+    answer never waits for it; a count Redis missed is logged, never an error)."""
+
+    def __init__(self, state: RedisState) -> None:
+        self.state = state
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, ex: Exchange) -> None:
+        outcomes = [o.value for o in ex.counts()]
+        if outcomes:
+            task = asyncio.get_running_loop().create_task(self._add(outcomes))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def _add(self, outcomes: list[str]) -> None:
+        try:
+            await self.state.count(outcomes)
+        except StateUnavailable as e:
+            log.warning("a count was not shared: %s", e.message)
 
 
 class RedisInteractions:

@@ -204,3 +204,34 @@ async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tm
     assert sorted(p.name for p in split.iterdir()) == ["billing.yaml", "customer-support.yaml"]
     assert [r.request.form.get("externalId") for r in storage.load(split / "billing.yaml").interactions] == \
         ["r0", "r2"]
+
+
+async def test_the_journal_counts_the_whole_cluster(aiohttp_client, redis) -> None:
+    from omproxy.app import RUNTIME
+    from omproxy.redisstate import SharedCounts
+
+    a, b = await two(aiohttp_client, Mode.SIMULATE, redis)
+    for client in (a, b, b):
+        await client.post(SVC, data=b"externalId=c", headers=FORM)
+    for client in (a, b):  # the counts are added in the background: wait for exactly those
+        counter = next(o for o in client.server.app[RUNTIME].pipeline.observers if isinstance(o, SharedCounts))
+        await asyncio.gather(*counter.pending)
+    assert (await (await a.get("/_omproxy/journal")).json())["counts"] == {"simulated": 3}
+
+
+async def test_no_wrong_answer_while_redis_goes_away_under_load(aiohttp_client, redis) -> None:
+    a, b = await two(aiohttp_client, Mode.SIMULATE, redis)
+
+    async def one(i: int) -> tuple[int, dict]:
+        resp = await (a, b)[i % 2].post(SVC, data=f"externalId=l{i}".encode(), headers=FORM)
+        return resp.status, await resp.json()
+
+    first = asyncio.gather(*(one(i) for i in range(40)))
+    stopping = asyncio.create_task(asyncio.to_thread(redis.stop))
+    answers = [*await first, *await asyncio.gather(*(one(i) for i in range(40, 60)))]
+    await stopping
+    for status, body in answers:  # either a real answer or GMS's "retry", nothing in between
+        assert (status, body["statusCode"]) in ((200, 0), (503, 1)), body
+    assert (503, 1) in [(s, b["statusCode"]) for s, b in answers[40:]]
+    redis.start()
+    assert [(await one(i))[1]["statusCode"] for i in range(60, 64)] == [0, 0, 0, 0]  # recovered

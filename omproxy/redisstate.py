@@ -64,6 +64,7 @@ class RedisState:
         self.ns = f"omproxy:{namespace}:"
         self.ttl = max(1, int(session_idle))
         self._take = self.client.register_script(_TAKE)
+        self.marked: set[tuple[str, int]] = set()
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -91,7 +92,10 @@ class RedisState:
         return None if int(position) < 0 else int(position)
 
     async def mark_played(self, cassette: str, index: int) -> None:
+        if (cassette, index) in self.marked:  # once per recording per instance is enough: a set
+            return
         await self.call(lambda: self.client.sadd(self.ns + "played", json.dumps([cassette, index])))
+        self.marked.add((cassette, index))
 
     async def played(self) -> set[tuple[str, int]]:
         members = await self.call(lambda: self.client.smembers(self.ns + "played"))
@@ -117,6 +121,8 @@ class RedisState:
 
     async def reset(self, session: str | None = None) -> None:
         pattern = (self._session(session) if session is not None else self.ns) + "*"
+        if session is None:
+            self.marked.clear()
 
         async def wipe() -> None:
             keys = [k async for k in self.client.scan_iter(match=pattern, count=500)]

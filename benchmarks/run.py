@@ -16,6 +16,8 @@ answer; 32 connections.
     load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
                 (minus a start with a 1-interaction cassette: interpreter and imports)
     append      one fsync'd append to an empty cassette = 1.00x; to the big capture
+    workers     replay on a Redis state (when redis-server is installed): one worker = 1.00x; --workers 2
+                (these two unpinned, wrk with two threads: the point is both cores)
 """
 
 from __future__ import annotations
@@ -116,11 +118,11 @@ class Server:
             self.proc.wait()
 
 
-def start(args: list[str], workdir: Path, timeout: float = 900) -> Server:
+def start(args: list[str], workdir: Path, timeout: float = 900, pin: bool = True) -> Server:
     """Start a server whose first stdout line says where it listens; time until then."""
     started = time.perf_counter()
     env = {**os.environ, "XDG_CACHE_HOME": str(workdir / "cache")}  # a first start is a first start
-    proc = subprocess.Popen([*pinned(0), *args], cwd=workdir, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*(pinned(0) if pin else []), *args], cwd=workdir, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     line = ""
@@ -149,17 +151,17 @@ class Load:
     p99_ms: float
 
 
-def drive(port: int, path: str, seconds: float, workdir: Path) -> Load:
+def drive(port: int, path: str, seconds: float, workdir: Path, pin: bool = True) -> Load:
     if shutil.which("wrk"):
-        return _wrk(port, path, seconds, workdir)
+        return _wrk(port, path, seconds, workdir, pin)
     return asyncio.run(_loop(port, path, seconds))
 
 
-def _wrk(port: int, path: str, seconds: float, workdir: Path) -> Load:
+def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True) -> Load:
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
-    command = [*pinned(1), "wrk", "-t1", "-c32", f"-d{seconds:g}s", "-s", str(script), "--latency",
-               f"http://127.0.0.1:{port}{path}"]
+    command = [*(pinned(1) if pin else []), "wrk", "-t1" if pin else "-t2", "-c32", f"-d{seconds:g}s", "-s",
+               str(script), "--latency", f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
 
     def ms(label: str) -> float:
@@ -211,16 +213,16 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     path = GET.format(id=iid(0))
     rows: list[Row] = []
 
-    def measure(group: str, what: str, args: list[str], base: float | None, target: str = "") -> float:
-        server = start(args, workdir)
+    def measure(group: str, what: str, args: list[str], base: float | None, pin: bool = True) -> float:
+        server = start(args, workdir, pin=pin)
         try:
-            drive(server.port, path, 1.0, workdir)  # warm-up
-            load = drive(server.port, path, seconds, workdir)
+            drive(server.port, path, 1.0, workdir, pin)  # warm-up
+            load = drive(server.port, path, seconds, workdir, pin)
             rss = server.rss_mb()
         finally:
             server.stop()
         ratio = load.rps / base if base else 1.0
-        rows.append((group, what + target, load.rps, load.p50_ms, load.p99_ms, rss, ratio))
+        rows.append((group, what, load.rps, load.p50_ms, load.p99_ms, rss, ratio))
         return load.rps
 
     bare = [sys.executable, str(workdir / "bare.py"), "0", str(workdir / "answer.json")]
@@ -267,6 +269,25 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     rows.append(("load", "omproxy restart, unchanged capture (s)", again.ready_after - floor.ready_after, 0, 0,
                  float("nan"), (again.ready_after - floor.ready_after) / pyyaml))
     rows.append(("load", "resident memory / file size", rss / size_mb, 0, 0, rss, rss / size_mb))
+    redis_server = shutil.which("redis-server")
+    if redis_server:  # --workers on a shared state: 2 workers against 1 (Redis runs on core 1, beside wrk)
+        socket_path = workdir / "redis.sock"
+        redis = subprocess.Popen([redis_server, "--port", "0", "--unixsocket", str(socket_path),
+                                  "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not socket_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # a benchmark, not a test: waiting for the socket file is fine here
+            state = f"unix://{socket_path}"
+            # Not pinned: the point is to use both cores (wrk and Redis share them too).
+            one_worker = measure("workers", "replay --state redis, 1 worker", omproxy(
+                "replay", workdir, "--cassette", str(small), "--state", state), None, pin=False)
+            measure("workers", "replay --state redis, --workers 2", omproxy(
+                "replay", workdir, "--cassette", str(small), "--state", state, "--workers", "2"), one_worker,
+                pin=False)
+        finally:
+            redis.terminate()
+            redis.wait()
     empty = workdir / "empty-capture.yaml"
     small_append, big_append = asyncio.run(appends(empty)), asyncio.run(appends(capture))
     rows.append(("append", "one fsync'd append, empty cassette (ms)", small_append * 1000, 0, 0, float("nan"), 1.0))

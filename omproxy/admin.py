@@ -9,13 +9,15 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from omproxy import __version__, accesslog, gms
+from omproxy import __version__, accesslog, gms, inspector, listing
 from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
 from omproxy.formcodec import media_type_of
-from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
+from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
 
 if TYPE_CHECKING:
     from omproxy.app import Runtime
@@ -48,19 +50,21 @@ class Admin:
         self.rt = rt
         self.endpoints: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
             "health": ("GET", self.health), "journal": ("GET", self.journal),
-            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics)}
+            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics),
+            "ui": ("GET", self.ui), "events": ("GET", self.events), "exchange": ("GET", self.exchange),
+            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode)}
 
     async def __call__(self, req: Request) -> Response:
         name = req.path[len(PREFIX):]
         found = self.endpoints.get(name)
         if found is None:
             raise AdminNotFound(f"no admin endpoint {req.method} {req.path}; see {PREFIX}health, journal, "
-                                "cassettes, reset, metrics")
+                                "cassettes, reset, metrics, ui")
         method, endpoint = found
         if req.method != method and not (method == "GET" and req.method == "HEAD" and name == "health"):
             raise AdminMethod(f"{PREFIX}{name} takes {method}, not {req.method}")
         if name != "health":
-            self.guard(req, changes=method == "POST")
+            self.guard(req, changes=name == "reset")
         return await endpoint(req)
 
     def guard(self, req: Request, *, changes: bool) -> None:
@@ -111,6 +115,50 @@ class Admin:
                                 "'omproxy[metrics]'")
         body, content_type = self.rt.metrics.exposition()
         return Response(200, body, headers_of({"Content-Type": content_type}), Source.OMPROXY)
+
+    # ---- the web inspector (`inspector`, and the page `inspector.html`) ----------------------------
+    async def ui(self, req: Request) -> Response:
+        page = resources.files("omproxy").joinpath("inspector.html").read_bytes()
+        policy = "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+        return Response(200, page, headers_of({"Content-Type": "text/html; charset=utf-8",
+                                                "Content-Security-Policy": policy}), Source.OMPROXY)
+
+    async def events(self, req: Request) -> Response:
+        return Response(200, b"", headers_of({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}),
+                        Source.OMPROXY, stream=self.rt.live.stream())
+
+    async def exchange(self, req: Request) -> Response:
+        raw = dict(parse_qsl(req.query)).get("id", "")
+        found = self.rt.live.exchange(int(raw)) if raw.isdigit() else None
+        if found is None:
+            raise AdminNotFound(f"no exchange {raw!r} among the last {inspector.KEEP}")
+        return compact(found)
+
+    async def cassette(self, req: Request) -> Response:
+        """?file=PATH: its interactions as rows; &index=N: that one in detail."""
+        query = dict(parse_qsl(req.query))
+        playback = self.rt.playback
+        found = next((c for c in playback.cassettes if c.path == query.get("file")), None) if playback else None
+        if playback is None or found is None:
+            raise AdminNotFound(f"no loaded cassette {query.get('file')!r}; GET {PREFIX}cassettes lists them")
+        played = await self.rt.state.played()
+        if query.get("index", "").isdigit() and int(query["index"]) < len(found.interactions):
+            rec = found.interactions[int(query["index"])]
+            return compact(inspector.recorded(rec, self.rt.redactor, (rec.cassette, rec.index) in played))
+        rows = [{**listing.row(self._shown(r)), "played": (r.cassette, r.index) in played}
+                for r in found.interactions[:5000]]
+        return compact({"cassette": found.path, "interactions": rows})
+
+    def _shown(self, rec: Recorded) -> Recorded:
+        return replace(rec, request=self.rt.redactor.request(rec.request))
+
+    async def decode(self, req: Request) -> Response:
+        try:
+            data = json.loads(req.body or b"{}")
+            body = str(data.get("body", "")).encode("utf-8")
+        except (ValueError, AttributeError):
+            raise RequestRefused('send {"body": "...", "path": "...", "content_type": "..."} as JSON') from None
+        return compact(inspector.decode_box(body, str(data.get("path") or ""), data.get("content_type")))
 
     async def reset(self, req: Request) -> Response:
         session = req.session if req.session or SESSION_HEADER in req.headers else None  # None: every session

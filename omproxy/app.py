@@ -29,6 +29,7 @@ from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
 from omproxy.errors import OmproxyError, UsageError
 from omproxy.exchange import Exchange, Outcome
+from omproxy.inspector import Live
 from omproxy.journal import Journal
 from omproxy.model import Response
 from omproxy.pipeline import Counted, Pipeline, Responder, error_response, escape
@@ -65,6 +66,7 @@ class Runtime:
     journal: Journal = field(default_factory=Journal)
     playback: Playback | None = None  # replay and auto
     metrics: Any = None  # the Prometheus observer, when prometheus-client is installed
+    live: Any = None  # the web inspector's observer (inspector.Live)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -169,6 +171,8 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
     rt.metrics = metrics.make(mode.value)
     if rt.metrics is not None:
         rt.pipeline.observers.append(rt.metrics)
+    rt.live = Live(redactor, mode.value)
+    rt.pipeline.observers.append(rt.live)
     rt.pipeline.admin = Admin(rt)
     return rt
 
@@ -195,6 +199,12 @@ def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
             return to_web(error_response(e))
         ex = await rt.pipeline.serve(req)
         assert ex.response is not None
+        if ex.response.stream is not None:  # Server-Sent Events: sent as they come
+            streamed = web.StreamResponse(status=ex.response.status, headers=ex.response.headers)
+            await streamed.prepare(request)
+            async for chunk in ex.response.stream:
+                await streamed.write(chunk)
+            return streamed
         return to_web(ex.response)
 
     app = web.Application(middlewares=[handle], client_max_size=config.max_body,

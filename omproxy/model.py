@@ -4,6 +4,7 @@ aiohttp objects and by `cassette` from entries."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -103,6 +104,7 @@ class Response:
     source: Source = Source.OMPROXY
     reason: str | None = None
     content_encoding: str | None = None  # the upstream's original encoding; body is decoded
+    stream: AsyncIterator[bytes] | None = field(default=None, compare=False, repr=False)  # SSE: sent as it comes
 
     @classmethod
     def json(cls, status: int, body: bytes, source: Source, **extra: str) -> Response:

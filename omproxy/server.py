@@ -123,7 +123,9 @@ class Front:
         for conn in list(self.open):
             if not conn.busy:
                 conn.close()
-        busy = [c.task for c in self.open if c.task is not None]
+            elif conn.streaming and conn.task is not None:  # an open inspector page: it reconnects later
+                conn.task.cancel()
+        busy = [c.task for c in self.open if c.task is not None and not c.streaming]
         if busy:
             await asyncio.wait(busy, timeout=30)
         for conn in list(self.open):
@@ -143,6 +145,7 @@ class Connection(BaseProtocol):
         self.queue: deque[tuple[Any, Any]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.busy = False
+        self.streaming = False
         self.last = time.monotonic()
         self.head_started: float | None = self.last  # a new connection owes a request head
         self.peer = ""
@@ -242,6 +245,9 @@ class Connection(BaseProtocol):
             return False
         ex = await self.front.rt.pipeline.serve(req)
         assert ex.response is not None
+        if ex.response.stream is not None:
+            await self._stream(ex.response)
+            return False
         self._write_answer(ex.response, keep, head_only, message.version)
         return keep
 
@@ -277,6 +283,25 @@ class Connection(BaseProtocol):
         path, _, query = message.path.partition("?")
         session, path = session_of(path, headers.get(SESSION_HEADER, ""))
         return Request(message.method, path, query, headers_of(pairs), body, session, self.peer)
+
+    async def _stream(self, resp: Response) -> None:
+        """An answer sent as it is produced (Server-Sent Events), delimited by closing the connection."""
+        assert resp.stream is not None
+        if self.transport is None:
+            return
+        self.transport.write(self.front.heads.of(resp) + b"Date: " + self.front.clock.date() +
+                             b"\r\nConnection: close\r\n\r\n")
+        stream = resp.stream
+        self.streaming = True
+        try:
+            async for chunk in stream:
+                if self.transport is None or self.transport.is_closing():
+                    break
+                self.transport.write(chunk)
+                if self.writing_paused:
+                    await self._drain_helper()
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
     def _write_answer(self, resp: Response, keep: bool, head_only: bool, version: Any = (1, 1)) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -396,6 +421,8 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: b
         log.warning("listening on %s: anyone who can reach this address can send traffic%s", config.host,
                     " and use /_omproxy/ (set admin.token)" if config.admin_token is None else "")
     print(f"omproxy {mode.value} listening on http://{host}:{listener.port}", flush=True)
+    if not worker:
+        log.info("inspector on http://%s:%d/_omproxy/ui", host, listener.port)
     stop = asyncio.Event()
 
     def on_signal() -> None:

@@ -71,6 +71,8 @@ class Admin:
         token = self.rt.config.admin_token
         if token is not None:
             given = req.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") and req.method == "GET":  # the inspector page: ?token=
+                given = "Bearer " + dict(parse_qsl(req.query)).get("token", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 raise AdminRefused("the admin API needs 'Authorization: Bearer <admin.token>'")
         json_type = media_type_of(req.headers.get("Content-Type")) == "application/json"

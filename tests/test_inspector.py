@@ -8,6 +8,7 @@ import select
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -131,3 +132,18 @@ def test_the_decode_box_says_why(browser, omproxy, tmp_path) -> None:
     browser.find_element(By.ID, "decode-body").send_keys("userData[KeyToDelete]=value to delete")
     wait.until(ready.text_to_be_present_in_element((By.ID, "decode-result"), "literal-space"))
     assert "userData%5BKeyToDelete%5D=value+to+delete" in browser.find_element(By.ID, "decode-result").text
+
+
+def test_with_an_admin_token_the_page_works_when_opened_with_it(browser, omproxy, tmp_path) -> None:
+    url = omproxy("record", "--cassette", str(tmp_path / "c.yaml"), config="admin:\n  token: s3cret\n")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # without it: refused
+        urllib.request.urlopen(url + "/_omproxy/ui", timeout=10)
+    assert refused.value.code == 401
+    refused.value.close()
+    browser.get(url + "/_omproxy/ui?token=s3cret")
+    wait = WebDriverWait(browser, 15)
+    wait.until(ready.text_to_be_present_in_element((By.ID, "status"), "live"))
+    post(url + SVC, b"externalId=t1")
+    wait.until(lambda d: len(rows(d)) == 1)
+    rows(browser)[0].click()
+    wait.until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, "#detail .decoded"), "t1"))

@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from omproxy import __version__, formcodec, gms
 from omproxy.config import OPTIONS, Config, LogFormat, Mode
@@ -22,6 +22,10 @@ from omproxy.configfile import load
 from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import Request, headers_of
+
+if TYPE_CHECKING:
+    from omproxy.model import Recorded
+    from omproxy.redaction import Redactor
 
 log = logging.getLogger("omproxy")
 DEFAULT_CONFIG = Path("config.yaml")
@@ -178,17 +182,27 @@ def run_cassette(args: argparse.Namespace) -> int:
         print(f"pulled {written} interactions into {files} cassette(s) at {args.output}", file=sys.stderr)
         return 0
 
-    from omproxy import cassette, storage
+    from omproxy import storage
 
     loaded = [storage.load(p).interactions for p in args.cassettes]
     merged = heapq.merge(*loaded, key=lambda r: r.recorded_at)  # each file's own order is kept
-    entries = [cassette.to_entry(r.request, r.response, r.duration_ms, r.recorded_at or None) for r in merged]
-    try:
-        storage.save(args.output, entries)
-    except OSError as e:
-        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
-    print(f"merged {len(entries)} interactions from {len(loaded)} cassettes into {args.output}", file=sys.stderr)
+    count = _save(args.output, merged, None)
+    print(f"merged {count} interactions from {len(loaded)} cassettes into {args.output}", file=sys.stderr)
     return 0
+
+
+def _save(output: Path, recorded: Iterable[Recorded], redactor: Redactor | None) -> int:
+    """Recorded interactions written as one cassette (atomically), redacted on the way when asked."""
+    from omproxy import cassette, storage
+
+    entries = [cassette.to_entry(redactor.request(r.request) if redactor else r.request,
+                                 redactor.response(r.response) if redactor else r.response,
+                                 r.duration_ms, r.recorded_at or None) for r in recorded]
+    try:
+        storage.save(output, entries)
+    except OSError as e:
+        raise UsageError(f"{output}: cannot write it: {e.strerror or e}") from None
+    return len(entries)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -209,7 +223,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from omproxy import cassette, interchange, storage, yamlsafe
+    from omproxy import interchange, yamlsafe
     from omproxy.redaction import Redactor
 
     config = resolve(args)
@@ -225,14 +239,8 @@ def run_import(args: argparse.Namespace) -> int:
     name = str(args.file)
     recorded = (interchange.from_har(data, name, everything=args.all) if source == "har"
                 else interchange.from_vcr(data, name))
-    redactor = Redactor(config.redact)
-    entries = [cassette.to_entry(redactor.request(r.request), redactor.response(r.response), r.duration_ms,
-                                 r.recorded_at or None) for r in recorded]
-    try:
-        storage.save(args.output, entries)
-    except OSError as e:
-        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
-    print(f"wrote {len(entries)} interactions to {args.output}", file=sys.stderr)
+    count = _save(args.output, recorded, Redactor(config.redact))
+    print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
     return 0
 
 

@@ -59,14 +59,18 @@ def recorded(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("recorded")
     (folder / "config.yaml").write_text(SECTIONS.format(queue="Inbound") +
                                         "redact:\n  form_keys: ['userData[CreditCard]']\n")
-    proc, url = start("record", "--cassette", str(folder / "story.yaml"), cwd=folder)
+    return record_stories(folder, folder / "story.yaml")
+
+
+def record_stories(folder: Path, cassette: Path) -> Path:
+    proc, url = start("record", "--cassette", str(cassette), cwd=folder)
     try:
         story(url, "first")
         story(url, "second")
         post(f"{url}{BASE}/billing", b"externalId=card&userData%5BCreditCard%5D=4111111111111111")
     finally:
         stop(proc)
-    return folder / "story.yaml"
+    return cassette
 
 
 @pytest.fixture
@@ -172,15 +176,8 @@ def test_diff_of_two_recordings_of_the_same_story(recorded, tmp_path) -> None:
     import contextlib
     import io
 
-    again = tmp_path / "again.yaml"
     (tmp_path / "config.yaml").write_text(SECTIONS.format(queue="Elsewhere"))
-    proc, url = start("record", "--cassette", str(again), cwd=tmp_path)
-    try:
-        story(url, "first")
-        story(url, "second")
-        post(f"{url}{BASE}/billing", b"externalId=card&userData%5BCreditCard%5D=4111111111111111")
-    finally:
-        stop(proc)
+    again = record_stories(tmp_path, tmp_path / "again.yaml")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["diff", str(recorded), str(recorded)]) == 0

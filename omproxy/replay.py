@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from omproxy import matching
+from omproxy import gms, matching
 from omproxy.cassette import Cassette
 from omproxy.config import Config, Repeat
 from omproxy.errors import NoRecording
@@ -79,7 +79,16 @@ class Replayer:
             position = len(found) - 1
         rec = found[position]
         if self.simulator is not None:
-            await self.simulator.observe(req, rec.response, state.interactions(req.session))
+            # Serving the recording last applied to this interaction again changes nothing: skip it.
+            op = req.operation
+            concern = (target.id if target is not None and not target.external else
+                       next(iter(gms.ids_in_reply(op, rec.response.reply)), None) if op and op.kind == "create"
+                       else None)
+            memo = state.local(req.session)
+            if concern is None or memo.get(concern) is not rec:
+                await self.simulator.observe(req, rec.response, state.interactions(req.session))
+                if concern is not None:
+                    memo[concern] = rec
         await state.mark_played(rec.cassette, rec.index)
         ex.matched, ex.outcome = rec, Outcome.FROM_CASSETTE
         return rec.response

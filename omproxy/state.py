@@ -54,6 +54,10 @@ class State(Protocol):
     async def reset(self, session: str | None = None) -> None:
         """Rewind playback and empty the simulator: of one session, or (None) of all."""
 
+    def local(self, session: str) -> dict[Any, Any]:
+        """This process's scratch memory for a session, dropped with it (reset, expiry); a shared
+        backend gives a new empty one each time, so nothing is ever assumed from it."""
+
 
 class MemoryInteractions:
     SEQ_START = 1_000_000
@@ -91,6 +95,7 @@ class _Session:
     positions: Counter[Hashable] = field(default_factory=Counter)
     diverged: set[str] = field(default_factory=set)
     diverged_external: set[str] = field(default_factory=set)
+    local: dict[Any, Any] = field(default_factory=dict)
     used: float = 0.0
 
 
@@ -131,6 +136,9 @@ class MemoryState:
 
     def interactions(self, session: str) -> MemoryInteractions:
         return self._session(session).interactions
+
+    def local(self, session: str) -> dict[Any, Any]:
+        return self._session(session).local
 
     async def take(self, session: str, key: Hashable, count: int) -> int | None:
         positions = self._session(session).positions

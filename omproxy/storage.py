@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from omproxy import cassette, indexcache, yamlformat, yamlsafe
+from omproxy import cassette, indexcache, quickyaml, yamlformat, yamlsafe
 from omproxy.cassette import Cassette
 from omproxy.errors import CassetteError, ConfigError
 from omproxy.model import Recorded
@@ -164,8 +164,8 @@ def _entries(raw: bytes, name: str) -> list[Any]:
         try:
             entries = []
             for k in range(0, len(starts), BATCH):
-                chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]]
-                entries += yamlformat.parse_entries(chunk.decode("utf-8"), name)
+                chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]].decode("utf-8")
+                entries += quickyaml.entries(chunk) or yamlformat.parse_entries(chunk, name)
         except (CassetteError, UnicodeDecodeError):
             entries = None
     if entries is None or len(entries) != len(starts):
@@ -205,8 +205,9 @@ def stream(path: Path) -> Iterator[Recorded]:
                     chunk, buf = buf[:whole], buf[whole:]
                     if chunk:
                         firsts = [line + chunk.count(b"\n", 0, s) for s in starts if s < whole]
-                        for entry, first in zip(yamlformat.parse_entries(chunk.decode("utf-8"), name), firsts,
-                                                strict=True):
+                        text = chunk.decode("utf-8")
+                        parsed = quickyaml.entries(text) or yamlformat.parse_entries(text, name)
+                        for entry, first in zip(parsed, firsts, strict=True):
                             yield cassette.from_entry(entry, name, done, first)
                             done += 1
                         line += chunk.count(b"\n")

@@ -151,3 +151,38 @@ def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path)
                  str(tmp_path / "all.yaml")]) == 0
     merged = [r.request.path for r in storage.load(tmp_path / "all.yaml").interactions]
     assert merged == ["/a1", "/b2", "/a3", "/a3-again", "/b3", "/b9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.text(max_size=40), headers=st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12) |
+                                                          st.lists(st.text(max_size=8), min_size=2, max_size=3),
+                                                          max_size=3),
+       extra=st.dictionaries(st.text(max_size=8), documents, max_size=3), view=documents, status=st.integers(100, 599))
+def test_the_quick_reader_reads_what_pyyaml_reads_or_declines(body, headers, extra, view, status) -> None:
+    """Whatever the writer writes, the quick reader gives what PyYAML gives (views skipped alike), or None."""
+    from omproxy import quickyaml
+
+    entry = {"recorded_at": "2026-11-28T10:00:00.000Z", "request": {"method": "POST", "path": "/p", "query": "",
+                                                                   "headers": headers, "body": body, "form": view},
+             "response": {"status": status, "headers": headers, "body": body, "json": view, **extra},
+             "duration_ms": 1.5, **extra}
+    text = yamlformat.dump_entry(entry).decode() * 2
+    quick = quickyaml.entries(text)
+    assert quick is not None  # it knows everything the writer writes
+    assert quick == yamlformat.parse_entries(text, "c.yaml")
+
+
+@pytest.mark.parametrize("text", [
+    "- request: {method: POST}\n",  # a flow mapping
+    "- a: 1 # a comment\n",
+    "- a: !!python/name:os.system x\n",
+    "- a: &x 1\n  b: *x\n",
+    "- request:\n    form:\n      k: !!python/object:os.system x\n",
+    "- a: 012\n",  # an octal to YAML 1.1
+    "- a: yes\n",
+    "-   a: 1\n",  # another indentation
+])
+def test_the_quick_reader_declines_what_it_does_not_know(text) -> None:
+    from omproxy import quickyaml
+
+    assert quickyaml.entries(text) is None

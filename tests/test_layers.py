@@ -10,7 +10,7 @@ import pytest
 PURE = ["formcodec", "gms", "model", "state", "exchange", "pipeline", "admin", "simulator", "config", "redaction",
         "journal", "accesslog", "yamlsafe", "errors", "matching", "replay", "cassette", "yamlformat", "storage",
         "record", "compare", "verify", "reports", "lint", "listing", "indexcache", "interchange", "metrics",
-        "redisstate", "supervisor", "inspector"]
+        "redisstate", "supervisor", "inspector", "quickyaml"]
 
 
 def imported_by(module: str) -> set[str]:

@@ -62,6 +62,8 @@ def build_parser() -> Parser:
   omproxy record --upstream http://gms.example:8080 --cassette cassettes/prod.yaml
   omproxy replay --cassette cassettes/ --fallback none
   omproxy decode 'reason%3DRSN-123' --path /genesys/2/openmedia/svc/ID/stop
+  omproxy verify --upstream http://staging-gms:8080 --report verify.xml
+  omproxy lint cassettes/ && omproxy inspect cassettes/customer-support.yaml
 
 Settings: ./config.yaml (every key commented), overridden by flags. Exit status: 0 ok,
 1 decode found anomalies, 2 a usage, config or cassette error.""")

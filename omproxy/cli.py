@@ -66,7 +66,7 @@ def build_parser() -> Parser:
   omproxy lint cassettes/ && omproxy inspect cassettes/customer-support.yaml
 
 Settings: ./config.yaml (every key commented), overridden by flags. Exit status: 0 ok,
-1 decode found anomalies, 2 a usage, config or cassette error.""")
+1 decode or lint found something, or verify or diff a difference; 2 a usage, config or cassette error.""")
     parser.add_argument("--version", action="version", version=f"omproxy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
     for mode, help in MODES.items():

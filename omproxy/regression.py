@@ -16,6 +16,7 @@ from omproxy.config import Config
 from omproxy.errors import UsageError
 from omproxy.exchange import Exchange
 from omproxy.model import Recorded, Request, Response
+from omproxy.redaction import Redactor
 from omproxy.verify import Result, Send, Verdict, Verifier, diff
 
 
@@ -49,7 +50,8 @@ async def _verify(args: argparse.Namespace, config: Config, recorded: list[Recor
     send, close = await _sender(config)
     progress = _progress if sys.stderr.isatty() and not args.json else None
     try:
-        verifier = Verifier(send, noise, concurrency=args.concurrency, speed=args.speed, progress=progress)
+        verifier = Verifier(send, noise, concurrency=args.concurrency, speed=args.speed, progress=progress,
+                            redactor=Redactor(config.redact))
         learned = None
         if args.learn_noise:
             learned = await verifier.learn_noise(recorded)

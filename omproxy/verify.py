@@ -20,9 +20,10 @@ from enum import Enum
 
 from omproxy import compare, gms
 from omproxy.compare import Ids, Noise
+from omproxy.config import Redaction
 from omproxy.errors import OmproxyError
 from omproxy.model import Recorded, Request, Response, headers_of
-from omproxy.redaction import MASK
+from omproxy.redaction import MASK, Redactor
 
 Send = Callable[[Request], Awaitable[Response]]
 
@@ -92,8 +93,12 @@ def _when(rec: Recorded) -> float | None:
 
 class Verifier:
     def __init__(self, send: Send, noise: Noise, *, concurrency: int = 1, speed: float = 0.0,
-                 progress: Callable[[list[Result], int], None] | None = None) -> None:
+                 progress: Callable[[list[Result], int], None] | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.send, self.noise, self.concurrency, self.speed = send, noise, concurrency, speed
+        # The recording was redacted when it was made: the live answer is too, before it is compared
+        # or shown (a masked field is then the same on both sides, and never printed in clear).
+        self.redactor = redactor or Redactor(Redaction())
         self.progress = progress
         self.ids = Ids()
         self.results: list[Result] = []
@@ -131,10 +136,11 @@ class Verifier:
         if broken is not None:
             return Result(rec, Verdict.NOT_VERIFIABLE, [f"its interaction's create ({broken}) was not verified"])
         try:
-            live = await self.send(rewrite(rec.request, self.ids))
+            answer = await self.send(rewrite(rec.request, self.ids))
         except OmproxyError as e:
             return Result(rec, Verdict.ERROR, [e.message])
-        self.ids.learn(rec.response, live, rec.request.operation)
+        self.ids.learn(rec.response, answer, rec.request.operation)  # ids are never masked
+        live = self.redactor.response(answer)
         found = compare.differences(rec.response, live, self.ids, self.noise)
         return Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found)
 

@@ -18,7 +18,6 @@ from typing import Any
 from omproxy import gms
 from omproxy.model import Response
 
-NOISY_KEYS = ("interactionId", "interaction*At", "interactionSubmitSeq", "interactionPlaceInQueueSeq")
 NOISY_HEADERS = frozenset({"date", "server"})
 _ID = re.compile(r"[0-9A-Za-z]{16}")
 
@@ -42,7 +41,7 @@ class Ids:
 
 @dataclass(frozen=True)
 class Noise:
-    keys: tuple[str, ...] = NOISY_KEYS  # key names ignored at any depth (fnmatch patterns)
+    keys: tuple[str, ...] = gms.VOLATILE_FIELDS  # key names ignored at any depth (fnmatch patterns)
     paths: tuple[str, ...] = ()  # dotted paths, `*` for any key or index
 
     def ignores(self, path: tuple[str, ...]) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -65,16 +65,24 @@ async def to_request(request: web.Request, max_body: int) -> Request:
         body += chunk
         if len(body) > max_body:
             raise too_large(max_body)
-    headers = [(k, text_header(v)) for k, v in request.headers.items()]
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding != "identity":
-        body = bytearray(decompress(bytes(body), encoding, max_body))
-        headers = [(k, v) for k, v in headers if k.lower() != "content-encoding"]
-    path, _, query = request.raw_path.partition("?")
-    session, path = session_of(path, request.headers.get(SESSION_HEADER, ""))
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    return Request(request.method, path, query, headers_of(headers), bytes(body), session,
-                   peer[0] if isinstance(peer, tuple) else "")
+    return assemble(request.method, request.raw_path, request.headers, bytes(body), max_body,
+                    peer[0] if isinstance(peer, tuple) else "")
+
+
+def assemble(method: str, target: str, headers: Mapping[str, str], body: bytes, max_body: int,
+             peer: str) -> Request:
+    """A request as read off the wire (by either server front) as omproxy handles it: header values as
+    lossless text, a gzip or deflate body decompressed (then forwarded and recorded plain, without
+    its Content-Encoding), the raw target split, the session named by its header or its path."""
+    pairs = [(k, text_header(v)) for k, v in headers.items()]
+    encoding = headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        body = decompress(body, encoding, max_body)
+        pairs = [(k, v) for k, v in pairs if k.lower() != "content-encoding"]
+    path, _, query = target.partition("?")
+    session, path = session_of(path, headers.get(SESSION_HEADER, ""))
+    return Request(method, path, query, headers_of(pairs), body, session, peer)
 
 
 def decompress(data: bytes, encoding: str, limit: int) -> bytes:

@@ -41,9 +41,9 @@ from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
 from omproxy.errors import OmproxyError, RequestRefused, UsageError
 from omproxy.exchange import Outcome
-from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
+from omproxy.model import Request, Response, Source
 from omproxy.pipeline import error_response, escape
-from omproxy.proxy import decompress, text_header, too_large
+from omproxy.proxy import assemble, too_large
 
 log = logging.getLogger("omproxy")
 SWEEP = 0.5  # seconds between two looks at the open connections
@@ -275,14 +275,7 @@ class Connection(BaseProtocol):
             except RequestPayloadError as e:
                 raise RequestRefused(f"the request body could not be read ({e}); send it whole") from None
             body = b"".join(parts)
-        pairs = [(k, text_header(v)) for k, v in headers.items()]
-        encoding = headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding != "identity":
-            body = decompress(body, encoding, max_body)
-            pairs = [(k, v) for k, v in pairs if k.lower() != "content-encoding"]
-        path, _, query = message.path.partition("?")
-        session, path = session_of(path, headers.get(SESSION_HEADER, ""))
-        return Request(message.method, path, query, headers_of(pairs), body, session, self.peer)
+        return assemble(message.method, message.path, headers, body, max_body, self.peer)
 
     async def _stream(self, resp: Response) -> None:
         """An answer sent as it is produced (Server-Sent Events), delimited by closing the connection."""

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,10 @@ async def _loop(port: int, path: str, seconds: float) -> Load:
 Row = tuple[str, str, float, float, float, float, float]  # group, what, req/s, p50, p99, rss, ratio
 
 
-def run(quick: bool, workdir: Path) -> list[Row]:
+GROUPS = ("replay", "record", "capture", "load", "workers", "append")
+
+
+def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Row]:
     seconds = 3.0 if quick else 8.0
     big = 10_000 if quick else 100_000
     (workdir / "empty.yaml").write_text("{}\n")
@@ -208,8 +212,9 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     small, one, capture = workdir / "small.yaml", workdir / "one.yaml", workdir / "capture.yaml"
     write_capture(small, 10)
     write_capture(one, 1)
-    print(f"writing a {big:,}-interaction capture ...", file=sys.stderr)
-    write_capture(capture, big)
+    if {"capture", "load", "append"} & set(groups):
+        print(f"writing a {big:,}-interaction capture ...", file=sys.stderr)
+        write_capture(capture, big)
     path = GET.format(id=iid(0))
     rows: list[Row] = []
 
@@ -226,11 +231,36 @@ def run(quick: bool, workdir: Path) -> list[Row]:
         return load.rps
 
     bare = [sys.executable, str(workdir / "bare.py"), "0", str(workdir / "answer.json")]
-    base = measure("replay", "bare aiohttp server", bare, None)
-    measure("replay", "omproxy replay (defaults)", omproxy("replay", workdir, "--cassette", str(small)), base)
-    measure("replay", "omproxy replay --fallback none", omproxy("replay", workdir, "--cassette", str(small),
-                                                                 "--fallback", "none"), base)
+    if "replay" in groups:
+        base = measure("replay", "bare aiohttp server", bare, None)
+        measure("replay", "omproxy replay (defaults)", omproxy("replay", workdir, "--cassette", str(small)), base)
+        measure("replay", "omproxy replay --fallback none", omproxy("replay", workdir, "--cassette", str(small),
+                                                                     "--fallback", "none"), base)
+    if "record" in groups:
+        record(workdir, bare, path, seconds, measure, rows)
+    if "capture" in groups:
+        ten = measure("capture", "replay, 10-interaction cassette", omproxy("replay", workdir, "--cassette",
+                                                                            str(small)), None)
+        measure("capture", f"replay, {big:,}-interaction capture", omproxy("replay", workdir, "--cassette",
+                                                                           str(capture)), ten)
+    if "load" in groups:
+        load(workdir, capture, one, rows)
+    if "workers" in groups:
+        workers(workdir, small, measure)
+    if "append" in groups:
+        empty = workdir / "empty-capture.yaml"
+        small_append, big_append = asyncio.run(appends(empty)), asyncio.run(appends(capture))
+        rows.append(("append", "one fsync'd append, empty cassette (ms)", small_append * 1000, 0, 0, float("nan"),
+                     1.0))
+        rows.append(("append", f"one fsync'd append, {big:,}-interaction capture (ms)", big_append * 1000, 0, 0,
+                     float("nan"), big_append / small_append))
+    return rows
 
+
+Measure = Callable[..., float]
+
+
+def record(workdir: Path, bare: list[str], path: str, seconds: float, measure: Measure, rows: list[Row]) -> None:
     upstream = start(bare, workdir)
     try:
         url = f"http://127.0.0.1:{upstream.port}"
@@ -243,11 +273,8 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     finally:
         upstream.stop()
 
-    ten = measure("capture", "replay, 10-interaction cassette", omproxy("replay", workdir, "--cassette", str(small)),
-                  None)
-    measure("capture", f"replay, {big:,}-interaction capture", omproxy("replay", workdir, "--cassette", str(capture)),
-            ten)
 
+def load(workdir: Path, capture: Path, one: Path, rows: list[Row]) -> None:
     import yaml
 
     t = time.perf_counter()
@@ -269,6 +296,9 @@ def run(quick: bool, workdir: Path) -> list[Row]:
     rows.append(("load", "omproxy restart, unchanged capture (s)", again.ready_after - floor.ready_after, 0, 0,
                  float("nan"), (again.ready_after - floor.ready_after) / pyyaml))
     rows.append(("load", "resident memory / file size", rss / size_mb, 0, 0, rss, rss / size_mb))
+
+
+def workers(workdir: Path, small: Path, measure: Measure) -> None:
     redis_server = shutil.which("redis-server")
     if redis_server:  # --workers on a shared state: 2 workers against 1 (Redis runs on core 1, beside wrk)
         socket_path = workdir / "redis.sock"
@@ -288,12 +318,6 @@ def run(quick: bool, workdir: Path) -> list[Row]:
         finally:
             redis.terminate()
             redis.wait()
-    empty = workdir / "empty-capture.yaml"
-    small_append, big_append = asyncio.run(appends(empty)), asyncio.run(appends(capture))
-    rows.append(("append", "one fsync'd append, empty cassette (ms)", small_append * 1000, 0, 0, float("nan"), 1.0))
-    rows.append(("append", f"one fsync'd append, {big:,}-interaction capture (ms)", big_append * 1000, 0, 0,
-                 float("nan"), big_append / small_append))
-    return rows
 
 
 async def appends(path: Path, count: int = 200) -> float:
@@ -314,9 +338,14 @@ async def appends(path: Path, count: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs and a 10,000-interaction capture")
+    parser.add_argument("--only", metavar="GROUP,...", help=f"only these groups: {', '.join(GROUPS)}")
     args = parser.parse_args()
+    groups = tuple(args.only.split(",")) if args.only else GROUPS
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"no such group: {', '.join(sorted(unknown))} (groups: {', '.join(GROUPS)})")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(args.quick, Path(tmp))
+        rows = run(args.quick, Path(tmp), groups)
     loader = "wrk" if shutil.which("wrk") else "bundled aiohttp loop"
     print(f"{'':9}{'measure':48}{'req/s or s':>12}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}{'ratio':>8}")
     for group, what, value, p50, p99, rss, ratio in rows:

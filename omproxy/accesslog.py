@@ -55,6 +55,12 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
 
 
 def text(mode: str, e: dict[str, Any]) -> str:
+    before, after = halves(mode, e)
+    return f"{before}{e['duration_ms']}ms{after}"
+
+
+def halves(mode: str, e: dict[str, Any]) -> tuple[str, str]:
+    """An access line but its duration: what comes before it, and after."""
     op = f"{e['operation']}@{e['service']}" if e.get("operation") else "-"
     parts = [mode, e["method"], escape(e["path"]), op]
     if e["form"]:
@@ -67,33 +73,46 @@ def text(mode: str, e: dict[str, Any]) -> str:
     parts.append(f"[{e['source']}{' ' + e['note'] if e.get('note') else ''}]")
     if e.get("session"):
         parts.append(f"session={escape(e['session'])}")
-    parts.append(f"{e['duration_ms']}ms")
-    for key in ("request_headers", "response_headers"):
-        if key in e:
-            parts.append(f"{key}={json.dumps(e[key], ensure_ascii=False)}")
-    return " ".join(str(p) for p in parts)
+    after = "".join(f" {key}={json.dumps(e[key], ensure_ascii=False)}"
+                    for key in ("request_headers", "response_headers") if key in e)
+    return " ".join(str(p) for p in parts) + " ", after
+
+
+REMEMBERED = 1024  # settled exchanges whose line is kept, but its duration
 
 
 class AccessLog:
-    """The observer writing one line per exchange (a miss at WARNING), built only when it is written."""
+    """The observer writing one line per exchange (a miss at WARNING), built only when it is written.
+    The line of an exchange that repeats a settled one (`Exchange.again`) differs from that one's
+    only by its duration: it is made once."""
 
     def __init__(self, mode: str, redactor: Redactor, verbose: int = 0, write: Write | None = None) -> None:
         self.mode, self.redactor, self.verbose = mode, redactor, verbose
         self.write = write  # a direct writer of text lines (the command line's); else `logging`
+        self.remembered: dict[int, tuple[Exchange, str, str]] = {}
 
     def __call__(self, ex: Exchange) -> None:
         level = logging.WARNING if ex.outcome is Outcome.MISSED else logging.INFO
         if not log.isEnabledFor(level):
             return
-        e = entry(ex, self.redactor, self.verbose)
-        e["mode"] = self.mode
         if self.write is not None:
-            self.write(level, text(self.mode, e), e)
+            first = ex.again or ex
+            found = self.remembered.get(id(first))
+            if found is None or found[0] is not first:
+                e = entry(first, self.redactor, self.verbose)
+                found = (first, *halves(self.mode, e))
+                if first.settled is not None:
+                    if len(self.remembered) >= REMEMBERED:
+                        self.remembered.clear()
+                    self.remembered[id(first)] = found
+            self.write(level, f"{found[1]}{round(ex.duration_ms, 1)}ms{found[2]}")
         else:
+            e = entry(ex, self.redactor, self.verbose)
+            e["mode"] = self.mode
             log.log(level, "%s", Line(e), extra={"entry": e})
 
 
-Write = Callable[[int, str, dict[str, Any]], None]  # (level, text line, entry)
+Write = Callable[[int, str], None]  # (level, text line)
 
 
 class Line:

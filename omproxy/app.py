@@ -113,7 +113,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         state = RedisState(config.state, digest((mode.value, _cassette_set(config, mode))), config.session_idle)
     state = state or MemoryState(max_sessions=config.max_sessions, session_idle=config.session_idle)
     simulator = simulator or Simulator(config.sections)
-    rt = Runtime(config, mode, redactor, state, Pipeline([], redactor))
+    rt = Runtime(config, mode, redactor, state, Pipeline([], redactor, state=state))
 
     def upstream() -> Responder:
         if config.upstream == "builtin":

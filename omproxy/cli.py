@@ -336,7 +336,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
 
-    def access(self, level: int, text: str, entry: dict[str, Any]) -> None:
+    def access(self, level: int, text: str) -> None:
         """An access line without a LogRecord (the text format's `asctime levelname message`): the one
         line every request writes costs a third of what `logging` would."""
         now = time.time()
@@ -351,7 +351,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.flush()
 
 
-def setup_logging(config: Config) -> Callable[[int, str, dict[str, Any]], None] | None:
+def setup_logging(config: Config) -> Callable[[int, str], None] | None:
     """Configure omproxy's log; for the text format, the handler's direct access-line writer."""
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.log_format is LogFormat.JSON

@@ -48,6 +48,8 @@ class Exchange:
     append_ms: float | None = None  # how long appending to the cassette took
     appended_bytes: int = 0
     error: str | None = None  # the omproxy error the answer reports
+    settled: int | None = None  # the state's version under which the same request gets this answer again
+    again: Exchange | None = None  # the settled exchange this one repeats (`Pipeline.again`)
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []

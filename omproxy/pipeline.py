@@ -16,6 +16,7 @@ from omproxy.errors import NoRecording, NotAnOpenProxy, OmproxyError, UpstreamEr
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response, Source
 from omproxy.redaction import Redactor
+from omproxy.state import State
 
 log = logging.getLogger("omproxy.access")
 
@@ -68,11 +69,13 @@ Admin = Callable[[Request], Awaitable[Response]]
 
 class Pipeline:
     def __init__(self, responders: list[Responder], redactor: Redactor,
-                 observers: list[Observer] | None = None, admin: Admin | None = None) -> None:
+                 observers: list[Observer] | None = None, admin: Admin | None = None,
+                 state: State | None = None) -> None:
         self.responders = responders
         self.redactor = redactor
         self.observers: list[Observer] = observers or []
         self.admin = admin  # /_omproxy/...: answered first, never journaled, logged or recorded
+        self.state = state  # asked, by `again`, whether a settled answer still holds
 
     async def serve(self, req: Request) -> Exchange:
         ex = Exchange(req)
@@ -102,12 +105,31 @@ class Pipeline:
             ex.error = "omproxy internal error; the omproxy log has the details"
             ex.response = error_response(OmproxyError(ex.error))
         ex.duration_ms = (time.perf_counter() - started) * 1000
+        self._observe(ex)
+        return ex
+
+    def again(self, first: Exchange) -> Exchange | None:
+        """The request of `first`, byte for byte the same, served again without deciding again — when
+        its answer is settled (`first.settled`: a replayed recording that repeats, already applied
+        to the simulator) and the session's state still has the version it was settled under (no
+        reset, divergence or expiry since). Observers see it as any other exchange. None when it is
+        not (or no longer) settled: then `serve` it. A server front keeps the settled exchanges by the
+        request's raw bytes, so a repeated request is neither parsed into a `Request` nor matched."""
+        started = time.perf_counter()
+        if first.settled is None or self.state is None or self.state.stamp(first.request.session) != first.settled:
+            return None
+        ex = Exchange(first.request, response=first.response, outcome=first.outcome, matched=first.matched,
+                      settled=first.settled, again=first)
+        ex.duration_ms = (time.perf_counter() - started) * 1000
+        self._observe(ex)
+        return ex
+
+    def _observe(self, ex: Exchange) -> None:
         for observe in self.observers:
             try:
                 observe(ex)
             except Exception:
-                log.exception("an observer failed on %s %s", req.method, escape(req.path))
-        return ex
+                log.exception("an observer failed on %s %s", ex.request.method, escape(ex.request.path))
 
     async def _answer(self, ex: Exchange) -> Response:
         for responder in self.responders:

@@ -83,6 +83,9 @@ class RedisState:
     def _session(self, session: str) -> str:
         return f"{self.ns}s:{digest(session)}:"
 
+    def stamp(self, session: str) -> None:
+        return None  # other instances change this state: nothing here is ever settled
+
     def local(self, session: str) -> dict[Any, Any]:
         return {}  # another instance may change the shared state at any time: remember nothing locally
 

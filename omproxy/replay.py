@@ -78,6 +78,8 @@ class Replayer:
                 return None
             position = len(found) - 1
         rec = found[position]
+        # Settled: the same request again would take this recording again (it is the last and repeats)...
+        settled = self.playback.repeat is Repeat.LAST and position == len(found) - 1
         if self.simulator is not None:
             # Serving the recording last applied to this interaction again changes nothing: skip it.
             op = req.operation
@@ -89,8 +91,11 @@ class Replayer:
                 await self.simulator.observe(req, rec.response, state.interactions(req.session))
                 if concern is not None:
                     memo[concern] = rec
+            settled = settled and concern is not None  # ...and the simulator would skip it
         await state.mark_played(rec.cassette, rec.index)
         ex.matched, ex.outcome = rec, Outcome.FROM_CASSETTE
+        if settled:  # ...for as long as the session's state keeps this version
+            ex.settled = state.stamp(req.session)
         return rec.response
 
 

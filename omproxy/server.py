@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -40,8 +40,8 @@ from omproxy.accesslog import Write
 from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
 from omproxy.errors import OmproxyError, RequestRefused, UsageError
-from omproxy.exchange import Outcome
-from omproxy.model import Request, Response, Source
+from omproxy.exchange import Exchange, Outcome
+from omproxy.model import Response, Source
 from omproxy.pipeline import error_response, escape
 from omproxy.proxy import assemble, too_large
 
@@ -89,6 +89,29 @@ class Heads:
         return head
 
 
+class Settled:
+    """Answers that no longer change, by the request's raw bytes: a repeated request (method, target,
+    header lines, body and peer the same) is answered by `Pipeline.again` — as long as the pipeline
+    says it is still settled — from bytes composed once, without a `Request`, a task or matching.
+    Bounded: when full, it starts again empty (each request then settles anew)."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.known: dict[Hashable, tuple[Exchange, bytes, bytes]] = {}
+
+    def get(self, key: Hashable) -> tuple[Exchange, bytes, bytes] | None:
+        return self.known.get(key)
+
+    def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes) -> None:
+        if len(self.known) >= self.LIMIT:
+            self.known.clear()
+        self.known[key] = (ex, before_date, after_date)
+
+    def forget(self, key: Hashable) -> None:
+        self.known.pop(key, None)
+
+
 class Front:
     """Everything the connections share: the runtime, the limits, the open connections."""
 
@@ -96,7 +119,7 @@ class Front:
         self.rt, self.config = rt, config
         self.loop = asyncio.get_running_loop()
         self.open: set[Connection] = set()
-        self.clock, self.heads = Clock(), Heads()
+        self.clock, self.heads, self.settled = Clock(), Heads(), Settled()
         self.stopping = False
         self.refused = self.closed_idle = self.closed_slow = 0
         self.server: asyncio.Server | None = None
@@ -175,9 +198,15 @@ class Connection(BaseProtocol):
                 self.head_started = self.last
         try:
             messages, _, _ = self.parser.feed_data(data)
-            self.queue.extend(messages)
         except HttpProcessingError as exc:  # answered in turn, after what came before it
             self.queue.append((exc, None))
+        else:
+            for message, payload in messages:
+                if not self.queue and self.task is None:  # in turn: nothing before it is waiting
+                    payload = self.whole(message, payload)
+                    if self.again(message, payload):
+                        continue
+                self.queue.append((message, payload))
         if self.queue and self.task is None:
             self.task = self.front.loop.create_task(self.run())
 
@@ -207,6 +236,42 @@ class Connection(BaseProtocol):
             self.transport.close()
 
     # ---- serving -------------------------------------------------------------------------------
+    @staticmethod
+    def whole(message: Any, payload: Any) -> Any:
+        """The request's body as bytes when it has come whole (none, or all of it in what was read),
+        else its stream, to be read by `read`."""
+        if payload is EMPTY_PAYLOAD:
+            return b""
+        if payload.is_eof() and payload.exception() is None and "Expect" not in message.headers:
+            return payload.read_nowait(-1)
+        return payload
+
+    def settles(self, message: Any) -> bool:
+        """Whether this request's answer may be kept as settled bytes: HTTP/1.1, kept alive, not HEAD."""
+        return message.version == (1, 1) and not message.should_close and message.method != "HEAD" and (
+            not self.front.stopping)
+
+    def key(self, message: Any, body: bytes) -> Hashable:
+        return (message.method, message.path, message.raw_headers, body, self.peer)
+
+    def again(self, message: Any, body: Any) -> bool:
+        """Answer at once a request whose answer is settled (see `Settled`); False, with nothing
+        written, when it must be served."""
+        if not isinstance(body, bytes) or not self.settles(message) or self.writing_paused:
+            return False
+        settled = self.front.settled
+        key = self.key(message, body)
+        found = settled.get(key)
+        if found is None:
+            return False
+        if self.front.rt.pipeline.again(found[0]) is None:
+            settled.forget(key)
+            return False
+        assert self.transport is not None
+        self.transport.write(found[1] + self.front.clock.date() + found[2])
+        self.head_started = None
+        return True
+
     async def run(self) -> None:
         try:
             while self.queue and self.transport is not None and not self.transport.is_closing():
@@ -237,21 +302,29 @@ class Connection(BaseProtocol):
             return False
         keep = not message.should_close and not self.front.stopping
         head_only = message.method == "HEAD"
+        max_body = self.front.config.max_body
         try:
-            req = await self.read(message, payload)
+            body = await self.read(message, payload)
+            req = assemble(message.method, message.path, message.headers, body, max_body, self.peer)
         except OmproxyError as e:
             log.warning("%s %s -> %s: %s", message.method, escape(message.path.split("?")[0]), e.status, e.message)
             self._write_answer(error_response(e), False, head_only, message.version)
             return False
         ex = await self.front.rt.pipeline.serve(req)
-        assert ex.response is not None
-        if ex.response.stream is not None:
-            await self._stream(ex.response)
+        resp = ex.response
+        assert resp is not None
+        if resp.stream is not None:
+            await self._stream(resp)
             return False
-        self._write_answer(ex.response, keep, head_only, message.version)
+        before, after = self._answer(resp, keep, head_only, message.version)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(before + self.front.clock.date() + after)
+        if ex.settled is not None and self.settles(message):
+            self.front.settled.keep(self.key(message, body), ex, before, after)
         return keep
 
-    async def read(self, message: Any, payload: Any) -> Request:
+    async def read(self, message: Any, payload: Any) -> bytes:
+        """The request's body (`payload` may be it already, as bytes), refused over max_body."""
         max_body = self.front.config.max_body
         headers = message.headers
         if message.method == "CONNECT":
@@ -260,6 +333,10 @@ class Connection(BaseProtocol):
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > max_body:
             raise too_large(max_body)
+        if isinstance(payload, bytes):
+            if len(payload) > max_body:
+                raise too_large(max_body)
+            return payload
         body = b""
         if payload is not EMPTY_PAYLOAD:
             expect = headers.get("Expect", "")
@@ -275,7 +352,7 @@ class Connection(BaseProtocol):
             except RequestPayloadError as e:
                 raise RequestRefused(f"the request body could not be read ({e}); send it whole") from None
             body = b"".join(parts)
-        return assemble(message.method, message.path, headers, body, max_body, self.peer)
+        return body
 
     async def _stream(self, resp: Response) -> None:
         """An answer sent as it is produced (Server-Sent Events), delimited by closing the connection."""
@@ -299,15 +376,20 @@ class Connection(BaseProtocol):
     def _write_answer(self, resp: Response, keep: bool, head_only: bool, version: Any = (1, 1)) -> None:
         if self.transport is None or self.transport.is_closing():
             return
+        before, after = self._answer(resp, keep, head_only, version)
+        self.transport.write(before + self.front.clock.date() + after)
+
+    def _answer(self, resp: Response, keep: bool, head_only: bool, version: Any) -> tuple[bytes, bytes]:
+        """An answer's bytes: what comes before the Date header's value, and after."""
         body = b"" if resp.status in _NO_BODY else resp.body
-        tail = [b"Date: ", self.front.clock.date(), b"\r\n"]
+        tail = [b"\r\n"]
         if resp.status not in _NO_BODY:
             tail += [b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n"]
         if not keep:
             tail.append(b"Connection: close\r\n")
         elif version < (1, 1):
             tail.append(b"Connection: keep-alive\r\n")
-        self.transport.write(b"".join([self.front.heads.of(resp), *tail, b"\r\n", b"" if head_only else body]))
+        return self.front.heads.of(resp) + b"Date: ", b"".join([*tail, b"\r\n", b"" if head_only else body])
 
 
 # ---- listening -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ the default one); idle sessions expire and their number is bounded. Pure: no I/O
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
@@ -58,6 +59,11 @@ class State(Protocol):
         """This process's scratch memory for a session, dropped with it (reset, expiry); a shared
         backend gives a new empty one each time, so nothing is ever assumed from it."""
 
+    def stamp(self, session: str) -> int | None:
+        """The session's version, marking it used now: it changes whenever what replay decided from
+        may have changed (reset, divergence, expiry). None when this process cannot know (a shared
+        backend): then no answer is ever taken as settled (see `pipeline.Pipeline.again`)."""
+
 
 class MemoryInteractions:
     SEQ_START = 1_000_000
@@ -97,6 +103,7 @@ class _Session:
     diverged_external: set[str] = field(default_factory=set)
     local: dict[Any, Any] = field(default_factory=dict)
     used: float = 0.0
+    version: int = 0
 
 
 class MemoryState:
@@ -109,12 +116,13 @@ class MemoryState:
         self.max_sessions, self.session_idle, self.clock = max_sessions, session_idle, clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._played: set[tuple[str, int]] = set()
+        self._versions = itertools.count(1)  # never repeats: a session made again is a new version
 
     def _session(self, name: str) -> _Session:
         now = self.clock()
         found = self._sessions.get(name)
         if found is None:
-            found = self._sessions[name] = _Session(used=now)
+            found = self._sessions[name] = _Session(used=now, version=next(self._versions))
             self._expire(now)
         else:
             self._sessions.move_to_end(name)
@@ -140,6 +148,9 @@ class MemoryState:
     def local(self, session: str) -> dict[Any, Any]:
         return self._session(session).local
 
+    def stamp(self, session: str) -> int:
+        return self._session(session).version
+
     async def take(self, session: str, key: Hashable, count: int) -> int | None:
         positions = self._session(session).positions
         position = positions[key]
@@ -156,6 +167,7 @@ class MemoryState:
 
     async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
         s = self._session(session)
+        s.version = next(self._versions)
         s.diverged.add(interaction_id)
         if external_id is not None:
             s.diverged_external.add(external_id)

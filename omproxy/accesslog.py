@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omproxy import formcodec
-from omproxy.exchange import Exchange, Outcome
+from omproxy.exchange import Exchange, Outcome, PerSettled
 from omproxy.pipeline import escape
 from omproxy.redaction import Redactor
 
@@ -78,34 +78,23 @@ def halves(mode: str, e: dict[str, Any]) -> tuple[str, str]:
     return " ".join(str(p) for p in parts) + " ", after
 
 
-REMEMBERED = 1024  # settled exchanges whose line is kept, but its duration
-
-
 class AccessLog:
     """The observer writing one line per exchange (a miss at WARNING), built only when it is written.
     The line of an exchange that repeats a settled one (`Exchange.again`) differs from that one's
-    only by its duration: it is made once."""
+    only by its duration: the rest is made once."""
 
     def __init__(self, mode: str, redactor: Redactor, verbose: int = 0, write: Write | None = None) -> None:
         self.mode, self.redactor, self.verbose = mode, redactor, verbose
         self.write = write  # a direct writer of text lines (the command line's); else `logging`
-        self.remembered: dict[int, tuple[Exchange, str, str]] = {}
+        self.halves = PerSettled(lambda ex: halves(mode, entry(ex, redactor, verbose)))
 
     def __call__(self, ex: Exchange) -> None:
         level = logging.WARNING if ex.outcome is Outcome.MISSED else logging.INFO
         if not log.isEnabledFor(level):
             return
         if self.write is not None:
-            first = ex.again or ex
-            found = self.remembered.get(id(first))
-            if found is None or found[0] is not first:
-                e = entry(first, self.redactor, self.verbose)
-                found = (first, *halves(self.mode, e))
-                if first.settled is not None:
-                    if len(self.remembered) >= REMEMBERED:
-                        self.remembered.clear()
-                    self.remembered[id(first)] = found
-            self.write(level, f"{found[1]}{round(ex.duration_ms, 1)}ms{found[2]}")
+            before, after = self.halves(ex)
+            self.write(level, f"{before}{round(ex.duration_ms, 1)}ms{after}")
         else:
             e = entry(ex, self.redactor, self.verbose)
             e["mode"] = self.mode

@@ -6,9 +6,10 @@ Pure."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from omproxy.model import Recorded, Request, Response
 
@@ -31,7 +32,7 @@ class Outcome(Enum):
     NEVER_PLAYED = "never played"
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     request: Request
     started: float = field(default_factory=time.time)  # wall clock, seconds
@@ -52,6 +53,8 @@ class Exchange:
     again: Exchange | None = None  # the settled exchange this one repeats (`Pipeline.again`)
 
     def counts(self) -> list[Outcome]:
+        if self.recorded_to is None and self.record_error is None:
+            return [self.outcome] if self.outcome is not None else []
         out = [self.outcome] if self.outcome is not None else []
         if self.recorded_to is not None:
             out.append(Outcome.RECORDED)
@@ -71,3 +74,29 @@ class Exchange:
         if self.owned:
             return "consistency rule: the simulator changed this interaction, so it answers for it"
         return self.miss or self.error or ""
+
+
+T = TypeVar("T")
+
+
+class PerSettled(Generic[T]):
+    """What an observer derives from an exchange, made once for a settled exchange and reused for
+    every exchange that repeats it (`Exchange.again`): the same request, the same answer. Bounded:
+    when full, it starts again empty."""
+
+    def __init__(self, make: Callable[[Exchange], T], limit: int = 1024) -> None:
+        self.make, self.limit = make, limit
+        self.known: dict[int, tuple[Exchange, T]] = {}
+
+    def __call__(self, ex: Exchange) -> T:
+        first = ex.again or ex
+        if first.settled is None:
+            return self.make(first)
+        found = self.known.get(id(first))
+        if found is not None and found[0] is first:
+            return found[1]
+        if len(self.known) >= self.limit:
+            self.known.clear()
+        value = self.make(first)
+        self.known[id(first)] = (first, value)
+        return value

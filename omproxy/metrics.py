@@ -6,19 +6,23 @@ paths cannot grow memory."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-from omproxy.exchange import Exchange, Outcome
+from omproxy.exchange import Exchange, Outcome, PerSettled
 from omproxy.gms import OPERATIONS
 
 MAX_SERVICES = 50
 OTHER = "other"
 
 prometheus_client: Any
+CounterMetricFamily: Any
 try:
     import prometheus_client
+    from prometheus_client.core import CounterMetricFamily
 except ImportError:  # the optional extra is not installed
-    prometheus_client = None
+    prometheus_client = CounterMetricFamily = None
 
 
 class Metrics:
@@ -27,9 +31,10 @@ class Metrics:
         p = prometheus_client
         self.mode = mode
         self.registry = p.CollectorRegistry()
-        self.requests = p.Counter("omproxy_requests", "Requests answered, by mode, source, operation, service "
-                                  "and HTTP status", ["mode", "source", "operation", "service", "status"],
-                                  registry=self.registry)
+        # Requests are counted in a plain dict (a replayed request costs one dict update, not a
+        # Counter's lock) and read by the registry when scraped, as a custom collector.
+        self.requests: Counter[tuple[str, str, str, str]] = Counter()
+        self.registry.register(Requests(self))
         self.misses = p.Counter("omproxy_replay_misses", "Requests no recording matched (answered by the simulator "
                                 "or a 404)", ["service"], registry=self.registry)
         self.findings = p.Counter("omproxy_encoding_findings", "Encoding findings on requests, by kind", ["kind"],
@@ -41,7 +46,7 @@ class Metrics:
         self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
                                  registry=self.registry)
         self.services: set[str] = set()
-        self.children: dict[tuple[str, str, str, str], Any] = {}
+        self.key = PerSettled(self._key)
 
     def service(self, name: str | None) -> str:
         if not name:
@@ -53,23 +58,26 @@ class Metrics:
             return name
         return OTHER
 
-    def __call__(self, ex: Exchange) -> None:
+    def _key(self, ex: Exchange) -> tuple[str, str, str, str]:
         req, resp = ex.request, ex.response
         op = req.operation
         operation = op.kind if op is not None and op.kind in OPERATIONS else OTHER
         service = self.service(op.service if op is not None else req.service)
         status = str(resp.status) if resp is not None else "0"
         source = resp.source.value if resp is not None else "omproxy"
-        key = (source, operation, service, status)
-        child = self.children.get(key)
-        if child is None:  # the label lookup, once per combination (bounded: see the docstring)
-            child = self.children[key] = self.requests.labels(self.mode, source, operation, service, status)
-        child.inc()
-        if ex.miss is not None and not ex.owned:
-            self.misses.labels(service).inc()
+        return source, operation, service, status
+
+    def __call__(self, ex: Exchange) -> None:
+        key = self.key(ex)
+        self.requests[key] += 1
+        req = ex.request
         if req.findings:
             for finding in req.findings:
                 self.findings.labels(finding.kind).inc()
+        if ex.again is not None:
+            return  # a settled exchange repeated: no miss, no upstream, no append
+        if ex.miss is not None and not ex.owned:
+            self.misses.labels(key[2]).inc()
         if ex.outcome is Outcome.FORWARDED and ex.upstream_ms is not None:
             self.upstream.observe(ex.upstream_ms / 1000)
         if ex.append_ms is not None:
@@ -79,6 +87,22 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         assert prometheus_client is not None
         return prometheus_client.generate_latest(self.registry), str(prometheus_client.CONTENT_TYPE_LATEST)
+
+
+class Requests:
+    """The `omproxy_requests` counter family, read from `Metrics.requests` when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        assert prometheus_client is not None
+        family = CounterMetricFamily(
+            "omproxy_requests", "Requests answered, by mode, source, operation, service and HTTP status",
+            labels=["mode", "source", "operation", "service", "status"])
+        for labels, count in list(self.metrics.requests.items()):
+            family.add_metric([self.metrics.mode, *labels], count)
+        yield family
 
 
 def make(mode: str) -> Any:

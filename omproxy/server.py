@@ -100,9 +100,6 @@ class Settled:
     def __init__(self) -> None:
         self.known: dict[Hashable, tuple[Exchange, bytes, bytes]] = {}
 
-    def get(self, key: Hashable) -> tuple[Exchange, bytes, bytes] | None:
-        return self.known.get(key)
-
     def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes) -> None:
         if len(self.known) >= self.LIMIT:
             self.known.clear()
@@ -257,18 +254,18 @@ class Connection(BaseProtocol):
     def again(self, message: Any, body: Any) -> bool:
         """Answer at once a request whose answer is settled (see `Settled`); False, with nothing
         written, when it must be served."""
-        if not isinstance(body, bytes) or not self.settles(message) or self.writing_paused:
+        if not isinstance(body, bytes) or self.writing_paused:
             return False
-        settled = self.front.settled
+        front = self.front
         key = self.key(message, body)
-        found = settled.get(key)
-        if found is None:
+        found = front.settled.known.get(key)
+        if found is None or not self.settles(message):
             return False
-        if self.front.rt.pipeline.again(found[0]) is None:
-            settled.forget(key)
+        if front.rt.pipeline.again(found[0]) is None:
+            front.settled.forget(key)
             return False
         assert self.transport is not None
-        self.transport.write(found[1] + self.front.clock.date() + found[2])
+        self.transport.write(found[1] + front.clock.date() + found[2])
         self.head_started = None
         return True
 

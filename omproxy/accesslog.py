@@ -94,14 +94,14 @@ class AccessLog:
             return
         if self.write is not None:
             before, after = self.halves(ex)
-            self.write(level, before, ex.duration_ms, after)
+            self.write(level, ex.started, before, ex.duration_ms, after)
         else:
             e = entry(ex, self.redactor, self.verbose)
             e["mode"] = self.mode
             log.log(level, "%s", Line(e), extra={"entry": e})
 
 
-Write = Callable[[int, str, float, str], None]  # (level, the line before its duration, duration ms, after)
+Write = Callable[[int, float, str, float, str], None]  # level, time, the line before its duration, ms, after
 
 
 class Line:

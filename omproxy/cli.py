@@ -323,6 +323,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.pending: list[str | tuple[float, int, str, float, str]] = []
         self.second, self.stamp = 0, ""
+        self.millis, self.level, self.start = 0, 0, ""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -332,10 +333,10 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._add(line)
 
-    def access(self, level: int, before: str, duration_ms: float, after: str) -> None:
+    def access(self, level: int, when: float, before: str, duration_ms: float, after: str) -> None:
         """An access line without a LogRecord, in the text format's `asctime levelname message`:
         the one line every request writes costs a fraction of what `logging` would."""
-        self._add((time.time(), level, before, duration_ms, after))
+        self._add((when, level, before, duration_ms, after))
 
     def _add(self, line: str | tuple[float, int, str, float, str]) -> None:
         pending = self.pending
@@ -354,12 +355,15 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write("\n".join(line if isinstance(line, str) else self._text(*line) for line in lines) + "\n")
         self.stream.flush()
 
-    def _text(self, now: float, level: int, before: str, duration_ms: float, after: str) -> str:
-        second = int(now)
-        if second != self.second:
-            self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        millis = int((now - second) * 1000)
-        return f"{self.stamp},{millis:03d} {_LEVELS[level]} {before}{round(duration_ms, 1)}ms{after}"
+    def _text(self, when: float, level: int, before: str, duration_ms: float, after: str) -> str:
+        millis = int(when * 1000)
+        if millis != self.millis or level != self.level:  # the lines of one millisecond share their start
+            second = millis // 1000
+            if second != self.second:
+                self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self.millis, self.level = millis, level
+            self.start = f"{self.stamp},{millis % 1000:03d} {_LEVELS[level]} "
+        return f"{self.start}{before}{duration_ms:.1f}ms{after}"
 
 
 _LEVELS = {level: logging.getLevelName(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING,

@@ -78,20 +78,22 @@ async def test_metrics_without_prometheus_client_say_what_to_install() -> None:
 async def test_access_lines_are_written_in_batches_in_the_text_format() -> None:
     import io
     import re
+    import time
 
     from omproxy.cli import BatchingHandler
 
     stream = io.StringIO()
     handler = BatchingHandler(stream)
-    handler.access(logging.INFO, "replay POST /x get@s -> 200 [cassette a.yaml #1] ", 0.04, "")
+    handler.access(logging.INFO, time.time(), "replay POST /x get@s -> 200 [cassette a.yaml #1] ", 0.04, "")
     assert stream.getvalue() == ""  # inside a running loop: waiting for its batch
     for _ in range(handler.BATCH - 1):  # a full batch is written at once
-        handler.access(logging.WARNING, "replay POST /y - -> 404 [omproxy] ", 12.345, " request_headers={}")
+        handler.access(logging.WARNING, time.time(), "replay POST /y - -> 404 [omproxy] ", 12.345,
+                       " request_headers={}")
     lines = stream.getvalue().splitlines()
     assert len(lines) == handler.BATCH
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO replay POST /x get@s -> 200 "
                         r"\[cassette a.yaml #1\] 0.0ms", lines[0])
     assert lines[1].endswith(" WARNING replay POST /y - -> 404 [omproxy] 12.3ms request_headers={}")
-    handler.access(logging.INFO, "last ", 1.0, "")
+    handler.access(logging.INFO, time.time(), "last ", 1.0, "")
     handler.flush()  # as logging.shutdown does at a clean stop
     assert stream.getvalue().splitlines()[-1].endswith(" INFO last 1.0ms")

@@ -48,7 +48,7 @@ def two_gets(tmp_path: Path) -> Path:
 async def replaying(two_gets: Path, caplog: pytest.LogCaptureFixture):
     caplog.set_level(logging.INFO, logger="omproxy")  # the access lines are written at INFO
     listeners: list[server.Listener] = []
-    lines: list[tuple[int, str, float, str]] = []
+    lines: list[tuple[int, float, str, float, str]] = []
 
     async def make() -> server.Listener:
         config = Config(port=0, cassette=str(two_gets))
@@ -92,8 +92,8 @@ async def test_a_settled_answer_is_the_same_bytes_counted_journaled_and_logged(r
     assert [e.again is not None for e in journal.entries] == [False, False, True, True]
     assert [e.matched.index for e in journal.entries] == [0, 1, 1, 1]  # type: ignore[union-attr]
     lines = replaying.lines
-    assert len(lines) == 4 and lines[2][1] == lines[1][1] and lines[3][3] == lines[1][3]
-    assert "#1]" in lines[3][1] and "get@customer-support" in lines[3][1]
+    assert len(lines) == 4 and lines[2][2] == lines[1][2] and lines[3][4] == lines[1][4]
+    assert "#1]" in lines[3][2] and "get@customer-support" in lines[3][2]
 
 
 async def test_pipelined_settled_answers_keep_request_order(replaying) -> None:

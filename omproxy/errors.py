@@ -1,5 +1,5 @@
 """The one error tree of omproxy. Lower libraries' errors are translated into it in one place each
-(aiohttp client errors in `proxy.Forwarder`, YAML errors in `yamlformat`/`config`); `pipeline`
+(the upstream client's in `upstream`, YAML errors in `yamlformat`/`config`); `pipeline`
 turns every one that reaches a client into a GMS-shaped answer.
 
     OmproxyError                       base; `.status` the HTTP status, `.code` the X-Omproxy-Error value

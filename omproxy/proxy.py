@@ -1,6 +1,6 @@
 """The aiohttp edge: turn an aiohttp request into a `Request` (refusing what omproxy must not
 handle), forward a `Request` to the upstream GMS, and turn a `Response` back into an aiohttp one.
-aiohttp client errors become omproxy errors here, and only here."""
+The client itself is `upstream.Client` (its errors are omproxy's)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,14 @@ import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from omproxy.errors import (
-    BodyTooLarge,
-    RequestRefused,
-    UnsupportedEncoding,
-    UpstreamTimeout,
-    UpstreamTooLarge,
-    UpstreamUnreachable,
-)
+from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
+from omproxy.upstream import Client
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +120,20 @@ class Forwarder:
         credentials = f"{url.user}:{url.password or ''}".encode()
         self.auth = "Basic " + base64.b64encode(credentials).decode("ascii") if url.user else None
         self.base = url.with_user(None)  # credentials never reach a URL, a log or an answer
+        self.prefix = self.base.raw_path.rstrip("/")  # an upstream mounted below its root: /gms/genesys/...
         self.timeout = timeout
         self.max_response_body = max_response_body
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout), auto_decompress=True,
-            connector=aiohttp.TCPConnector(limit=100, force_close=False),
-            cookie_jar=aiohttp.DummyCookieJar())  # a proxy keeps no cookies: each client sends its own
+        self._client = Client(self.base.scheme, self.base.raw_host or "", self.base.port or 80, self.timeout,
+                              self.max_response_body, str(self.base))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
-    def _headers(self, req: Request) -> tuple[CIMultiDict[str], set[str]]:
+    def _headers(self, req: Request) -> CIMultiDict[str]:
         headers = end_to_end(req.headers.items())
         original_host = headers.popone("Host", "")
         headers.popall("Content-Length", None)
@@ -156,44 +148,23 @@ class Forwarder:
             headers["X-Forwarded-Host"] = original_host
         if self.auth is not None and "Authorization" not in headers:
             headers["Authorization"] = self.auth
-        skip = {"User-Agent", "Content-Type", "Accept-Encoding", "Accept"} - set(headers)
         if "Accept-Encoding" in headers:  # only what can be decoded for the cassette
             accepted = [e.strip() for e in headers["Accept-Encoding"].split(",")]
             kept = [e for e in accepted if e.split(";")[0].strip().lower() in DECODABLE]
             headers["Accept-Encoding"] = ", ".join(kept) or "identity"
-        return headers, skip
+        return headers
 
     async def __call__(self, ex: Exchange) -> Response:
-        assert self._session is not None, "Forwarder.start() was not awaited"
+        assert self._client is not None, "Forwarder.start() was not awaited"
         req = ex.request
-        headers, skip = self._headers(req)
-        url = URL(str(self.base) + req.target, encoded=True)
-        try:
-            async with self._session.request(req.method, url, headers=headers, data=req.body or None,
-                                             skip_auto_headers=skip, allow_redirects=False) as up:
-                body = bytearray()
-                async for chunk in up.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > self.max_response_body:
-                        raise UpstreamTooLarge(
-                            f"GMS at {self.base} answered more than max_response_body "
-                            f"({self.max_response_body} bytes, decompressed); raise it in config.yaml if "
-                            "that answer is real")
-                encoding = up.headers.get("Content-Encoding")
-                out = end_to_end(up.headers.items())
-                for name in ("Content-Length", "Content-Encoding"):
-                    out.popall(name, None)
-                return Response(up.status, bytes(body), headers_of(out), Source.UPSTREAM, up.reason,
-                                encoding if encoding and encoding.lower() != "identity" else None)
-        except TimeoutError:
-            raise UpstreamTimeout(f"GMS at {self.base} did not answer within {self.timeout:g} s; "
-                                  "try again") from None
-        except aiohttp.ClientConnectorError as e:
-            reason = e.os_error.strerror or "connection failed"
-            raise UpstreamUnreachable(f"GMS at {self.base} is unreachable ({reason}); try again") from None
-        except aiohttp.ClientError as e:  # the message may hold the request's URL, query and all: not shown
-            raise UpstreamUnreachable(f"GMS at {self.base} failed ({type(e).__name__}: the connection closed "
-                                      "or the answer was not valid HTTP); try again") from None
+        headers = self._headers(req)
+        up = await self._client.send(req.method, self.prefix + req.target, headers.items(), req.body)
+        encoding = up.headers.get("Content-Encoding")
+        out = end_to_end(up.headers.items())
+        for name in ("Content-Length", "Content-Encoding"):
+            out.popall(name, None)
+        return Response(up.status, up.body, headers_of(out), Source.UPSTREAM, up.reason,
+                        encoding if encoding and encoding.lower() != "identity" else None)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -109,13 +109,17 @@ def _read_headers(where: str, value: Any) -> Any:
         return headers_of()
     if not isinstance(value, dict):
         raise _problem(where, "headers must be a mapping of name: value")
+    try:  # a header set seen before was checked then: one lookup
+        return _HEADERS[tuple(value.items())]
+    except (KeyError, TypeError):  # TypeError: a list value (repeated header), not hashable as such
+        pass
     pairs = []
     for k, v in value.items():
         if not _TOKEN.match(str(k)):
             raise _problem(where, f"header name {str(k)!r} is not a valid HTTP header name")
         for item in v if isinstance(v, list) else [v]:
             text = str(item)
-            if any(c in text for c in "\r\n\0"):
+            if "\r" in text or "\n" in text or "\0" in text:
                 raise _problem(where, f"header {k} holds a CR, LF or NUL, which HTTP cannot carry")
             pairs.append((str(k), text))
     key = tuple(pairs)

@@ -17,7 +17,10 @@ from omproxy.yamlformat import _string
 
 _INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?[0-9]+\.[0-9]+(e[-+][0-9]+)?|-?[0-9]+\.0e[-+][0-9]+")
-_RISKY = re.compile(r"(?:^|: |- )(?:[!&*]|\? |[\[{](?![\]}]$))")
+# In the lines of a skipped view: a tag, anchor, alias, complex key or non-empty flow collection where
+# a token starts (conservatively: such text inside a quoted string makes PyYAML read the batch).
+_SPECIAL = re.compile(r"[!&*?\[{]")  # what _RISKY_LINES needs, at all: a quick first look
+_RISKY_LINES = re.compile(r"(?:^ *|: |- )(?:[!&*]|\? |[\[{](?![\]}]$))", re.MULTILINE)
 _VIEWS = {"request": "form", "response": "json"}  # views for people: tag-checked by yamlformat, never built
 
 
@@ -62,10 +65,15 @@ def _mapping(lines: list[str], i: int, indent: int, depth: int,
              view: str | None = None) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     pad = " " * indent
-    while i < len(lines) and lines[i].startswith(pad) and _indent(lines[i]) == indent and \
-            not lines[i].startswith(pad + "- "):
+    deeper, item = pad + " ", pad + "- "
+    while i < len(lines) and lines[i].startswith(pad) and not lines[i].startswith(deeper) and \
+            not lines[i].startswith(item):
         body = lines[i][indent:]
-        end = _key_end(body)
+        if body[:1] in ("'", '"'):
+            end = _key_end(body)
+        else:  # a plain key, as most are: _key_end's first case, inline
+            colon = body.find(": ")
+            end = colon if colon >= 0 else (len(body) - 1 if body.endswith(":") else None)
         if end is None:
             raise _NotOurs
         key = _scalar(body[:end])
@@ -80,10 +88,13 @@ def _mapping(lines: list[str], i: int, indent: int, depth: int,
         elif value:
             raise _NotOurs
         elif key == view:  # skip the view, checking it holds nothing to construct
-            while i < len(lines) and (_indent(lines[i]) > indent or lines[i].startswith(pad + "- ")):
-                if not _inert(lines[i]):
-                    raise _NotOurs
-                i += 1
+            j = i
+            while j < len(lines) and (lines[j].startswith(deeper) or lines[j].startswith(item)):
+                j += 1
+            block = "\n".join(lines[i:j])
+            if _SPECIAL.search(block) and _RISKY_LINES.search(block):
+                raise _NotOurs
+            i = j
         elif i < len(lines) and lines[i].startswith(pad + "- "):
             out[key], i = _sequence(lines, i, indent, depth + 1)
         elif i < len(lines) and _indent(lines[i]) == indent + 2:
@@ -91,12 +102,6 @@ def _mapping(lines: list[str], i: int, indent: int, depth: int,
         else:
             raise _NotOurs  # `key:` with nothing under it is null in YAML; the writer never writes it
     return out, i
-
-
-def _inert(line: str) -> bool:
-    """A line of a skipped view holds no tag, anchor, alias, complex key or non-empty flow collection
-    where a token starts (conservatively: such text inside a quoted string makes PyYAML read the batch)."""
-    return _RISKY.search(line.lstrip(" ")) is None
 
 
 def _key_end(text: str) -> int | None:
@@ -123,7 +128,22 @@ def _key_end(text: str) -> int | None:
     return end if text[end:end + 1] == ":" and (end + 1 == len(text) or text[end + 1] == " ") else None
 
 
+_KNOWN: dict[str, Any] = {}  # short scalars read before: keys and many values repeat from entry to entry
+_UNKNOWN = object()
+
+
 def _scalar(text: str) -> Any:
+    value = _KNOWN.get(text, _UNKNOWN)
+    if value is _UNKNOWN:
+        value = _read_scalar(text)
+        if len(text) <= 100 and not isinstance(value, dict | list):  # immutable values only
+            if len(_KNOWN) >= 100_000:
+                _KNOWN.clear()
+            _KNOWN[text] = value
+    return value
+
+
+def _read_scalar(text: str) -> Any:
     if text.startswith("'"):
         if not text.endswith("'") or len(text) < 2 or "'" in text[1:-1].replace("''", ""):
             raise _NotOurs

@@ -115,10 +115,10 @@ def load(path: Path) -> Cassette:
 
 
 def _load(raw: bytes, name: str) -> Cassette:
-    lines = yamlformat.entry_lines(raw)
-    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
+    starts = yamlformat.entry_starts(raw)
+    lines = yamlformat.entry_lines(raw, starts)
     try:
-        recorded = _records(raw, name, lines)
+        recorded = _records(raw, name, lines, starts)
         if raw.endswith(b"\n") or not starts:
             return Cassette(name, tuple(recorded))
     except CassetteError:
@@ -141,15 +141,15 @@ def _cut_short(last: bytes) -> bool:
     return not cassette.whole(entry)
 
 
-def _records(raw: bytes, name: str, lines: list[int]) -> list[Recorded]:
-    entries = _entries(raw, name)
+def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None = None) -> list[Recorded]:
+    entries = _entries(raw, name, starts)
     return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
 
 
 BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
 
 
-def _entries(raw: bytes, name: str) -> list[Any]:
+def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> list[Any]:
     """The entries of a cassette: remembered by content (`indexcache`), else parsed a batch of entries at
     a time when the file has omproxy's layout, else as one document (hand-written files, anchors across
     entries; and the precise file:line of any problem)."""
@@ -157,7 +157,7 @@ def _entries(raw: bytes, name: str) -> list[Any]:
     if remembered is not None:
         return remembered
     header = yamlformat.HEADER.encode()
-    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(raw)]
+    starts = yamlformat.entry_starts(raw) if starts is None else starts
     entries: list[Any] | None = None
     if raw.startswith(header) and starts and starts[0] == len(header) and raw.endswith(b"\n"):
         bounds = [*starts, len(raw)]
@@ -358,7 +358,7 @@ def cut_torn_tail(fd: int, name: str, *, full: bool) -> str | None:
         return None
     window = min(size, TAIL_WINDOW)
     tail = os.pread(fd, window, size - window)
-    starts = [m.start() for m in yamlformat.ENTRY_START.finditer(tail)]
+    starts = yamlformat.entry_starts(tail)
     if not starts:
         return None if ends_whole else f"{name}: the file does not end with a newline; left as it is"
     if ends_whole and not _cut_short(tail[starts[-1]:]):

@@ -16,6 +16,7 @@ and `build_app` here, an aiohttp web application for in-process use (tests, a py
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from omproxy import metrics, storage
+from omproxy import indexcache, metrics, storage
 from omproxy.accesslog import AccessLog, FindingsLog, Write
 from omproxy.admin import Admin
 from omproxy.config import Config, Fallback, Mode, Repeat
@@ -69,6 +70,8 @@ class Runtime:
     live: Any = None  # the web inspector's observer (inspector.Live)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    later: list[Callable[[], None]] = field(default_factory=list)  # once serving, on a thread (index cache)
+    _later: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         ping = getattr(self.state, "ping", None)
@@ -79,9 +82,19 @@ class Runtime:
                 raise UsageError(f"cannot start: {e.message}") from None
         for start in self.starters:
             await start()
+        if self.later:
+            work, self.later = self.later, []
+
+            def run_all() -> None:
+                for w in work:
+                    w()
+
+            self._later = asyncio.ensure_future(asyncio.to_thread(run_all))
 
     async def close(self) -> None:
         """After the last request: flush cassettes, close the upstream, report what was never played."""
+        if self._later is not None:
+            await self._later  # what was left to write for a next start is written whole
         for close in self.closers:
             await close()
         closing = getattr(self.state, "close", None)
@@ -136,7 +149,9 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         return Recorder(inner, writer, redactor)
 
     def playback(*, must_exist: bool) -> Playback:
-        cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist)
+        with indexcache.deferred() as writes:  # a big capture's index is written once serving
+            cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist)
+        rt.later += writes
         for c in cassettes:
             if c.dropped:
                 log.warning("%s", c.dropped)

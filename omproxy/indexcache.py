@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,14 @@ def folder() -> Path:
     return Path(base) / "omproxy"
 
 
-def _key(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
+def key_of(raw: bytes) -> str | None:
+    """The name a cassette's content is remembered under; None for a small one (never remembered)."""
+    return hashlib.sha256(raw).hexdigest() if len(raw) >= MIN_SIZE else None
 
 
-def get(raw: bytes) -> list[Any] | None:
-    if len(raw) < MIN_SIZE:
+def get(key: str | None) -> list[Any] | None:
+    if key is None:
         return None
-    key = _key(raw)
     try:
         data = json.loads((folder() / f"{key}.json").read_bytes())
     except (OSError, ValueError, RecursionError):
@@ -41,22 +43,51 @@ def get(raw: bytes) -> list[Any] | None:
     return entries if isinstance(entries, list) else None
 
 
-def put(raw: bytes, entries: list[Any]) -> None:
-    if len(raw) < MIN_SIZE:
-        return
-    key = _key(raw)
+_later: list[Callable[[], None]] | None = None
+
+
+@contextmanager
+def deferred() -> Iterator[list[Callable[[], None]]]:
+    """Within it, what `put` would write waits in the list given, to be written after start-up (by
+    `app.Runtime.start`, on a thread): a first start is ready that much sooner."""
+    global _later
+    writes: list[Callable[[], None]] = []
+    _later = writes
     try:
-        text = json.dumps({"format": FORMAT, "sha256": key, "entries": entries}, ensure_ascii=False,
-                          separators=(",", ":"))
+        yield writes
+    finally:
+        _later = None
+
+
+def put(key: str | None, entries: list[Any]) -> None:
+    if key is None:
+        return
+    if _later is not None:
+        _later.append(lambda: _write(key, entries))
+    else:
+        _write(key, entries)
+
+
+CHUNK = 1000  # entries encoded at a time: a write on a thread lets the server run between chunks
+
+
+def _write(key: str, entries: list[Any]) -> None:
+    try:
+        parts = [json.dumps(entries[k:k + CHUNK], ensure_ascii=False, separators=(",", ":"))[1:-1]
+                 for k in range(0, len(entries), CHUNK)]
     except (TypeError, ValueError):  # a hand-written value JSON cannot hold (a YAML timestamp): not remembered
         return
+    head = json.dumps({"format": FORMAT, "sha256": key}, separators=(",", ":"))[:-1]
     try:
         target = folder()
         target.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=target)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+                f.write(head + ',"entries":[')
+                for n, part in enumerate(parts):
+                    f.write("," + part if n and part else part)
+                f.write("]}")
             os.replace(tmp, target / f"{key}.json")
         finally:
             Path(tmp).unlink(missing_ok=True)

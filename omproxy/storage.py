@@ -153,7 +153,8 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> list[Any
     """The entries of a cassette: remembered by content (`indexcache`), else parsed a batch of entries at
     a time when the file has omproxy's layout, else as one document (hand-written files, anchors across
     entries; and the precise file:line of any problem)."""
-    remembered = indexcache.get(raw)
+    key = indexcache.key_of(raw)
+    remembered = indexcache.get(key)
     if remembered is not None:
         return remembered
     header = yamlformat.HEADER.encode()
@@ -175,7 +176,7 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> list[Any
             line = raw[:e.start].count(b"\n") + 1
             raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
         entries = cassette.entries_of(yamlformat.parse(text, name), name)
-    indexcache.put(raw, entries)
+    indexcache.put(key, entries)
     return entries
 
 

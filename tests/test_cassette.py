@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -168,7 +170,9 @@ def test_the_quick_reader_reads_what_pyyaml_reads_or_declines(body, headers, ext
              "duration_ms": 1.5, **extra}
     text = yamlformat.dump_entry(entry).decode() * 2
     quick = quickyaml.entries(text)
-    assert quick is not None  # it knows everything the writer writes
+    if quick is None:  # it knows everything the writer writes, but declines a view (conservatively) ...
+        assert re.search(r"[!&*?\[{]", text)  # ... only where such a character could be YAML syntax
+        return
     assert quick == yamlformat.parse_entries(text, "c.yaml")
 
 

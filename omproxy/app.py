@@ -42,6 +42,7 @@ from omproxy.simulator import Simulator
 from omproxy.state import MemoryState, State
 
 log = logging.getLogger("omproxy.access")
+BIG = 10_000  # interactions loaded beyond which the memory parsing freed is given back at once
 
 
 class SimulatorResponder:
@@ -86,8 +87,9 @@ class Runtime:
             work, self.later = self.later, []
 
             def run_all() -> None:
-                for w in work:
-                    w()
+                while work:
+                    work.pop(0)()  # and let go of what it held
+                storage.give_back_memory()
 
             self._later = asyncio.ensure_future(asyncio.to_thread(run_all))
 
@@ -150,12 +152,14 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
 
     def playback(*, must_exist: bool) -> Playback:
         with indexcache.deferred() as writes:  # a big capture's index is written once serving
-            cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist)
+            cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist, lazy=True)
         rt.later += writes
         for c in cassettes:
             if c.dropped:
                 log.warning("%s", c.dropped)
         rt.playback = Playback.of(cassettes, config, redactor.form_keys)
+        if sum(len(c.interactions) for c in cassettes) >= BIG:
+            storage.give_back_memory()  # what parsing left free
         log.info("loaded %d interactions from %d cassette(s)", len(rt.playback.index.all), len(cassettes))
         return rt.playback
 

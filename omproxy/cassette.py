@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -142,7 +143,10 @@ def whole(data: Any) -> bool:
     return not isinstance(data, dict) or "recorded_at" not in data or "duration_ms" in data
 
 
-def from_entry(data: Any, cassette: str, index: int, line: int) -> Recorded:
+def from_entry(data: Any, cassette: str, index: int, line: int,
+               later: Callable[[], Response] | None = None) -> Recorded:
+    """The recording of an entry, checked. With `later`, the answer is checked but not built: `later`
+    reads it when it is first asked for."""
     where = f"{cassette}:{line}: interaction #{index}"
     if not isinstance(data, dict):
         raise _problem(where, "expected a mapping with request and response")
@@ -162,6 +166,15 @@ def from_entry(data: Any, cassette: str, index: int, line: int) -> Recorded:
         raise _problem(where, f"response.status {status} is not an HTTP status (100-599)")
     request = Request(rq["method"].upper(), rq["path"], str(rq.get("query") or ""),
                       _read_headers(where, rq.get("headers")), _read_body(where, rq))
+    duration = data.get("duration_ms")
+    duration = float(duration) if isinstance(duration, int | float) else 0.0
+    if later is not None:
+        _read_headers(where, rs.get("headers"))
+        if "body_base64" in rs:
+            _read_body(where, rs)
+        elif not isinstance(rs.get("body", ""), str):
+            raise _problem(where, f"body must be a string (quote it), not {type(rs.get('body')).__name__}")
+        return Recorded(cassette, index, line, request, later, str(data.get("recorded_at") or ""), duration)
     body = _read_body(where, rs)
     headers = _read_headers(where, rs.get("headers"))
     if "Content-Type" not in headers and ("json" in rs or body.lstrip()[:1] in (b"{", b"[")):
@@ -169,9 +182,7 @@ def from_entry(data: Any, cassette: str, index: int, line: int) -> Recorded:
     encoding = rs.get("content_encoding")
     response = Response(status, body, headers, Source.CASSETTE,
                         content_encoding=str(encoding) if encoding else None)
-    duration = data.get("duration_ms")
-    return Recorded(cassette, index, line, request, response, str(data.get("recorded_at") or ""),
-                    float(duration) if isinstance(duration, int | float) else 0.0)
+    return Recorded(cassette, index, line, request, response, str(data.get("recorded_at") or ""), duration)
 
 
 def entries_of(data: Any, name: str) -> list[Any]:

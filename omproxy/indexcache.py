@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-FORMAT = "omproxy-index/1"
+FORMAT = "omproxy-index/2"
 MIN_SIZE = 4 << 20
 
 
@@ -30,7 +30,8 @@ def key_of(raw: bytes) -> str | None:
     return hashlib.sha256(raw).hexdigest() if len(raw) >= MIN_SIZE else None
 
 
-def get(key: str | None) -> list[Any] | None:
+def get(key: str | None) -> tuple[list[Any], bool] | None:
+    """The entries remembered, and whether each was read alone (by the quick reader)."""
     if key is None:
         return None
     try:
@@ -39,8 +40,8 @@ def get(key: str | None) -> list[Any] | None:
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("sha256") != key:
         return None
-    entries = data.get("entries")
-    return entries if isinstance(entries, list) else None
+    entries, alone = data.get("entries"), data.get("alone")
+    return (entries, alone) if isinstance(entries, list) and isinstance(alone, bool) else None
 
 
 _later: list[Callable[[], None]] | None = None
@@ -59,25 +60,25 @@ def deferred() -> Iterator[list[Callable[[], None]]]:
         _later = None
 
 
-def put(key: str | None, entries: list[Any]) -> None:
+def put(key: str | None, entries: list[Any], alone: bool) -> None:
     if key is None:
         return
     if _later is not None:
-        _later.append(lambda: _write(key, entries))
+        _later.append(lambda: _write(key, entries, alone))
     else:
-        _write(key, entries)
+        _write(key, entries, alone)
 
 
 CHUNK = 1000  # entries encoded at a time: a write on a thread lets the server run between chunks
 
 
-def _write(key: str, entries: list[Any]) -> None:
+def _write(key: str, entries: list[Any], alone: bool) -> None:
     try:
         parts = [json.dumps(entries[k:k + CHUNK], ensure_ascii=False, separators=(",", ":"))[1:-1]
                  for k in range(0, len(entries), CHUNK)]
     except (TypeError, ValueError):  # a hand-written value JSON cannot hold (a YAML timestamp): not remembered
         return
-    head = json.dumps({"format": FORMAT, "sha256": key}, separators=(",", ":"))[:-1]
+    head = json.dumps({"format": FORMAT, "sha256": key, "alone": alone}, separators=(",", ":"))[:-1]
     try:
         target = folder()
         target.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ aiohttp objects and by `cassette` from entries."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -117,17 +117,38 @@ class Response:
         return gms.parse_reply(self.body)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recorded:
-    """One interaction of a loaded cassette, with where it came from."""
+    """One interaction of a loaded cassette, with where it came from. Its answer may be read from its
+    file when first asked for (`storage.load(lazy=True)`, for replay: a big capture's answers stay on
+    disk until played): `answer` is then the function that reads it."""
 
     cassette: str
     index: int  # 0-based position in its cassette
     line: int
     request: Request
-    response: Response
+    answer: Response | Callable[[], Response]
     recorded_at: str = ""
     duration_ms: float = 0.0
+
+    @property
+    def response(self) -> Response:
+        answer = self.answer
+        if isinstance(answer, Response):
+            return answer
+        loaded = answer()
+        object.__setattr__(self, "answer", loaded)  # read once
+        return loaded
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recorded):
+            return NotImplemented
+        return (self.cassette, self.index, self.line, self.request, self.response, self.recorded_at,
+                self.duration_ms) == (other.cassette, other.index, other.line, other.request, other.response,
+                                      other.recorded_at, other.duration_ms)
+
+    def __hash__(self) -> int:
+        return hash((self.cassette, self.index))
 
     @property
     def where(self) -> str:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import tempfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ import yaml
 from omproxy import cassette, indexcache, quickyaml, yamlformat, yamlsafe
 from omproxy.cassette import Cassette
 from omproxy.errors import CassetteError, ConfigError
-from omproxy.model import Recorded
+from omproxy.model import Recorded, Response
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,18 @@ class Template:
 
 # ---- loading --------------------------------------------------------------------------------
 
+def give_back_memory() -> None:
+    """Return the heap a big load freed to the system (glibc's malloc_trim): parsing leaves free
+    memory scattered among what is kept, which the process would otherwise hold for its lifetime.
+    Nothing happens where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def _no_gc() -> Iterator[None]:
     # Building millions of small objects triggers the cyclic GC over and over for nothing (none of
@@ -99,10 +112,11 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def load(path: Path) -> Cassette:
+def load(path: Path, *, lazy: bool = False) -> Cassette:
     """Load and validate a cassette. A torn last entry (no final newline, or an entry omproxy wrote
     that lacks what it writes last) is dropped and reported in `dropped`; any other broken entry is
-    refused with file:line."""
+    refused with file:line. `lazy` (replay): a file in omproxy's layout keeps its answers on disk, each
+    read when first asked for (`Later`), checked against what was loaded."""
     name = str(path)
     try:
         raw = path.read_bytes()
@@ -111,20 +125,20 @@ def load(path: Path) -> Cassette:
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
     with _no_gc():
-        return _load(raw, name)
+        return _load(raw, name, path if lazy else None)
 
 
-def _load(raw: bytes, name: str) -> Cassette:
+def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:
     starts = yamlformat.entry_starts(raw)
     lines = yamlformat.entry_lines(raw, starts)
     try:
-        recorded = _records(raw, name, lines, starts)
+        recorded = _records(raw, name, lines, starts, lazy)
         if raw.endswith(b"\n") or not starts:
             return Cassette(name, tuple(recorded))
     except CassetteError:
         if not starts or (raw.endswith(b"\n") and not _cut_short(raw[starts[-1]:])):
             raise
-    recorded = _records(raw[:starts[-1]], name, lines)  # everything before the torn entry must be whole
+    recorded = _records(raw[:starts[-1]], name, lines, None, lazy)  # all before the torn entry must be whole
     return Cassette(name, tuple(recorded), f"{name}:{lines[-1]}: dropped a torn last interaction "
                     f"(#{len(recorded)}, cut short while being written)")
 
@@ -141,32 +155,75 @@ def _cut_short(last: bytes) -> bool:
     return not cassette.whole(entry)
 
 
-def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None = None) -> list[Recorded]:
-    entries = _entries(raw, name, starts)
-    return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
+def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None = None,
+             lazy: Path | None = None) -> list[Recorded]:
+    starts = yamlformat.entry_starts(raw) if starts is None else [s for s in starts if s < len(raw)]
+    entries, alone = _entries(raw, name, starts)
+    if lazy is None or not alone or not _in_layout(raw, starts) or len(entries) != len(starts):
+        return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
+    view, bounds = memoryview(raw), [*starts, len(raw)]
+    return [cassette.from_entry(e, name, i, lines[i], Later(lazy, name, i, lines[i], bounds[i], bounds[i + 1],
+                                                            zlib.crc32(view[bounds[i]:bounds[i + 1]])))
+            for i, e in enumerate(entries)]
+
+
+def _in_layout(raw: bytes, starts: list[int]) -> bool:
+    """Whether the file is laid out as omproxy writes it: its header, then one entry after another."""
+    header = yamlformat.HEADER.encode()
+    return raw.startswith(header) and bool(starts) and starts[0] == len(header) and raw.endswith(b"\n")
+
+
+class Later:
+    """An answer left on disk: read from its entry's bytes when first played, and believed only if
+    those bytes are still the ones loaded (a cassette changed while omproxy runs is said, not served)."""
+
+    __slots__ = ("path", "name", "index", "line", "start", "end", "crc")
+
+    def __init__(self, path: Path, name: str, index: int, line: int, start: int, end: int, crc: int) -> None:
+        self.path, self.name, self.index, self.line = path, name, index, line
+        self.start, self.end, self.crc = start, end, crc
+
+    def __call__(self) -> Response:
+        where = f"{self.name}:{self.line}: interaction #{self.index}"
+        try:
+            with self.path.open("rb") as f:
+                data = os.pread(f.fileno(), self.end - self.start, self.start)
+        except OSError as e:
+            raise CassetteError(f"{where}: cannot read its answer: {e.strerror or e}") from None
+        if zlib.crc32(data) != self.crc:
+            raise CassetteError(f"{where}: the cassette changed on disk since omproxy loaded it; restart "
+                                "omproxy to load it again")
+        read = quickyaml.entries(data.decode("utf-8"))  # it read this entry alone at load
+        if read is None or len(read) != 1:
+            raise CassetteError(f"{where}: its answer cannot be read again; restart omproxy")
+        return cassette.from_entry(read[0], self.name, self.index, self.line).response
 
 
 BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
 
 
-def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> list[Any]:
-    """The entries of a cassette: remembered by content (`indexcache`), else parsed a batch of entries at
-    a time when the file has omproxy's layout, else as one document (hand-written files, anchors across
-    entries; and the precise file:line of any problem)."""
+def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> tuple[list[Any], bool]:
+    """The entries of a cassette, and whether each was read alone by the quick reader (so it can be
+    read again alone: see `Later`): remembered by content (`indexcache`), else parsed a batch of
+    entries at a time when the file has omproxy's layout, else as one document (hand-written files,
+    anchors across entries; and the precise file:line of any problem)."""
     key = indexcache.key_of(raw)
     remembered = indexcache.get(key)
     if remembered is not None:
         return remembered
-    header = yamlformat.HEADER.encode()
     starts = yamlformat.entry_starts(raw) if starts is None else starts
     entries: list[Any] | None = None
-    if raw.startswith(header) and starts and starts[0] == len(header) and raw.endswith(b"\n"):
+    alone = True
+    if _in_layout(raw, starts):
         bounds = [*starts, len(raw)]
         try:
             entries = []
             for k in range(0, len(starts), BATCH):
                 chunk = raw[bounds[k]:bounds[min(k + BATCH, len(starts))]].decode("utf-8")
-                entries += quickyaml.entries(chunk) or yamlformat.parse_entries(chunk, name)
+                quick = quickyaml.entries(chunk)
+                if quick is None:
+                    alone, quick = False, yamlformat.parse_entries(chunk, name)
+                entries += quick
         except (CassetteError, UnicodeDecodeError):
             entries = None
     if entries is None or len(entries) != len(starts):
@@ -175,9 +232,9 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> list[Any
         except UnicodeDecodeError as e:
             line = raw[:e.start].count(b"\n") + 1
             raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
-        entries = cassette.entries_of(yamlformat.parse(text, name), name)
-    indexcache.put(key, entries)
-    return entries
+        entries, alone = cassette.entries_of(yamlformat.parse(text, name), name), False
+    indexcache.put(key, entries, alone)
+    return entries, alone
 
 
 def stream(path: Path) -> Iterator[Recorded]:
@@ -221,9 +278,9 @@ def stream(path: Path) -> Iterator[Recorded]:
     yield from load(path).interactions[done:]
 
 
-def load_spec(template: Template, *, must_exist: bool) -> list[Cassette]:
+def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:
     """The cassettes a --cassette spec names, for replay and auto."""
-    found = [load(p) for p in template.files()]
+    found = [load(p, lazy=lazy) for p in template.files()]
     if must_exist and not found:
         where = template.folder if template.per_service else template.spec
         if not Path(where).exists():

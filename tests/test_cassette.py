@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
@@ -190,3 +189,29 @@ def test_the_quick_reader_declines_what_it_does_not_know(text) -> None:
     from omproxy import quickyaml
 
     assert quickyaml.entries(text) is None
+
+
+def test_lazy_answers_are_read_when_first_asked_and_only_if_unchanged(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    entries = [yamlformat.dump_entry(cassette.to_entry(Request("POST", f"/p/{i}"),
+                                                       Response(200 + i, f'{{"statusCode":{i}}}'.encode()), 1.0))
+               for i in range(3)]
+    path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries))
+    lazy, eager = storage.load(path, lazy=True), storage.load(path)
+    assert all(not isinstance(r.answer, Response) for r in lazy.interactions)  # on disk until asked
+    assert lazy.interactions[1].response == eager.interactions[1].response
+    assert isinstance(lazy.interactions[1].answer, Response)  # read once, then kept
+    assert lazy.interactions == eager.interactions
+    again = storage.load(path, lazy=True)
+    path.write_bytes(path.read_bytes().replace(b"status: 202", b"status: 299"))  # edited while loaded
+    assert again.interactions[0].response.status == 200  # untouched bytes: believed
+    with pytest.raises(CassetteError, match=r"c.yaml:\d+: interaction #2: the cassette changed on disk"):
+        again.interactions[2].response  # noqa: B018 — reading it is the point
+
+
+def test_entries_that_cannot_be_read_alone_are_loaded_whole_even_for_replay(tmp_path) -> None:
+    path = tmp_path / "hand.yaml"  # an anchor in one entry, its alias in the next: PyYAML reads them together
+    path.write_text("version: 1\ninteractions:\n- request: &r {method: POST, path: /p}\n  response: {status: 200}\n"
+                    "- request: *r\n  response: {status: 201}\n")
+    recs = storage.load(path, lazy=True).interactions
+    assert all(isinstance(r.answer, Response) for r in recs) and [r.response.status for r in recs] == [200, 201]

@@ -30,12 +30,17 @@ def key_of(raw: bytes) -> str | None:
     return hashlib.sha256(raw).hexdigest() if len(raw) >= MIN_SIZE else None
 
 
-def get(key: str | None) -> tuple[list[Any], bool] | None:
-    """The entries remembered, and whether each was read alone (by the quick reader)."""
+def _file(key: str, requests_only: bool) -> str:
+    return f"{key}.requests.json" if requests_only else f"{key}.json"
+
+
+def get(key: str | None, requests_only: bool = False) -> tuple[list[Any], bool] | None:
+    """The entries remembered, and whether each was read alone (by the quick reader). `requests_only`:
+    those remembered for a lazy load, whose answers are read from the cassette when played."""
     if key is None:
         return None
     try:
-        data = json.loads((folder() / f"{key}.json").read_bytes())
+        data = json.loads((folder() / _file(key, requests_only)).read_bytes())
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("sha256") != key:
@@ -60,19 +65,19 @@ def deferred() -> Iterator[list[Callable[[], None]]]:
         _later = None
 
 
-def put(key: str | None, entries: list[Any], alone: bool) -> None:
+def put(key: str | None, entries: list[Any], alone: bool, requests_only: bool = False) -> None:
     if key is None:
         return
     if _later is not None:
-        _later.append(lambda: _write(key, entries, alone))
+        _later.append(lambda: _write(_file(key, requests_only), key, entries, alone))
     else:
-        _write(key, entries, alone)
+        _write(_file(key, requests_only), key, entries, alone)
 
 
 CHUNK = 1000  # entries encoded at a time: a write on a thread lets the server run between chunks
 
 
-def _write(key: str, entries: list[Any], alone: bool) -> None:
+def _write(name: str, key: str, entries: list[Any], alone: bool) -> None:
     try:
         parts = [json.dumps(entries[k:k + CHUNK], ensure_ascii=False, separators=(",", ":"))[1:-1]
                  for k in range(0, len(entries), CHUNK)]
@@ -89,7 +94,7 @@ def _write(key: str, entries: list[Any], alone: bool) -> None:
                 for n, part in enumerate(parts):
                     f.write("," + part if n and part else part)
                 f.write("]}")
-            os.replace(tmp, target / f"{key}.json")
+            os.replace(tmp, target / name)
         finally:
             Path(tmp).unlink(missing_ok=True)
     except (OSError, ValueError):  # ValueError: text a UTF-8 file cannot hold (a lone surrogate)

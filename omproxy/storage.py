@@ -158,7 +158,7 @@ def _cut_short(last: bytes) -> bool:
 def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None = None,
              lazy: Path | None = None) -> list[Recorded]:
     starts = yamlformat.entry_starts(raw) if starts is None else [s for s in starts if s < len(raw)]
-    entries, alone = _entries(raw, name, starts)
+    entries, alone = _entries(raw, name, starts, lazy is not None)
     if lazy is None or not alone or not _in_layout(raw, starts) or len(entries) != len(starts):
         return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
     view, bounds = memoryview(raw), [*starts, len(raw)]
@@ -202,13 +202,14 @@ class Later:
 BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
 
 
-def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> tuple[list[Any], bool]:
+def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool = False) -> tuple[list[Any], bool]:
     """The entries of a cassette, and whether each was read alone by the quick reader (so it can be
     read again alone: see `Later`): remembered by content (`indexcache`), else parsed a batch of
     entries at a time when the file has omproxy's layout, else as one document (hand-written files,
-    anchors across entries; and the precise file:line of any problem)."""
+    anchors across entries; and the precise file:line of any problem). `lazy`: the answers of
+    entries read alone are remembered as their status only (`Later` reads and checks them whole)."""
     key = indexcache.key_of(raw)
-    remembered = indexcache.get(key)
+    remembered = indexcache.get(key, lazy)
     if remembered is not None:
         return remembered
     starts = yamlformat.entry_starts(raw) if starts is None else starts
@@ -233,8 +234,17 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None) -> tuple[li
             line = raw[:e.start].count(b"\n") + 1
             raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
         entries, alone = cassette.entries_of(yamlformat.parse(text, name), name), False
-    indexcache.put(key, entries, alone)
+    if lazy and alone:
+        indexcache.put(key, [_request_only(e) for e in entries], alone, requests_only=True)
+    else:
+        indexcache.put(key, entries, alone, requests_only=lazy)
     return entries, alone
+
+
+def _request_only(entry: Any) -> Any:
+    if not isinstance(entry, dict) or not isinstance(entry.get("response"), dict):
+        return entry
+    return {**entry, "response": {"status": entry["response"].get("status")}}
 
 
 def stream(path: Path) -> Iterator[Recorded]:

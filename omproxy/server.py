@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -93,14 +94,21 @@ class Settled:
     """Answers that no longer change, by the request's raw bytes: a repeated request (method, target,
     header lines, body and peer the same) is answered by `Pipeline.again` — as long as the pipeline
     says it is still settled — from bytes composed once, without a `Request`, a task or matching.
-    Bounded: when full, it starts again empty (each request then settles anew)."""
+    An answer is kept the second time its request settles (requests that differ every time, by a
+    request id, never fill it with exchanges). Bounded: when full, it starts again empty."""
 
-    LIMIT = 4096
+    LIMIT = 1024
 
     def __init__(self) -> None:
         self.known: dict[Hashable, tuple[Exchange, bytes, bytes]] = {}
+        self.once: set[Hashable] = set()  # settled once: kept if it settles again
 
     def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes) -> None:
+        if key not in self.once:
+            if len(self.once) >= 4 * self.LIMIT:
+                self.once.clear()
+            self.once.add(key)
+            return
         if len(self.known) >= self.LIMIT:
             self.known.clear()
         self.known[key] = (ex, before_date, after_date)
@@ -486,6 +494,9 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: b
     loop.set_exception_handler(QuietAccept())
     raise_file_limit(config)
     listener = await start(rt, config, reuse_port=worker)
+    # What start-up loaded (a big capture: millions of objects) lives as long as omproxy: kept out of
+    # the cyclic GC's full collections, which would otherwise walk it all, pausing every request.
+    gc.freeze()
     if not worker:
         log.info("%s", startup)
     host = f"[{config.host}]" if ":" in config.host else config.host

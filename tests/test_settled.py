@@ -76,31 +76,42 @@ async def test_a_settled_answer_is_the_same_bytes_counted_journaled_and_logged(r
     listener = await replaying()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     heads, bodies = [], []
-    for _ in range(4):
+    for _ in range(5):
         writer.write(get())
         status, headers, body = await read_answer(reader)
         headers.pop("date")
         heads.append((status, headers))
         bodies.append(body)
     writer.close()
-    assert [state_of(b) for b in bodies] == ["Queued", "Processing", "Processing", "Processing"]
-    assert heads[1] == heads[2] == heads[3] and bodies[1] == bodies[2] == bodies[3]
-    assert heads[3][1]["x-omproxy-source"] == "cassette"
+    assert [state_of(b) for b in bodies] == ["Queued", "Processing", "Processing", "Processing", "Processing"]
+    assert heads[1] == heads[2] == heads[3] == heads[4] and bodies[1] == bodies[2] == bodies[3] == bodies[4]
+    assert heads[4][1]["x-omproxy-source"] == "cassette"
     journal = listener.front.rt.journal
-    assert journal.counts[Outcome.FROM_CASSETTE] == 4
-    # the last two were answered as settled: not decided again, but journaled like any other
-    assert [e.again is not None for e in journal.entries] == [False, False, True, True]
-    assert [e.matched.index for e in journal.entries] == [0, 1, 1, 1]  # type: ignore[union-attr]
+    assert journal.counts[Outcome.FROM_CASSETTE] == 5
+    # settled from the second, kept when it settled again (the third): the last two were answered as
+    # settled, not decided again, but journaled like any other
+    assert [e.again is not None for e in journal.entries] == [False, False, False, True, True]
+    assert [e.matched.index for e in journal.entries] == [0, 1, 1, 1, 1]  # type: ignore[union-attr]
     lines = replaying.lines
-    assert len(lines) == 4 and lines[2][2] == lines[1][2] and lines[3][4] == lines[1][4]
-    assert "#1]" in lines[3][2] and "get@customer-support" in lines[3][2]
+    assert len(lines) == 5 and lines[3][2] == lines[1][2] and lines[4][4] == lines[1][4]
+    assert "#1]" in lines[4][2] and "get@customer-support" in lines[4][2]
+
+
+async def test_requests_that_differ_every_time_are_never_kept(replaying) -> None:
+    listener = await replaying()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    for n in range(6):  # a request id makes each one new
+        writer.write(get(f"X-Request-Id: {n}\r\n".encode()))
+        await read_answer(reader)
+    writer.close()
+    assert not listener.front.settled.known and not any(e.again for e in listener.front.rt.journal.entries)
 
 
 async def test_pipelined_settled_answers_keep_request_order(replaying) -> None:
     listener = await replaying()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(get() + get())  # Queued, then Processing: settled from now on
-    assert [state_of((await read_answer(reader))[2]) for _ in range(2)] == ["Queued", "Processing"]
+    writer.write(get() + get() + get())  # Queued, then Processing: settled, then kept
+    assert [state_of((await read_answer(reader))[2]) for _ in range(3)] == ["Queued", "Processing", "Processing"]
     writer.write(get() + b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n" + get() + get())
     answers = [await read_answer(reader) for _ in range(4)]
     assert [a[2] for a in answers][0] == answers[2][2] == answers[3][2]

@@ -57,6 +57,9 @@ app.router.add_route("*", "/{tail:.*}", answer)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=lambda *a: print(*a, flush=True))
 """
 WRK_SCRIPT = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+# Each request new to omproxy's front, as a client sending a request id makes it: the whole pipeline runs.
+DISTINCT = WRK_SCRIPT + ('n = 0\nrequest = function()\n  n = n + 1\n  wrk.headers["X-Request-Id"] = tostring(n)\n'
+                         '  return wrk.format()\nend\n')
 
 
 def answer_body(iid: str) -> bytes:
@@ -152,15 +155,15 @@ class Load:
     p99_ms: float
 
 
-def drive(port: int, path: str, seconds: float, workdir: Path, pin: bool = True) -> Load:
+def drive(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False) -> Load:
     if shutil.which("wrk"):
-        return _wrk(port, path, seconds, workdir, pin)
-    return asyncio.run(_loop(port, path, seconds))
+        return _wrk(port, path, seconds, workdir, pin, distinct)
+    return asyncio.run(_loop(port, path, seconds, distinct))
 
 
-def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True) -> Load:
+def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False) -> Load:
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT)
+    script.write_text(DISTINCT if distinct else WRK_SCRIPT)
     command = [*(pinned(1) if pin else []), "wrk", "-t1" if pin else "-t2", "-c32", f"-d{seconds:g}s", "-s",
                str(script), "--latency", f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -175,7 +178,7 @@ def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True) 
     return Load(float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"))
 
 
-async def _loop(port: int, path: str, seconds: float) -> Load:
+async def _loop(port: int, path: str, seconds: float, distinct: bool = False) -> Load:
     import aiohttp
 
     latencies: list[float] = []
@@ -185,7 +188,8 @@ async def _loop(port: int, path: str, seconds: float) -> Load:
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 t = time.perf_counter()
-                async with http.post(url, data=b"", headers={"Content-Type": FORM}) as r:
+                headers = {"Content-Type": FORM, **({"X-Request-Id": str(len(latencies))} if distinct else {})}
+                async with http.post(url, data=b"", headers=headers) as r:
                     await r.read()
                 latencies.append(time.perf_counter() - t)
 
@@ -218,11 +222,12 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Ro
     path = GET.format(id=iid(0))
     rows: list[Row] = []
 
-    def measure(group: str, what: str, args: list[str], base: float | None, pin: bool = True) -> float:
+    def measure(group: str, what: str, args: list[str], base: float | None, pin: bool = True,
+                distinct: bool = False) -> float:
         server = start(args, workdir, pin=pin)
         try:
-            drive(server.port, path, 1.0, workdir, pin)  # warm-up
-            load = drive(server.port, path, seconds, workdir, pin)
+            drive(server.port, path, 1.0, workdir, pin, distinct)  # warm-up
+            load = drive(server.port, path, seconds, workdir, pin, distinct)
             rss = server.rss_mb()
         finally:
             server.stop()
@@ -236,6 +241,8 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Ro
         measure("replay", "omproxy replay (defaults)", omproxy("replay", workdir, "--cassette", str(small)), base)
         measure("replay", "omproxy replay --fallback none", omproxy("replay", workdir, "--cassette", str(small),
                                                                      "--fallback", "none"), base)
+        measure("replay", "omproxy replay, a request id in each request", omproxy(
+            "replay", workdir, "--cassette", str(small)), base, distinct=True)
     if "record" in groups:
         record(workdir, bare, path, seconds, measure, rows)
     if "capture" in groups:

@@ -144,8 +144,11 @@ class Client:
         except OSError as e:
             if isinstance(e, ConnectionError) and conn is not None:  # connected, then cut
                 raise self._failed(e) from None
-            reason = (e.strerror if isinstance(e, socket.gaierror) else os.strerror(e.errno) if e.errno
-                      else e.strerror or str(e) or "connection failed")
+            if isinstance(e, ssl.SSLError):  # its errno is OpenSSL's, not the system's
+                reason = f"TLS: {getattr(e, 'verify_message', None) or e.reason or e}"
+            else:
+                reason = str(e.strerror if isinstance(e, socket.gaierror) else os.strerror(e.errno) if e.errno
+                             else e.strerror or str(e) or "connection failed")
             raise UpstreamUnreachable(f"GMS at {self.name} is unreachable ({reason}); try again") from None
         except (HttpProcessingError, PayloadError) as e:
             raise self._failed(e) from None

@@ -146,3 +146,46 @@ async def test_a_refused_port_is_unreachable(unused_tcp_port) -> None:
     client = Client("http", "127.0.0.1", unused_tcp_port, 5.0, 1000, "http://gms.example:8080")
     with pytest.raises(UpstreamUnreachable, match=r"GMS at http://gms.example:8080 is unreachable \(.*refused"):
         await client.send("GET", "/a", [], b"")
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    """A CA and a certificate it signed for localhost, made with Debian's openssl."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (.ci/run installs it)")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=omproxy test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "gms.key", "-out", "gms.csr", "-subj", "/CN=localhost")
+    (tmp_path / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "gms.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "gms.pem", "-days", "2", "-extfile", "san.ext")
+    return tmp_path
+
+
+async def test_an_https_upstream_is_verified_against_the_system_certificates(certificates, monkeypatch) -> None:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "gms.pem", certificates / "gms.key")
+    up = Upstream(ok(b"over tls"), ok(b"again"))
+    up.server = server = await asyncio.start_server(up.handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        untrusted = Client("https", "localhost", port, 5.0, 1000, f"https://localhost:{port}")
+        with pytest.raises(UpstreamUnreachable, match="is unreachable .*certificate"):
+            await untrusted.send("GET", "/a", [], b"")
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificates / "ca.pem"))  # as a system CA would be
+        client = Client("https", "localhost", port, 5.0, 1000, f"https://localhost:{port}")
+        assert (await client.send("GET", "/a", [("Host", "localhost")], b"")).body == b"over tls"
+        assert (await client.send("GET", "/b", [], b"")).body == b"again"
+        assert up.connections == 1  # one, kept alive (the refused one never got past its handshake)
+        await client.close()
+    finally:
+        await up.close()

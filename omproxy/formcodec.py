@@ -50,7 +50,7 @@ class DecodedForm:
     def exact(self) -> tuple[tuple[str, str], ...]:
         """The fields with bytes that are not valid in the charset kept distinct (as surrogate escapes),
         not all alike as U+FFFD: what matching compares, so `M%E4ller` never matches `M%FCller`."""
-        if not any(f.kind == "invalid-charset" for f in self.findings):
+        if not self.findings or not any(f.kind == "invalid-charset" for f in self.findings):
             return self.fields
         return tuple((k.decode(self.charset, "surrogateescape"), v.decode(self.charset, "surrogateescape"))
                      for k, v in self.raw)
@@ -62,7 +62,7 @@ class DecodedForm:
     @property
     def not_form(self) -> bool:
         """The body is not form fields at all (JSON, multipart, ...): no form view, no parameter findings."""
-        return any(f.kind == "not-form" for f in self.findings)
+        return bool(self.findings) and any(f.kind == "not-form" for f in self.findings)
 
     def get(self, key: str) -> str | None:
         for k, v in self.fields:

@@ -71,7 +71,7 @@ class Runtime:
     live: Any = None  # the web inspector's observer (inspector.Live)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    later: list[Callable[[], None]] = field(default_factory=list)  # once serving, on a thread (index cache)
+    later: list[Callable[[], object]] = field(default_factory=list)  # once serving, on a thread (caches)
     _later: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
@@ -158,6 +158,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             if c.dropped:
                 log.warning("%s", c.dropped)
         rt.playback = Playback.of(cassettes, config, redactor.form_keys)
+        rt.later.insert(0, rt.playback.index.routes)  # what explains a miss, built once serving
         if sum(len(c.interactions) for c in cassettes) >= BIG:
             storage.give_back_memory()  # what parsing left free
         log.info("loaded %d interactions from %d cassette(s)", len(rt.playback.index.all), len(cassettes))

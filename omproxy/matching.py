@@ -117,12 +117,13 @@ class NearMiss:
 
 
 class Index:
-    """Recorded interactions by match key, in recorded order; plus by route, to explain misses."""
+    """Recorded interactions by match key, in recorded order; plus by route and operation, to explain
+    misses (built at the first miss: a big capture starts without them)."""
 
     def __init__(self, recorded: Iterable[Recorded], rules: Rules) -> None:
         self.rules = rules
         self.by_key: dict[Hashable, list[Recorded]] = defaultdict(list)
-        self._by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+        self._by_route: dict[tuple[str, str], list[Recorded]] | None = None
         self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self.all: list[Recorded] = []
         self._views: dict[int, dict[str, Any]] = {}
@@ -133,10 +134,27 @@ class Index:
     def add(self, rec: Recorded) -> None:
         self.all.append(rec)
         self.by_key[key(rec.request, self.rules)].append(rec)
-        self._by_route[_route(rec.request)].append(rec)
+        if self._by_route is not None:
+            self._place(rec, self._by_route, self._by_operation)
+
+    @staticmethod
+    def _place(rec: Recorded, by_route: dict[tuple[str, str], list[Recorded]],
+               by_operation: dict[tuple[str, str], list[Recorded]]) -> None:
+        by_route[_route(rec.request)].append(rec)
         op = rec.request.operation
         if op is not None:
-            self._by_operation[(op.kind, op.service)].append(rec)
+            by_operation[(op.kind, op.service)].append(rec)
+
+    def routes(self) -> dict[tuple[str, str], list[Recorded]]:
+        """The recordings by route (and by operation), built the first time they are needed; safe to
+        build on another thread meanwhile (`app` does, once serving): each is put in place whole."""
+        if self._by_route is None:
+            by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+            by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+            for rec in list(self.all):
+                self._place(rec, by_route, by_operation)
+            self._by_operation, self._by_route = by_operation, by_route
+        return self._by_route
 
     def key_of(self, req: Request) -> Hashable:
         """`key`, remembered by the request's raw parts: a replayed suite sends the same requests again."""
@@ -154,7 +172,7 @@ class Index:
 
     def near_misses(self, req: Request, n: int = 3, scan: int = NEAR_MISS_SCAN) -> list[NearMiss]:
         """The n recorded interactions closest to req (of at most `scan` candidates), with what differs."""
-        pool = self._by_route.get(_route(req))
+        pool = self.routes().get(_route(req))
         op = req.operation
         if not pool and op is not None:
             pool = self._by_operation.get((op.kind, op.service))

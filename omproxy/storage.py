@@ -129,10 +129,16 @@ def load(path: Path, *, lazy: bool = False) -> Cassette:
 
 
 def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:
+    key = indexcache.key_of(raw)
+    if lazy is not None and raw.endswith(b"\n"):  # remembered with where each entry is: nothing to find
+        remembered = indexcache.get(key, requests_only=True)
+        if remembered is not None and remembered[1] and all(isinstance(e, dict) and "at" in e
+                                                             for e in remembered[0]):
+            return Cassette(name, tuple(_later(remembered[0], name, lazy)))
     starts = yamlformat.entry_starts(raw)
     lines = yamlformat.entry_lines(raw, starts)
     try:
-        recorded = _records(raw, name, lines, starts, lazy)
+        recorded = _records(raw, name, lines, starts, lazy, key)
         if raw.endswith(b"\n") or not starts:
             return Cassette(name, tuple(recorded))
     except CassetteError:
@@ -156,15 +162,29 @@ def _cut_short(last: bytes) -> bool:
 
 
 def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None = None,
-             lazy: Path | None = None) -> list[Recorded]:
+             lazy: Path | None = None, key: str | None = None) -> list[Recorded]:
     starts = yamlformat.entry_starts(raw) if starts is None else [s for s in starts if s < len(raw)]
-    entries, alone = _entries(raw, name, starts, lazy is not None)
+    key = indexcache.key_of(raw) if key is None else key
+    entries, alone = _entries(raw, name, starts, lazy is not None, key)
     if lazy is None or not alone or not _in_layout(raw, starts) or len(entries) != len(starts):
         return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
     view, bounds = memoryview(raw), [*starts, len(raw)]
-    return [cassette.from_entry(e, name, i, lines[i], Later(lazy, name, i, lines[i], bounds[i], bounds[i + 1],
-                                                            zlib.crc32(view[bounds[i]:bounds[i + 1]])))
-            for i, e in enumerate(entries)]
+    located = [{**_request_only(e), "at": [lines[i], start, end, zlib.crc32(view[start:end])]}
+               for i, (e, start, end) in enumerate(zip(entries, bounds[:-1], bounds[1:], strict=True))]
+    recorded = _later(located, name, lazy, entries)
+    indexcache.put(key, located, True, requests_only=True)
+    return recorded
+
+
+def _later(located: list[Any], name: str, path: Path, entries: list[Any] | None = None) -> list[Recorded]:
+    """Recordings whose answers stay on disk: each entry `at` [line, start, end, CRC] of its bytes
+    (checked whole from `entries` when just parsed, else their answers' status, as remembered)."""
+    out = []
+    for i, e in enumerate(located):
+        line, start, end, crc = e["at"]
+        out.append(cassette.from_entry(entries[i] if entries is not None else e, name, i, line,
+                                       Later(path, name, i, line, start, end, crc)))
+    return out
 
 
 def _in_layout(raw: bytes, starts: list[int]) -> bool:
@@ -202,13 +222,13 @@ class Later:
 BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
 
 
-def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool = False) -> tuple[list[Any], bool]:
+def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool = False,
+             key: str | None = None) -> tuple[list[Any], bool]:
     """The entries of a cassette, and whether each was read alone by the quick reader (so it can be
     read again alone: see `Later`): remembered by content (`indexcache`), else parsed a batch of
     entries at a time when the file has omproxy's layout, else as one document (hand-written files,
-    anchors across entries; and the precise file:line of any problem). `lazy`: the answers of
-    entries read alone are remembered as their status only (`Later` reads and checks them whole)."""
-    key = indexcache.key_of(raw)
+    anchors across entries; and the precise file:line of any problem). `lazy`: entries read alone are
+    remembered by `_records`, with where each is (`Later` reads and checks their answers whole)."""
     remembered = indexcache.get(key, lazy)
     if remembered is not None:
         return remembered
@@ -234,9 +254,7 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool 
             line = raw[:e.start].count(b"\n") + 1
             raise CassetteError(f"{name}:{line}: not UTF-8 text; a cassette is a UTF-8 YAML file") from None
         entries, alone = cassette.entries_of(yamlformat.parse(text, name), name), False
-    if lazy and alone:
-        indexcache.put(key, [_request_only(e) for e in entries], alone, requests_only=True)
-    else:
+    if not (lazy and alone):
         indexcache.put(key, entries, alone, requests_only=lazy)
     return entries, alone
 

@@ -7,12 +7,40 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from omproxy import formcodec, gms
+
+T = TypeVar("T")
+
+
+class cached_property(Generic[T]):  # noqa: N801 — functools' name, functools' behaviour
+    """functools.cached_property without its lock (Python 3.12 dropped it too): computed once per
+    instance and stored in its __dict__, where the next lookup finds it. Before 3.12 every first
+    computation takes one lock shared by all instances: a cost on every request omproxy reads."""
+
+    def __init__(self, compute: Callable[[Any], T]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached_property[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | cached_property[T]:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value  # a frozen dataclass too: its __setattr__ is not involved
+        return value
+
 
 SESSION_HEADER = "X-Omproxy-Session"  # omproxy's own: never forwarded, never recorded
 SESSION_PREFIX = "/_omproxy/session/"  # or a path prefix, for clients that cannot add a header

@@ -105,9 +105,12 @@ def _read_body(where: str, part: dict[str, Any]) -> bytes:
     return body.encode("utf-8")
 
 
+_NO_HEADERS = headers_of()  # read-only: one for every entry that has none
+
+
 def _read_headers(where: str, value: Any) -> Any:
     if value is None:
-        return headers_of()
+        return _NO_HEADERS
     if not isinstance(value, dict):
         raise _problem(where, "headers must be a mapping of name: value")
     try:  # a header set seen before was checked then: one lookup

@@ -89,11 +89,16 @@ def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str 
 
 # ---- entry -> model -------------------------------------------------------------------------
 
-def _problem(where: str, message: str) -> CassetteError:
+Where = tuple[str, int, int]  # cassette, line, index: made into words only for a problem
+
+
+def _problem(where: Where | str, message: str) -> CassetteError:
+    if isinstance(where, tuple):
+        where = f"{where[0]}:{where[1]}: interaction #{where[2]}"
     return CassetteError(f"{where}: {message}")
 
 
-def _read_body(where: str, part: dict[str, Any]) -> bytes:
+def _read_body(where: Where, part: dict[str, Any]) -> bytes:
     if "body_base64" in part:
         try:
             return base64.b64decode(str(part["body_base64"]), validate=True)
@@ -108,7 +113,7 @@ def _read_body(where: str, part: dict[str, Any]) -> bytes:
 _NO_HEADERS = headers_of()  # read-only: one for every entry that has none
 
 
-def _read_headers(where: str, value: Any) -> Any:
+def _read_headers(where: Where, value: Any) -> Any:
     if value is None:
         return _NO_HEADERS
     if not isinstance(value, dict):
@@ -150,7 +155,7 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
                later: Callable[[], Response] | None = None) -> Recorded:
     """The recording of an entry, checked. With `later`, the answer is checked but not built: `later`
     reads it when it is first asked for."""
-    where = f"{cassette}:{line}: interaction #{index}"
+    where = (cassette, line, index)
     if not isinstance(data, dict):
         raise _problem(where, "expected a mapping with request and response")
     for part in ("request", "response"):

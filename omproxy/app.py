@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,8 @@ class Runtime:
     live: Any = None  # the web inspector's observer (inspector.Live)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    later: list[Callable[[], object]] = field(default_factory=list)  # once serving, on a thread (caches)
-    _later: asyncio.Future[None] | None = None
+    later: list[Callable[[], Iterator[None]]] = field(default_factory=list)  # once serving, step by step
+    _later: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         ping = getattr(self.state, "ping", None)
@@ -85,13 +85,17 @@ class Runtime:
             await start()
         if self.later:
             work, self.later = self.later, []
+            self._later = asyncio.create_task(self._run_later(work))
 
-            def run_all() -> None:
-                while work:
-                    work.pop(0)()  # and let go of what it held
-                storage.give_back_memory()
-
-            self._later = asyncio.ensure_future(asyncio.to_thread(run_all))
+    @staticmethod
+    async def _run_later(work: list[Callable[[], Iterator[None]]]) -> None:
+        """What can wait until serving (the index a next start reads, what explains a miss): a step at
+        a time, requests served between steps, on the event loop (a thread would hold the GIL as long,
+        and keep its memory in an arena of its own)."""
+        while work:
+            for _ in work.pop(0)():  # and let go of what it held
+                await asyncio.sleep(0)
+        storage.give_back_memory()
 
     async def close(self) -> None:
         """After the last request: flush cassettes, close the upstream, report what was never played."""
@@ -158,7 +162,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             if c.dropped:
                 log.warning("%s", c.dropped)
         rt.playback = Playback.of(cassettes, config, redactor.form_keys)
-        rt.later.insert(0, rt.playback.index.routes)  # what explains a miss, built once serving
+        rt.later.insert(0, rt.playback.index.build_routes)  # what explains a miss, built once serving
         if sum(len(c.interactions) for c in cassettes) >= BIG:
             storage.give_back_memory()  # what parsing left free
         log.info("loaded %d interactions from %d cassette(s)", len(rt.playback.index.all), len(cassettes))

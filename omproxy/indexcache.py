@@ -49,15 +49,16 @@ def get(key: str | None, requests_only: bool = False) -> tuple[list[Any], bool] 
     return (entries, alone) if isinstance(entries, list) and isinstance(alone, bool) else None
 
 
-_later: list[Callable[[], None]] | None = None
+Steps = Iterator[None]  # work done a step at a time: the caller may do other things between steps
+_later: list[Callable[[], Steps]] | None = None
 
 
 @contextmanager
-def deferred() -> Iterator[list[Callable[[], None]]]:
+def deferred() -> Iterator[list[Callable[[], Steps]]]:
     """Within it, what `put` would write waits in the list given, to be written after start-up (by
-    `app.Runtime.start`, on a thread): a first start is ready that much sooner."""
+    `app.Runtime.start`, a step at a time between requests): a first start is ready that much sooner."""
     global _later
-    writes: list[Callable[[], None]] = []
+    writes: list[Callable[[], Steps]] = []
     _later = writes
     try:
         yield writes
@@ -71,16 +72,19 @@ def put(key: str | None, entries: list[Any], alone: bool, requests_only: bool = 
     if _later is not None:
         _later.append(lambda: _write(_file(key, requests_only), key, entries, alone))
     else:
-        _write(_file(key, requests_only), key, entries, alone)
+        for _ in _write(_file(key, requests_only), key, entries, alone):
+            pass
 
 
-CHUNK = 1000  # entries encoded at a time: a write on a thread lets the server run between chunks
+CHUNK = 1000  # entries encoded in one step
 
 
-def _write(name: str, key: str, entries: list[Any], alone: bool) -> None:
+def _write(name: str, key: str, entries: list[Any], alone: bool) -> Steps:
     try:
-        parts = [json.dumps(entries[k:k + CHUNK], ensure_ascii=False, separators=(",", ":"))[1:-1]
-                 for k in range(0, len(entries), CHUNK)]
+        parts = []
+        for k in range(0, len(entries), CHUNK):
+            parts.append(json.dumps(entries[k:k + CHUNK], ensure_ascii=False, separators=(",", ":"))[1:-1])
+            yield
     except (TypeError, ValueError):  # a hand-written value JSON cannot hold (a YAML timestamp): not remembered
         return
     head = json.dumps({"format": FORMAT, "sha256": key, "alone": alone}, separators=(",", ":"))[:-1]

@@ -9,11 +9,12 @@ whatever the number of interactions; only a miss looks at candidates, to explain
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from omproxy import gms
 from omproxy.config import Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
@@ -116,6 +117,9 @@ class NearMiss:
                 "differences": list(self.differences)}
 
 
+Route = Recorded | list[Recorded]  # the recordings of one path: one, or several in order
+
+
 class Index:
     """Recorded interactions by match key, in recorded order; plus by route and operation, to explain
     misses (built at the first miss: a big capture starts without them)."""
@@ -123,7 +127,7 @@ class Index:
     def __init__(self, recorded: Iterable[Recorded], rules: Rules) -> None:
         self.rules = rules
         self.by_key: dict[Hashable, list[Recorded]] = defaultdict(list)
-        self._by_route: dict[tuple[str, str], list[Recorded]] | None = None
+        self._by_route: dict[str, Route] | None = None
         self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self.all: list[Recorded] = []
         self._views: dict[int, dict[str, Any]] = {}
@@ -138,23 +142,41 @@ class Index:
             self._place(rec, self._by_route, self._by_operation)
 
     @staticmethod
-    def _place(rec: Recorded, by_route: dict[tuple[str, str], list[Recorded]],
+    def _place(rec: Recorded, by_route: dict[str, Route],
                by_operation: dict[tuple[str, str], list[Recorded]]) -> None:
-        by_route[_route(rec.request)].append(rec)
-        op = rec.request.operation
+        path = unquote(rec.request.path)
+        found = by_route.get(path)  # one recording as itself, more as a list: a big capture's memory
+        if found is None:
+            by_route[path] = rec
+        elif isinstance(found, list):
+            found.append(rec)
+        else:
+            by_route[path] = [found, rec]
+        op = gms.parse_path(rec.request.path)  # not kept on the request: a big capture's memory
         if op is not None:
             by_operation[(op.kind, op.service)].append(rec)
 
-    def routes(self) -> dict[tuple[str, str], list[Recorded]]:
-        """The recordings by route (and by operation), built the first time they are needed; safe to
-        build on another thread meanwhile (`app` does, once serving): each is put in place whole."""
-        if self._by_route is None:
-            by_route: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
-            by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
-            for rec in list(self.all):
-                self._place(rec, by_route, by_operation)
-            self._by_operation, self._by_route = by_operation, by_route
+    def routes(self) -> dict[str, Route]:
+        """The recordings by route (and by operation), built the first time they are needed."""
+        for _ in self.build_routes():
+            pass
+        assert self._by_route is not None
         return self._by_route
+
+    def build_routes(self, step: int = 5000) -> Iterator[None]:
+        """Build them `step` recordings at a time (`app` does, between requests, once serving); each
+        index is put in place whole, so a miss meanwhile builds its own."""
+        if self._by_route is not None:
+            return
+        by_route: dict[str, Route] = {}
+        by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
+        recorded = list(self.all)
+        for k in range(0, len(recorded), step):
+            for rec in recorded[k:k + step]:
+                self._place(rec, by_route, by_operation)
+            yield
+        if self._by_route is None:
+            self._by_operation, self._by_route = by_operation, by_route
 
     def key_of(self, req: Request) -> Hashable:
         """`key`, remembered by the request's raw parts: a replayed suite sends the same requests again."""
@@ -172,10 +194,12 @@ class Index:
 
     def near_misses(self, req: Request, n: int = 3, scan: int = NEAR_MISS_SCAN) -> list[NearMiss]:
         """The n recorded interactions closest to req (of at most `scan` candidates), with what differs."""
-        pool = self.routes().get(_route(req))
+        found = self.routes().get(unquote(req.path))
+        pool = [r for r in ([found] if isinstance(found, Recorded) else found or [])
+                if r.request.method.upper() == req.method.upper()]
         op = req.operation
         if not pool and op is not None:
-            pool = self._by_operation.get((op.kind, op.service))
+            pool = self._by_operation.get((op.kind, op.service), [])
         pool = (pool or self.all)[:scan]
         scored = []
         got = views(req, self.rules)  # once, not once per candidate
@@ -194,10 +218,6 @@ class Index:
 
 def _kind(req: Request) -> str | None:
     return req.operation.kind if req.operation else None
-
-
-def _route(req: Request) -> tuple[str, str]:
-    return req.method.upper(), unquote(req.path)
 
 
 def redacted_keys(recorded: Iterable[Recorded]) -> set[str]:

@@ -132,6 +132,12 @@ _KNOWN: dict[str, Any] = {}  # short scalars read before: keys and many values r
 _UNKNOWN = object()
 
 
+def forget() -> None:
+    """Drop the scalars remembered while reading (call after a load: kept, they would pin the memory
+    the load is done with)."""
+    _KNOWN.clear()
+
+
 def _scalar(text: str) -> Any:
     value = _KNOWN.get(text, _UNKNOWN)
     if value is _UNKNOWN:

@@ -124,8 +124,11 @@ def load(path: Path, *, lazy: bool = False) -> Cassette:
         raise CassetteError(f"{name}: cassette not found") from None
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
-    with _no_gc():
-        return _load(raw, name, path if lazy else None)
+    try:
+        with _no_gc():
+            return _load(raw, name, path if lazy else None)
+    finally:
+        quickyaml.forget()
 
 
 def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:

@@ -362,7 +362,8 @@ def main() -> None:
     loader = "wrk" if shutil.which("wrk") else "bundled aiohttp loop"
     print(f"{'':9}{'measure':48}{'req/s or s':>12}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}{'ratio':>8}")
     for group, what, value, p50, p99, rss, ratio in rows:
-        print(f"{group:9}{what:48}{value:12,.2f}{p50:9.2f}{p99:9.2f}{rss:9.0f}{ratio:7.2f}x")
+        shown = f"{ratio:.3f}" if ratio < 0.1 else f"{ratio:.2f}"  # a small ratio, not rounded to its target
+        print(f"{group:9}{what:48}{value:12,.2f}{p50:9.2f}{p99:9.2f}{rss:9.0f}{shown:>7}x")
     try:
         import uvloop  # noqa: F401
 

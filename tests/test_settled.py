@@ -63,6 +63,16 @@ async def replaying(two_gets: Path, caplog: pytest.LogCaptureFixture):
         await listener.close()
 
 
+async def kept(listener: server.Listener) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection on which the `get` was answered three times: Queued, Processing (settled), Processing
+    (settled again: kept, so the next one is answered as settled, if it still is)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(get() + get() + get())
+    assert [state_of((await read_answer(reader))[2]) for _ in range(3)] == ["Queued", "Processing", "Processing"]
+    assert listener.front.settled.known
+    return reader, writer
+
+
 def get(extra: bytes = b"", version: bytes = b"1.1") -> bytes:
     return (b"POST " + GET.encode() + b" HTTP/" + version + b"\r\nHost: x\r\nContent-Type: " + FORM.encode() +
             b"\r\nContent-Length: 0\r\n" + extra + b"\r\n")
@@ -121,9 +131,7 @@ async def test_pipelined_settled_answers_keep_request_order(replaying) -> None:
 
 async def test_a_reset_unsettles_the_answer(replaying) -> None:
     listener = await replaying()
-    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(get() + get() + get())
-    assert [state_of((await read_answer(reader))[2]) for _ in range(3)] == ["Queued", "Processing", "Processing"]
+    reader, writer = await kept(listener)
     writer.write(b"POST /_omproxy/reset HTTP/1.1\r\nHost: x\r\nX-Omproxy-Admin: 1\r\nContent-Length: 0\r\n\r\n")
     assert (await read_answer(reader))[0] == 200
     writer.write(get())
@@ -133,10 +141,7 @@ async def test_a_reset_unsettles_the_answer(replaying) -> None:
 
 async def test_the_simulator_taking_the_interaction_over_unsettles_the_answer(replaying) -> None:
     listener = await replaying()
-    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(get() + get() + get())
-    for _ in range(3):
-        await read_answer(reader)
+    reader, writer = await kept(listener)
     update = b"change%5BOrderNumber%5D=ABC1"  # never recorded: the simulator performs it, and owns the id
     writer.write(b"POST " + GET.replace("/get", "/update").encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " +
                  FORM.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(update) + update)
@@ -151,10 +156,7 @@ async def test_the_simulator_taking_the_interaction_over_unsettles_the_answer(re
 
 async def test_another_session_and_other_framings_are_served_as_themselves(replaying) -> None:
     listener = await replaying()
-    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(get() + get() + get())
-    for _ in range(3):
-        await read_answer(reader)
+    reader, writer = await kept(listener)
     writer.write(get(b"X-Omproxy-Session: other\r\n"))  # its own positions: the first recording
     assert state_of((await read_answer(reader))[2]) == "Queued"
     head = get().replace(b"POST", b"HEAD", 1)

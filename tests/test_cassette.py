@@ -215,3 +215,35 @@ def test_entries_that_cannot_be_read_alone_are_loaded_whole_even_for_replay(tmp_
                     "- request: *r\n  response: {status: 201}\n")
     recs = storage.load(path, lazy=True).interactions
     assert all(isinstance(r.answer, Response) for r in recs) and [r.response.status for r in recs] == [200, 201]
+
+
+def test_a_torn_tail_is_dropped_and_the_rest_read_lazily(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    entries = [yamlformat.dump_entry(cassette.to_entry(Request("POST", f"/p/{i}"),
+                                                       Response(200, f'{{"statusCode":{i}}}'.encode()), 1.0))
+               for i in range(3)]
+    path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries) + entries[0][:40])  # cut while writing
+    loaded = storage.load(path, lazy=True)
+    assert loaded.dropped is not None and len(loaded.interactions) == 3
+    assert [r.response.body for r in loaded.interactions] == [f'{{"statusCode":{i}}}'.encode() for i in range(3)]
+
+
+def test_a_big_capture_replayed_lazily_is_remembered_with_where_each_answer_is(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    from omproxy import indexcache
+
+    path = tmp_path / "big.yaml"
+    entries = [yamlformat.dump_entry(cassette.to_entry(Request("POST", f"/p/{i}"), Response(
+        200, b'{"statusCode":0,"n":%d,"pad":"%s"}' % (i, b"x" * 4000)), 1.0)) for i in range(1100)]
+    path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries))
+    assert path.stat().st_size >= indexcache.MIN_SIZE
+    storage.load(path, lazy=True)
+    (remembered,) = (tmp_path / "cache" / "omproxy").iterdir()
+    assert remembered.name.endswith(".requests.json") and remembered.stat().st_size < path.stat().st_size / 10
+    again = storage.load(path, lazy=True)  # from the index: no YAML, answers still on disk
+    assert again.interactions == storage.load(path).interactions
+    recs = storage.load(path, lazy=True).interactions
+    path.write_bytes(path.read_bytes().replace(b'"n":1099,', b'"n":9999,'))  # same size, other bytes
+    assert recs[1098].response.status == 200
+    with pytest.raises(CassetteError, match="changed on disk"):
+        recs[1099].response  # noqa: B018 — reading it is the point

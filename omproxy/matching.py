@@ -38,12 +38,17 @@ class Rules:
 def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     """The decoded fields as a multiset; bytes invalid in the charset kept distinct; a body that is not
     a form at all (JSON, ...) compared whole."""
-    if req.form.not_form:
+    form = req.form
+    if not form.fields and not form.findings:  # an empty body: a get, a big capture's most
+        return ()
+    if form.not_form:
         return (("body", req.body.decode("utf-8", "surrogateescape")),)
-    return tuple(sorted(f for f in req.form.exact if f[0] not in ignore))
+    return tuple(sorted(f for f in form.exact if f[0] not in ignore))
 
 
 def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    if not req.query:
+        return ()
     return tuple(sorted(f for f in req.query_form.exact if f[0] not in ignore))
 
 

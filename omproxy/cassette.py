@@ -158,22 +158,21 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
     where = (cassette, line, index)
     if not isinstance(data, dict):
         raise _problem(where, "expected a mapping with request and response")
-    for part in ("request", "response"):
-        if not isinstance(data.get(part), dict):
-            raise _problem(where, f"missing {part}")
+    rq, rs = data.get("request"), data.get("response")
+    if not isinstance(rq, dict) or not isinstance(rs, dict):
+        raise _problem(where, f"missing {'request' if not isinstance(rq, dict) else 'response'}")
     if not whole(data):
         raise _problem(where, "cut short while being written (no duration_ms, which omproxy writes last)")
-    rq, rs = data["request"], data["response"]
-    for key, kind in (("method", str), ("path", str)):
-        if not isinstance(rq.get(key), kind):
-            raise _problem(where, f"missing request.{key}")
+    method, path = rq.get("method"), rq.get("path")
+    if not isinstance(method, str) or not isinstance(path, str):
+        raise _problem(where, f"missing request.{'method' if not isinstance(method, str) else 'path'}")
     status = rs.get("status")
     if not isinstance(status, int) or isinstance(status, bool):
         raise _problem(where, "missing response.status (a number)")
     if not 100 <= status <= 599:
         raise _problem(where, f"response.status {status} is not an HTTP status (100-599)")
-    request = Request(rq["method"].upper(), rq["path"], str(rq.get("query") or ""),
-                      _read_headers(where, rq.get("headers")), _read_body(where, rq))
+    request = Request(method.upper(), path, str(rq.get("query") or ""), _read_headers(where, rq.get("headers")),
+                      _read_body(where, rq))
     duration = data.get("duration_ms")
     duration = float(duration) if isinstance(duration, int | float) else 0.0
     if later is not None:

@@ -99,6 +99,14 @@ class _Connection(BaseProtocol):
             self.payload.set_exception(PayloadError("the connection closed before the whole answer"))
         self._fail(exc or ConnectionResetError("the upstream closed the connection"))
 
+    def expire(self) -> None:
+        """The request's deadline passed: it fails with TimeoutError, and the connection is not reused."""
+        self._fail(TimeoutError())
+        if self.payload is not None and self.payload is not EMPTY_PAYLOAD and not self.payload.is_eof():
+            self.payload.set_exception(TimeoutError())
+        self.lost = True
+        self.close()
+
     def _fail(self, exc: BaseException) -> None:
         if self.answer is not None and not self.answer.done():
             self.answer.set_exception(exc)
@@ -129,16 +137,27 @@ class Client:
             lines.append(f"Content-Length: {len(body)}")
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
         conn: _Connection | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout  # for the whole request: a slot, connecting, sending, reading
+        acquired = False
         try:
-            async with self.slots, asyncio.timeout(self.timeout):
-                conn = await self._connection()
+            if self.slots.locked():
+                await asyncio.wait_for(self.slots.acquire(), self.timeout)
+            else:
+                await self.slots.acquire()
+            acquired = True
+            conn = await self._connection(deadline - loop.time())
+            expiry = loop.call_at(deadline, conn.expire)  # cheaper than asyncio.timeout, on every request
+            try:
                 message, payload = await conn.request(data, method == "HEAD")
                 out = await self._read(payload)
-                if conn.reusable(message, payload):
-                    conn.idle_since, conn.parser, conn._parser, conn.answer = time.monotonic(), None, None, None
-                    self.idle.append(conn)
-                    conn = None
-                return Answer(message.code, message.reason, message.headers, out)
+            finally:
+                expiry.cancel()
+            if conn.reusable(message, payload):
+                conn.idle_since, conn.parser, conn._parser, conn.answer = time.monotonic(), None, None, None
+                self.idle.append(conn)
+                conn = None
+            return Answer(message.code, message.reason, message.headers, out)
         except TimeoutError:
             raise UpstreamTimeout(f"GMS at {self.name} did not answer within {self.timeout:g} s; try again") from None
         except OSError as e:
@@ -155,12 +174,14 @@ class Client:
         finally:
             if conn is not None:
                 conn.close()
+            if acquired:
+                self.slots.release()
 
     def _failed(self, e: BaseException) -> UpstreamUnreachable:  # its message may quote the answer: not shown
         return UpstreamUnreachable(f"GMS at {self.name} failed ({type(e).__name__}: the connection closed or the "
                                    "answer was not valid HTTP); try again")
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self, within: float) -> _Connection:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -169,8 +190,9 @@ class Client:
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: _Connection(loop), self.host, self.port, ssl=self.ssl,
-                                               server_hostname=self.host if self.ssl else None)
+        _, conn = await asyncio.wait_for(loop.create_connection(
+            lambda: _Connection(loop), self.host, self.port, ssl=self.ssl,
+            server_hostname=self.host if self.ssl else None), max(within, 0.001))
         sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -14,6 +14,7 @@ turns every one that reaches a client into a GMS-shaped answer.
     │   └── Overloaded                 more open connections than max_connections           -> 503
     ├── NoRecording                    replay with --fallback none found nothing (GMS code 910) -> 404
     ├── StateUnavailable               the shared state (Redis) does not answer; statusCode 1 -> 503
+    ├── CassetteChanged                an answer left on disk changed since it was loaded     -> 503
     └── UpstreamError                  the upstream GMS failed; answered with GMS statusCode 1
         ├── UpstreamUnreachable        connection refused / DNS / reset / an invalid answer -> 502
         ├── UpstreamTooLarge           an answer over max_response_body                     -> 502
@@ -92,6 +93,14 @@ class StateUnavailable(OmproxyError):
     status = 503
     code = "state-unavailable"
     retry = True
+
+
+class CassetteChanged(OmproxyError):
+    """A replayed answer read from its cassette when first played is no longer what was loaded (the
+    file was edited, replaced or removed while omproxy runs): said, never served."""
+
+    status = 503
+    code = "cassette-changed"
 
 
 class UpstreamError(OmproxyError):

@@ -27,7 +27,7 @@ import yaml
 
 from omproxy import cassette, indexcache, quickyaml, yamlformat, yamlsafe
 from omproxy.cassette import Cassette
-from omproxy.errors import CassetteError, ConfigError
+from omproxy.errors import CassetteChanged, CassetteError, ConfigError
 from omproxy.model import Recorded, Response
 
 log = logging.getLogger(__name__)
@@ -212,13 +212,14 @@ class Later:
             with self.path.open("rb") as f:
                 data = os.pread(f.fileno(), self.end - self.start, self.start)
         except OSError as e:
-            raise CassetteError(f"{where}: cannot read its answer: {e.strerror or e}") from None
+            raise CassetteChanged(f"{where}: cannot read its answer: {e.strerror or e}; restart omproxy "
+                                  "to load the cassette again") from None
         if zlib.crc32(data) != self.crc:
-            raise CassetteError(f"{where}: the cassette changed on disk since omproxy loaded it; restart "
-                                "omproxy to load it again")
+            raise CassetteChanged(f"{where}: the cassette changed on disk since omproxy loaded it; restart "
+                                  "omproxy to load it again")
         read = quickyaml.entries(data.decode("utf-8"))  # it read this entry alone at load
         if read is None or len(read) != 1:
-            raise CassetteError(f"{where}: its answer cannot be read again; restart omproxy")
+            raise CassetteChanged(f"{where}: its answer cannot be read again; restart omproxy")
         return cassette.from_entry(read[0], self.name, self.index, self.line).response
 
 

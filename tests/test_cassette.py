@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omproxy import cassette, storage, yamlformat
-from omproxy.errors import CassetteError
+from omproxy.errors import CassetteChanged, CassetteError
 from omproxy.model import Recorded, Request, Response, headers_of
 
 
@@ -205,7 +205,7 @@ def test_lazy_answers_are_read_when_first_asked_and_only_if_unchanged(tmp_path) 
     again = storage.load(path, lazy=True)
     path.write_bytes(path.read_bytes().replace(b"status: 202", b"status: 299"))  # edited while loaded
     assert again.interactions[0].response.status == 200  # untouched bytes: believed
-    with pytest.raises(CassetteError, match=r"c.yaml:\d+: interaction #2: the cassette changed on disk"):
+    with pytest.raises(CassetteChanged, match=r"c.yaml:\d+: interaction #2: the cassette changed on disk"):
         again.interactions[2].response  # noqa: B018 — reading it is the point
 
 
@@ -245,5 +245,5 @@ def test_a_big_capture_replayed_lazily_is_remembered_with_where_each_answer_is(t
     recs = storage.load(path, lazy=True).interactions
     path.write_bytes(path.read_bytes().replace(b'"n":1099,', b'"n":9999,'))  # same size, other bytes
     assert recs[1098].response.status == 200
-    with pytest.raises(CassetteError, match="changed on disk"):
+    with pytest.raises(CassetteChanged, match="changed on disk"):
         recs[1099].response  # noqa: B018 — reading it is the point

@@ -176,3 +176,15 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     return int(lines[0].split()[1]), {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:]
                                                                            if line)}
+
+
+async def test_an_answer_changed_on_disk_while_replaying_is_a_503_that_says_so(replaying, two_gets) -> None:
+    listener = await replaying()
+    two_gets.write_bytes(two_gets.read_bytes().replace(b"Queued", b"Stopped"))  # edited while replaying
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(get())
+    status, headers, body = await read_answer(reader)
+    writer.close()
+    assert status == 503 and headers["x-omproxy-error"] == "cassette-changed"
+    assert "gets.yaml:" in body.decode() and "restart omproxy" in body.decode()
+    assert b"Stopped" not in body  # never served

@@ -91,6 +91,8 @@ def _write(name: str, key: str, entries: list[Any], alone: bool) -> Steps:
     try:
         target = folder()
         target.mkdir(parents=True, exist_ok=True)
+        for stale in target.glob(f".{key}.*"):  # what a write of this content left when stopped midway
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=target)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -237,8 +237,11 @@ def test_a_big_capture_replayed_lazily_is_remembered_with_where_each_answer_is(t
         200, b'{"statusCode":0,"n":%d,"pad":"%s"}' % (i, b"x" * 4000)), 1.0)) for i in range(1100)]
     path.write_bytes(yamlformat.HEADER.encode() + b"".join(entries))
     assert path.stat().st_size >= indexcache.MIN_SIZE
+    cache = tmp_path / "cache" / "omproxy"
+    cache.mkdir(parents=True)
+    (cache / f".{indexcache.key_of(path.read_bytes())}.x8k2").write_text("{half wri")  # a write stopped midway
     storage.load(path, lazy=True)
-    (remembered,) = (tmp_path / "cache" / "omproxy").iterdir()
+    (remembered,) = cache.iterdir()  # and that leftover is gone
     assert remembered.name.endswith(".requests.json") and remembered.stat().st_size < path.stat().st_size / 10
     again = storage.load(path, lazy=True)  # from the index: no YAML, answers still on disk
     assert again.interactions == storage.load(path).interactions

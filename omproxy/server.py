@@ -55,16 +55,21 @@ _NO_BODY = frozenset({204, 304})
 
 
 class Clock:
-    """The Date header, formatted once a second."""
+    """The Date header, formatted once a second by a timer (not looked up on every answer)."""
 
     def __init__(self) -> None:
-        self.second, self.text = 0, b""
+        self.text = b""
+        self.handle: asyncio.TimerHandle | None = None
+        self.tick()
 
-    def date(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second, self.text = now, formatdate(now, usegmt=True).encode("ascii")
-        return self.text
+    def tick(self) -> None:
+        now = time.time()
+        self.text = formatdate(now, usegmt=True).encode("ascii")
+        self.handle = asyncio.get_running_loop().call_later(1.0 - now % 1.0, self.tick)  # the next second
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
 
 
 class Heads:
@@ -148,6 +153,7 @@ class Front:
             self.server.close()
         if self.sweeper is not None:
             self.sweeper.cancel()
+        self.clock.stop()
         for conn in list(self.open):
             if not conn.busy:
                 conn.close()
@@ -207,11 +213,12 @@ class Connection(BaseProtocol):
             self.queue.append((exc, None))
         else:
             for message, payload in messages:
+                body: Any = payload
                 if not self.queue and self.task is None:  # in turn: nothing before it is waiting
-                    payload = self.whole(message, payload)
-                    if self.again(message, payload):
+                    body = b"" if payload is EMPTY_PAYLOAD else self.whole(message, payload)
+                    if self.again(message, body):
                         continue
-                self.queue.append((message, payload))
+                self.queue.append((message, body))
         if self.queue and self.task is None:
             self.task = self.front.loop.create_task(self.run())
 
@@ -273,7 +280,7 @@ class Connection(BaseProtocol):
             front.settled.forget(key)
             return False
         assert self.transport is not None
-        self.transport.write(found[1] + front.clock.date() + found[2])
+        self.transport.write(found[1] + front.clock.text + found[2])
         self.head_started = None
         return True
 
@@ -323,7 +330,7 @@ class Connection(BaseProtocol):
             return False
         before, after = self._answer(resp, keep, head_only, message.version)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(before + self.front.clock.date() + after)
+            self.transport.write(before + self.front.clock.text + after)
         if ex.settled is not None and self.settles(message):
             self.front.settled.keep(self.key(message, body), ex, before, after)
         return keep
@@ -364,7 +371,7 @@ class Connection(BaseProtocol):
         assert resp.stream is not None
         if self.transport is None:
             return
-        self.transport.write(self.front.heads.of(resp) + b"Date: " + self.front.clock.date() +
+        self.transport.write(self.front.heads.of(resp) + b"Date: " + self.front.clock.text +
                              b"\r\nConnection: close\r\n\r\n")
         stream = resp.stream
         self.streaming = True
@@ -382,7 +389,7 @@ class Connection(BaseProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         before, after = self._answer(resp, keep, head_only, version)
-        self.transport.write(before + self.front.clock.date() + after)
+        self.transport.write(before + self.front.clock.text + after)
 
     def _answer(self, resp: Response, keep: bool, head_only: bool, version: Any) -> tuple[bytes, bytes]:
         """An answer's bytes: what comes before the Date header's value, and after."""

@@ -233,3 +233,18 @@ async def test_a_stop_finishes_the_request_in_flight_then_closes(aiohttp_server)
     release.set()
     assert (await pending)[0] == 200
     await asyncio.wait_for(stopping, 10)
+
+
+async def test_the_date_header_is_now_and_kept_by_a_timer_each_second(listening) -> None:
+    from email.utils import parsedate_to_datetime
+
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, headers, _ = await read_answer(reader)
+    writer.close()
+    import time
+
+    assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 2
+    clock = listener.front.clock
+    assert clock.handle is not None and 0 <= clock.handle.when() - asyncio.get_running_loop().time() <= 1.0

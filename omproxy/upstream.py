@@ -7,8 +7,8 @@ of its own. Failures are `UpstreamTimeout`, `UpstreamUnreachable` and `UpstreamT
 messages that name the upstream but never a request's target, query or credentials.
 
 A pooled connection the upstream has closed is never used: it is dropped when seen closed, and one
-idle for IDLE seconds is closed by omproxy first (servers close idle connections too: Jetty after
-30 s), so a request is never sent into a connection being closed at the other end."""
+idle for IDLE seconds or more is closed rather than used (servers close idle connections too: Jetty
+after 30 s), so a request is not sent into a connection being closed at the other end."""
 
 from __future__ import annotations
 

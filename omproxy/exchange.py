@@ -53,8 +53,6 @@ class Exchange:
     again: Exchange | None = None  # the settled exchange this one repeats (`Pipeline.again`)
 
     def counts(self) -> list[Outcome]:
-        if self.recorded_to is None and self.record_error is None:
-            return [self.outcome] if self.outcome is not None else []
         out = [self.outcome] if self.outcome is not None else []
         if self.recorded_to is not None:
             out.append(Outcome.RECORDED)

@@ -215,7 +215,7 @@ class Connection(BaseProtocol):
             for message, payload in messages:
                 body: Any = payload
                 if not self.queue and self.task is None:  # in turn: nothing before it is waiting
-                    body = b"" if payload is EMPTY_PAYLOAD else self.whole(message, payload)
+                    body = self.whole(message, payload)
                     if self.again(message, body):
                         continue
                 self.queue.append((message, body))
@@ -328,9 +328,7 @@ class Connection(BaseProtocol):
         if resp.stream is not None:
             await self._stream(resp)
             return False
-        before, after = self._answer(resp, keep, head_only, message.version)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(before + self.front.clock.text + after)
+        before, after = self._write_answer(resp, keep, head_only, message.version)
         if ex.settled is not None and self.settles(message):
             self.front.settled.keep(self.key(message, body), ex, before, after)
         return keep
@@ -385,14 +383,10 @@ class Connection(BaseProtocol):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    def _write_answer(self, resp: Response, keep: bool, head_only: bool, version: Any = (1, 1)) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        before, after = self._answer(resp, keep, head_only, version)
-        self.transport.write(before + self.front.clock.text + after)
-
-    def _answer(self, resp: Response, keep: bool, head_only: bool, version: Any) -> tuple[bytes, bytes]:
-        """An answer's bytes: what comes before the Date header's value, and after."""
+    def _write_answer(self, resp: Response, keep: bool, head_only: bool,
+                      version: Any = (1, 1)) -> tuple[bytes, bytes]:
+        """Write an answer (unless the connection is closing); its bytes: what comes before the Date
+        header's value, and after."""
         body = b"" if resp.status in _NO_BODY else resp.body
         tail = [b"\r\n"]
         if resp.status not in _NO_BODY:
@@ -401,7 +395,10 @@ class Connection(BaseProtocol):
             tail.append(b"Connection: close\r\n")
         elif version < (1, 1):
             tail.append(b"Connection: keep-alive\r\n")
-        return self.front.heads.of(resp) + b"Date: ", b"".join([*tail, b"\r\n", b"" if head_only else body])
+        before, after = self.front.heads.of(resp) + b"Date: ", b"".join([*tail, b"\r\n", b"" if head_only else body])
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(before + self.front.clock.text + after)
+        return before, after
 
 
 # ---- listening -----------------------------------------------------------------------------------
@@ -427,6 +424,7 @@ async def start(rt: Runtime, config: Config, *, reuse_port: bool = False) -> Lis
                                                       reuse_address=True, reuse_port=reuse_port or None,
                                                       family=socket.AF_UNSPEC)
     except OSError as e:
+        front.clock.stop()
         await rt.close()
         raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
     front.port = front.server.sockets[0].getsockname()[1]

@@ -135,9 +135,11 @@ def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:
     key = indexcache.key_of(raw)
     if lazy is not None and raw.endswith(b"\n"):  # remembered with where each entry is: nothing to find
         remembered = indexcache.get(key, requests_only=True)
-        if remembered is not None and remembered[1] and all(isinstance(e, dict) and "at" in e
-                                                             for e in remembered[0]):
-            return Cassette(name, tuple(_later(remembered[0], name, lazy)))
+        if remembered is not None and remembered[1]:
+            try:
+                return Cassette(name, tuple(_on_disk(remembered[0], name, lazy)))
+            except (CassetteError, KeyError, TypeError, ValueError):
+                pass  # an index that is not what omproxy wrote is not believed: the cassette is read
     starts = yamlformat.entry_starts(raw)
     lines = yamlformat.entry_lines(raw, starts)
     try:
@@ -174,17 +176,19 @@ def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None =
     view, bounds = memoryview(raw), [*starts, len(raw)]
     located = [{**_request_only(e), "at": [lines[i], start, end, zlib.crc32(view[start:end])]}
                for i, (e, start, end) in enumerate(zip(entries, bounds[:-1], bounds[1:], strict=True))]
-    recorded = _later(located, name, lazy, entries)
+    recorded = _on_disk(located, name, lazy, entries)
     indexcache.put(key, located, True, requests_only=True)
     return recorded
 
 
-def _later(located: list[Any], name: str, path: Path, entries: list[Any] | None = None) -> list[Recorded]:
+def _on_disk(located: list[Any], name: str, path: Path, entries: list[Any] | None = None) -> list[Recorded]:
     """Recordings whose answers stay on disk: each entry `at` [line, start, end, CRC] of its bytes
     (checked whole from `entries` when just parsed, else their answers' status, as remembered)."""
     out = []
     for i, e in enumerate(located):
         line, start, end, crc = e["at"]
+        if not all(type(v) is int for v in (line, start, end, crc)):
+            raise ValueError("not where an entry is")
         out.append(cassette.from_entry(entries[i] if entries is not None else e, name, i, line,
                                        Later(path, name, i, line, start, end, crc)))
     return out

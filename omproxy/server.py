@@ -100,13 +100,19 @@ class Settled:
     header lines, body and peer the same) is answered by `Pipeline.again` — as long as the pipeline
     says it is still settled — from bytes composed once, without a `Request`, a task or matching.
     An answer is kept the second time its request settles (requests that differ every time, by a
-    request id, never fill it with exchanges). Bounded: when full, it starts again empty."""
+    request id, never fill it with exchanges). A kept request that then arrives as one read of
+    exactly its bytes, on a connection whose parser holds nothing, is known by those bytes the next
+    time: answered before it is parsed (most of what is left of a repeat's cost is the parser's).
+    Bounded: when full, it starts again empty."""
 
     LIMIT = 1024
 
     def __init__(self) -> None:
         self.known: dict[Hashable, tuple[Exchange, bytes, bytes]] = {}
         self.once: set[Hashable] = set()  # settled once: kept if it settles again
+        # A settled request that arrives as one read of exactly its bytes (keep-alive clients send a
+        # request at a time): those bytes and the peer, to its key above — looked up before parsing.
+        self.raw: dict[tuple[bytes, str], Hashable] = {}
 
     def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes) -> None:
         if key not in self.once:
@@ -116,7 +122,14 @@ class Settled:
             return
         if len(self.known) >= self.LIMIT:
             self.known.clear()
+            self.raw.clear()
         self.known[key] = (ex, before_date, after_date)
+
+    def alias(self, data: bytes, peer: str, key: Hashable) -> None:
+        """`data`, read whole as one request whose answer is settled under `key`, is that request."""
+        if len(self.raw) >= self.LIMIT:
+            self.raw.clear()
+        self.raw[data, peer] = key
 
     def forget(self, key: Hashable) -> None:
         self.known.pop(key, None)
@@ -183,6 +196,7 @@ class Connection(BaseProtocol):
         self.last = time.monotonic()
         self.head_started: float | None = self.last  # a new connection owes a request head
         self.peer = ""
+        self.between = True  # the parser is between two requests, holding nothing of the next one
 
     # ---- asyncio -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,16 +221,23 @@ class Connection(BaseProtocol):
             self.last = time.monotonic()
             if self.head_started is None and not self.busy and not self.queue:
                 self.head_started = self.last
+        idle = not self.queue and self.task is None  # nothing before this read is waiting
+        if idle and self.between:
+            key = self.front.settled.raw.get((data, self.peer))
+            if key is not None and self.answer_settled(key):
+                return  # the parser would have made of `data` exactly that request, and be between again
         try:
             messages, _, _ = self.parser.feed_data(data)
         except HttpProcessingError as exc:  # answered in turn, after what came before it
             self.queue.append((exc, None))
+            self.between = False
         else:
+            self.between = self.between and len(messages) == 1 and exactly_one(data, messages[0][0])
             for message, payload in messages:
                 body: Any = payload
                 if not self.queue and self.task is None:  # in turn: nothing before it is waiting
                     body = self.whole(message, payload)
-                    if self.again(message, body):
+                    if self.again(message, body, data if self.between else None):
                         continue
                 self.queue.append((message, body))
         if self.queue and self.task is None:
@@ -266,15 +287,22 @@ class Connection(BaseProtocol):
     def key(self, message: Any, body: bytes) -> Hashable:
         return (message.method, message.path, message.raw_headers, body, self.peer)
 
-    def again(self, message: Any, body: Any) -> bool:
+    def again(self, message: Any, body: Any, data: bytes | None) -> bool:
         """Answer at once a request whose answer is settled (see `Settled`); False, with nothing
-        written, when it must be served."""
-        if not isinstance(body, bytes) or self.writing_paused:
+        written, when it must be served. `data`: the read that was exactly this request, if it was."""
+        if not isinstance(body, bytes) or not self.settles(message):
             return False
-        front = self.front
         key = self.key(message, body)
+        if not self.answer_settled(key):
+            return False
+        if data is not None:
+            self.front.settled.alias(data, self.peer, key)
+        return True
+
+    def answer_settled(self, key: Hashable) -> bool:
+        front = self.front
         found = front.settled.known.get(key)
-        if found is None or not self.settles(message):
+        if found is None or self.writing_paused or front.stopping:
             return False
         if front.rt.pipeline.again(found[0]) is None:
             front.settled.forget(key)
@@ -399,6 +427,16 @@ class Connection(BaseProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(before + self.front.clock.text + after)
         return before, after
+
+
+def exactly_one(data: bytes, message: Any) -> bool:
+    """Whether `data`, which the parser made into `message` whole, held that request and nothing more:
+    its head, up to the first empty line, and then exactly Content-Length bytes of body."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or message.chunked or message.upgrade:
+        return False
+    length = message.headers.get("Content-Length", "0")
+    return length.isdigit() and end + 4 + int(length) == len(data)
 
 
 # ---- listening -----------------------------------------------------------------------------------

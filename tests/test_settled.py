@@ -105,6 +105,48 @@ async def test_a_settled_answer_is_the_same_bytes_counted_journaled_and_logged(r
     lines = replaying.lines
     assert len(lines) == 5 and lines[3][2] == lines[1][2] and lines[4][4] == lines[1][4]
     assert "#1]" in lines[4][2] and "get@customer-support" in lines[4][2]
+    # each request came as one read of exactly its bytes: the fifth was known by those bytes, unparsed
+    assert list(listener.front.settled.raw) == [(get(), "127.0.0.1")]
+
+
+async def one_by_one(listener: server.Listener, times: int = 5) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection on which the `get` was sent `times` times, each in a write of its own, after the
+    answer to the one before: from the fifth on, answered as settled from its bytes, before parsing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    states = []
+    for _ in range(times):
+        writer.write(get())
+        states.append(state_of((await read_answer(reader))[2]))
+    assert states == ["Queued"] + ["Processing"] * (times - 1)
+    return reader, writer
+
+
+async def test_a_reset_unsettles_an_answer_known_by_its_bytes(replaying) -> None:
+    listener = await replaying()
+    reader, writer = await one_by_one(listener)
+    assert listener.front.settled.raw
+    writer.write(b"POST /_omproxy/reset HTTP/1.1\r\nHost: x\r\nX-Omproxy-Admin: 1\r\nContent-Length: 0\r\n\r\n")
+    assert (await read_answer(reader))[0] == 200
+    writer.write(get())
+    assert state_of((await read_answer(reader))[2]) == "Queued"  # played from the start again
+    writer.close()
+    assert listener.front.rt.journal.counts[Outcome.FROM_CASSETTE] == 6
+
+
+async def test_a_settled_requests_bytes_that_end_another_request_are_that_request(replaying) -> None:
+    """The same bytes after part of a request are its continuation, never the settled request."""
+    listener = await replaying()
+    reader, writer = await one_by_one(listener)
+    # a settled get and part of the next request's head; then the settled get's bytes once more:
+    # read alone or not, they are the rest of that head (an X-Partial value, then its other lines)
+    writer.write(get() + b"POST " + GET.encode() + b" HTTP/1.1\r\nX-Partial: ")
+    assert state_of((await read_answer(reader))[2]) == "Processing"
+    writer.write(get())
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 200 and state_of(body) == "Processing"
+    last = listener.front.rt.journal.entries[-1]
+    assert last.again is None and last.request.headers["X-Partial"].startswith("POST ")
 
 
 async def test_requests_that_differ_every_time_are_never_kept(replaying) -> None:

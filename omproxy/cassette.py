@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from omproxy import formcodec
@@ -36,7 +37,17 @@ class Cassette:
 
 
 def now_stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """When an entry was recorded, UTC to the millisecond: 2026-11-28T10:15:02.123Z."""
+    if now is not None:
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    when = time.time()
+    second = int(when)
+    if second != _SECOND[0]:  # the date and time are formatted once a second
+        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_SECOND[1]}.{int((when - second) * 1000):03d}Z"
+
+
+_SECOND: list[Any] = [-1, ""]
 
 
 # ---- model -> entry -------------------------------------------------------------------------

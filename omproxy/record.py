@@ -8,12 +8,12 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from omproxy import cassette, yamlformat
 from omproxy.errors import OmproxyError
 from omproxy.exchange import Exchange
-from omproxy.model import Response
+from omproxy.model import Request, Response
 from omproxy.pipeline import Responder, escape
 from omproxy.redaction import Redactor
 
@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor) -> None:
         self.upstream, self.writer, self.redactor = upstream, writer, redactor
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
+        self.entries = Entries(redactor)
 
     async def __call__(self, ex: Exchange) -> Response | None:
         started = time.perf_counter()
@@ -64,5 +65,34 @@ class Recorder:
         return resp
 
     def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> bytes:
-        entry = cassette.to_entry(self.redactor.request(ex.request), self.redactor.response(resp), duration_ms)
-        return yamlformat.dump_entry(entry)
+        return self.entries(ex.request, resp, duration_ms)
+
+
+class Entries:
+    """Each exchange's cassette entry, redacted. An exchange whose request and answer have the same
+    content as one before (a client polling `get` through omproxy) has the same entry but for when it
+    was recorded and how long it took: the rest is remembered, for answers up to SAME_BODY bytes."""
+
+    SAME = 1024  # entries remembered; when full, it starts again empty
+    SAME_BODY = 16 * 1024
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.known: dict[tuple[Any, ...], bytes] = {}
+
+    def __call__(self, req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None) -> bytes:
+        key = None
+        if len(req.body) + len(resp.body) <= self.SAME_BODY:
+            # everything `to_entry` reads, before redaction (which depends on nothing else)
+            key = (req.method, req.path, req.query, tuple(req.headers.items()), req.body, resp.status,
+                   tuple(resp.headers.items()), resp.body, resp.content_encoding)
+            middle = self.known.get(key)
+            if middle is not None:
+                return yamlformat.entry_around(recorded_at or cassette.now_stamp(), middle, duration_ms)
+        entry = cassette.to_entry(self.redactor.request(req), self.redactor.response(resp), duration_ms, recorded_at)
+        data = yamlformat.dump_entry(entry)
+        if key is not None and (middle := yamlformat.entry_middle(data)) is not None:
+            if len(self.known) >= self.SAME:
+                self.known.clear()
+            self.known[key] = middle
+        return data

@@ -8,7 +8,7 @@ import logging
 
 from omproxy.config import Redaction
 from omproxy.exchange import Exchange, Outcome
-from omproxy.model import Request, Response, Source
+from omproxy.model import Request, Response, Source, headers_of
 from omproxy.pipeline import Counted, Pipeline
 from omproxy.redaction import Redactor
 
@@ -97,3 +97,26 @@ async def test_access_lines_are_written_in_batches_in_the_text_format() -> None:
     handler.access(logging.INFO, time.time(), "last ", 1.0, "")
     handler.flush()  # as logging.shutdown does at a clean stop
     assert stream.getvalue().splitlines()[-1].endswith(" INFO last 1.0ms")
+
+
+def test_an_access_line_is_made_once_per_content_and_never_shows_another_answer() -> None:
+    from omproxy.accesslog import AccessLog
+
+    lines: list[tuple[int, float, str, float, str]] = []
+    log = AccessLog("passthrough", REDACTOR, write=lambda *line: lines.append(line))
+    logging.getLogger("omproxy.access").setLevel(logging.INFO)
+
+    def forwarded(body: bytes, answer: bytes) -> Exchange:
+        ex = Exchange(Request("POST", "/genesys/2/openmedia/s/01QG/get", "", body=body,
+                              headers=headers_of({"Content-Type": "application/x-www-form-urlencoded"})),
+                      response=Response(200, answer, source=Source.UPSTREAM), outcome=Outcome.FORWARDED)
+        log(ex)
+        return ex
+
+    forwarded(b"token=abc", b'{"statusCode":0}')
+    forwarded(b"token=abc", b'{"statusCode":0}')  # the same content: the same line
+    forwarded(b"token=abc", b'{"statusCode":2}')  # another answer
+    forwarded(b"token=xyz&a=1", b'{"statusCode":0}')  # another request
+    assert lines[0][2] == lines[1][2] and len(log.same) == 3
+    assert "statusCode=2" in lines[2][2] and "statusCode=0" in lines[3][2] and '"a":"1"' in lines[3][2]
+    assert not any("abc" in line[2] or "xyz" in line[2] for line in lines)  # redacted, remembered or not

@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
@@ -38,12 +38,20 @@ def text_header(value: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
-def end_to_end(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Drop hop-by-hop headers, those a Connection header names, and any Proxy-* header."""
-    pairs = [(k, text_header(v)) for k, v in headers]
-    named = {t.strip().lower() for k, v in pairs if k.lower() == "connection" for t in v.split(",")}
-    return CIMultiDict((k, v) for k, v in pairs
-                       if k.lower() not in HOP_BY_HOP and k.lower() not in named and not k.lower().startswith("proxy-"))
+def end_to_end(headers: Iterable[tuple[str, str]], also: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers, those a Connection header names, any Proxy-* header, and those named in
+    `also` (lower case); the values as lossless text. One pass, and a second only when a Connection
+    header names more."""
+    pairs = []
+    named: set[str] | None = None
+    for k, v in headers:
+        lower = k.lower()
+        if lower in HOP_BY_HOP or lower in also or lower.startswith("proxy-"):
+            if lower == "connection":
+                named = (named or set()) | {t.strip().lower() for t in v.split(",")}
+            continue
+        pairs.append((k, v if v.isascii() else text_header(v)))
+    return [(k, v) for k, v in pairs if k.lower() not in named] if named else pairs
 
 
 async def to_request(request: web.Request, max_body: int) -> Request:
@@ -68,14 +76,17 @@ def assemble(method: str, target: str, headers: Mapping[str, str], body: bytes, 
     """A request as read off the wire (by either server front) as omproxy handles it: header values as
     lossless text, a gzip or deflate body decompressed (then forwarded and recorded plain, without
     its Content-Encoding), the raw target split, the session named by its header or its path."""
-    pairs = [(k, text_header(v)) for k, v in headers.items()]
     encoding = headers.get("Content-Encoding", "identity").strip().lower()
     if encoding != "identity":
         body = decompress(body, encoding, max_body)
-        pairs = [(k, v) for k, v in pairs if k.lower() != "content-encoding"]
+    if encoding == "identity" and isinstance(headers, CIMultiDictProxy) and all(v.isascii() for v in headers.values()):
+        kept = headers  # as read: nothing to change (the parser's own, read-only)
+    else:
+        kept = headers_of((k, text_header(v)) for k, v in headers.items()
+                          if encoding == "identity" or k.lower() != "content-encoding")
     path, _, query = target.partition("?")
     session, path = session_of(path, headers.get(SESSION_HEADER, ""))
-    return Request(method, path, query, headers_of(pairs), body, session, peer)
+    return Request(method, path, query, kept, body, session, peer)
 
 
 def decompress(data: bytes, encoding: str, limit: int) -> bytes:
@@ -110,6 +121,11 @@ def to_web(resp: Response) -> web.Response:
     return web.Response(status=resp.status, reason=resp.reason, body=resp.body, headers=headers)
 
 
+_REPLACED = frozenset({"host", "content-length", SESSION_HEADER.lower(), "x-forwarded-for", "x-forwarded-proto",
+                       "x-forwarded-host", "accept-encoding"})  # in what is forwarded: set by the Forwarder
+_DERIVED = frozenset({"content-length", "content-encoding"})  # of the body as the upstream sent it
+
+
 class Forwarder:
     """Sends a Request to the upstream GMS exactly as the client sent it (raw path, query and body).
     Credentials in the upstream URL are sent as Basic auth when the client sent no Authorization of
@@ -133,38 +149,33 @@ class Forwarder:
         if self._client is not None:
             await self._client.close()
 
-    def _headers(self, req: Request) -> CIMultiDict[str]:
-        headers = end_to_end(req.headers.items())
-        original_host = headers.popone("Host", "")
-        headers.popall("Content-Length", None)
-        headers.popall(SESSION_HEADER, None)
+    def _headers(self, req: Request) -> list[tuple[str, str]]:
+        headers = end_to_end(req.headers.items(), _REPLACED)
+        original = req.headers
         port = self.base.explicit_port
-        headers["Host"] = f"{self.base.raw_host}:{port}" if port else str(self.base.raw_host)
+        headers.append(("Host", f"{self.base.raw_host}:{port}" if port else str(self.base.raw_host)))
         if req.client:
-            prior = headers.popone("X-Forwarded-For", "")
-            headers["X-Forwarded-For"] = f"{prior}, {req.client}" if prior else req.client
-        headers["X-Forwarded-Proto"] = "http"
-        if original_host:
-            headers["X-Forwarded-Host"] = original_host
-        if self.auth is not None and "Authorization" not in headers:
-            headers["Authorization"] = self.auth
-        if "Accept-Encoding" in headers:  # only what can be decoded for the cassette
-            accepted = [e.strip() for e in headers["Accept-Encoding"].split(",")]
+            prior = original.get("X-Forwarded-For", "")
+            headers.append(("X-Forwarded-For", f"{text_header(prior)}, {req.client}" if prior else req.client))
+        headers.append(("X-Forwarded-Proto", "http"))
+        if original_host := original.get("Host", ""):
+            headers.append(("X-Forwarded-Host", text_header(original_host)))
+        if self.auth is not None and "Authorization" not in original:
+            headers.append(("Authorization", self.auth))
+        if "Accept-Encoding" in original:  # only what can be decoded for the cassette
+            accepted = [e.strip() for e in original["Accept-Encoding"].split(",")]
             kept = [e for e in accepted if e.split(";")[0].strip().lower() in DECODABLE]
-            headers["Accept-Encoding"] = ", ".join(kept) or "identity"
+            headers.append(("Accept-Encoding", ", ".join(kept) or "identity"))
         return headers
 
     async def __call__(self, ex: Exchange) -> Response:
         assert self._client is not None, "Forwarder.start() was not awaited"
         req = ex.request
         headers = self._headers(req)
-        up = await self._client.send(req.method, self.prefix + req.target, headers.items(), req.body)
+        up = await self._client.send(req.method, self.prefix + req.target, headers, req.body)
         encoding = up.headers.get("Content-Encoding")
-        out = end_to_end(up.headers.items())
-        for name in ("Content-Length", "Content-Encoding"):
-            out.popall(name, None)
-        return Response(up.status, up.body, headers_of(out), Source.UPSTREAM, up.reason,
-                        encoding if encoding and encoding.lower() != "identity" else None)
+        return Response(up.status, up.body, headers_of(end_to_end(up.headers.items(), _DERIVED)), Source.UPSTREAM,
+                        up.reason, encoding if encoding and encoding.lower() != "identity" else None)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -57,6 +57,7 @@ class Template:
         self.spec = str(path / "{service}.yaml") if self.folder_given else spec
         if self.spec.count("{service}") > 1 or "{service}" in str(Path(self.spec).parent):
             raise ConfigError(f"cassette: {spec}: {{service}} may appear once, in the file name")
+        self._paths: dict[str | None, Path] = {}
 
     @property
     def per_service(self) -> bool:
@@ -67,7 +68,12 @@ class Template:
         return Path(self.spec).parent
 
     def path_for(self, service: str | None) -> Path:
-        return Path(self.spec.replace("{service}", safe_name(service)))
+        found = self._paths.get(service)
+        if found is None:
+            if len(self._paths) >= 1024:  # services are few; names sent at random are not kept
+                self._paths.clear()
+            found = self._paths[service] = Path(self.spec.replace("{service}", safe_name(service)))
+        return found
 
     def files(self) -> list[Path]:
         """The existing files this spec names, in name order."""
@@ -381,11 +387,13 @@ class CassetteWriter:
         return self.template.path_for(service)
 
     async def append(self, path: Path, data: bytes) -> None:
+        """Once `data` is on disk. A client that hangs up (its task cancelled) does not stop its entry
+        being written: it stays in the batch, whose writer then finds its waiter gone."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[path].append((data, future))
         if path not in self._flushing:
             self._flushing[path] = asyncio.create_task(self._flush(path))
-        await asyncio.shield(future)  # a client that hangs up does not stop its entry being written
+        await future
 
     async def _flush(self, path: Path) -> None:
         try:
@@ -395,11 +403,13 @@ class CassetteWriter:
                     await asyncio.to_thread(self._write, path, b"".join(d for d, _ in batch))
                 except OSError as e:
                     for _, f in batch:
-                        f.set_exception(e)
-                        f.exception()  # retrieved here too: a waiter whose client hung up is gone
+                        if not f.done():  # else its waiter was cancelled: its client hung up
+                            f.set_exception(e)
+                            f.exception()  # retrieved here too: a waiter may be gone by the time it is set
                 else:
                     for _, f in batch:
-                        f.set_result(None)
+                        if not f.done():
+                            f.set_result(None)
         finally:
             del self._flushing[path]
 

@@ -120,3 +120,21 @@ def test_an_access_line_is_made_once_per_content_and_never_shows_another_answer(
     assert lines[0][2] == lines[1][2] and len(log.same) == 3
     assert "statusCode=2" in lines[2][2] and "statusCode=0" in lines[3][2] and '"a":"1"' in lines[3][2]
     assert not any("abc" in line[2] or "xyz" in line[2] for line in lines)  # redacted, remembered or not
+
+
+def test_durations_are_counted_in_the_buckets_prometheus_reads() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from omproxy.metrics import Collected, Timings
+
+    timings = Timings("omproxy_upstream_seconds", "Time to the upstream GMS's answer")
+    for seconds in (0.001, 0.005, 0.0051, 0.3, 20.0):  # a bound belongs to its bucket (le: <=)
+        timings.observe(seconds)
+    registry = CollectorRegistry()
+    registry.register(Collected([timings]))
+    text = generate_latest(registry).decode()
+    assert 'omproxy_upstream_seconds_bucket{le="0.005"} 2.0' in text
+    assert 'omproxy_upstream_seconds_bucket{le="0.01"} 3.0' in text
+    assert 'omproxy_upstream_seconds_bucket{le="0.5"} 4.0' in text and 'le="10.0"} 4.0' in text
+    assert 'omproxy_upstream_seconds_bucket{le="+Inf"} 5.0' in text and "omproxy_upstream_seconds_count 5.0" in text
+    assert "omproxy_upstream_seconds_sum 20.3111" in text

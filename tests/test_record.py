@@ -420,3 +420,17 @@ async def test_cookies_the_upstream_sets_are_never_sent_for_another_client(proxy
     await client.post("/echo", data=b"a=1")
     headers = {k.lower() for k, _ in gms.received[-1]["headers"]}
     assert "cookie" not in headers
+
+
+async def test_an_entry_whose_client_hung_up_is_still_written_whole(tmp_path) -> None:
+    """A request cancelled while its entry waits to be written (its client hung up): the entry is
+    written with its batch all the same, and the others are answered."""
+    writer = storage.CassetteWriter(storage.Template(str(tmp_path / "c.yaml")))
+    path = writer.path_for(None)
+    entries = [yamlformat.dump_entry({"recorded_at": "2026-11-28T10:00:00Z", "request": {"n": i}}) for i in range(3)]
+    tasks = [asyncio.create_task(writer.append(path, data)) for data in entries]
+    await asyncio.sleep(0)  # one turn of the loop, no time: each task runs to its wait, all three in the batch
+    tasks[1].cancel()
+    await writer.drain()
+    assert tasks[0].done() and tasks[2].done() and tasks[0].exception() is None and tasks[1].cancelled()
+    assert [e["request"]["n"] for e in yaml.safe_load(path.read_text())["interactions"]] == [0, 1, 2]

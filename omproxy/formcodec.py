@@ -163,9 +163,19 @@ def unescape(raw: bytes) -> tuple[bytes, list[str]]:
 
 @lru_cache(maxsize=4096)
 def decoded(body: bytes, content_type: str | None) -> DecodedForm:
-    """`decode`, remembered: a load test or a replayed suite sends the same bodies again and again, and
-    a DecodedForm is immutable, so every request with those bytes shares one."""
-    return decode(body, content_type)
+    """`decode`; an empty body's (every `get` of a big capture, of a load test) decoded once per content
+    type and shared: a DecodedForm is immutable."""
+    if body:
+        return decode(body, content_type)
+    found = _EMPTY.get(content_type)
+    if found is None:
+        if len(_EMPTY) >= 256:  # content types are few; any sent at random are not kept
+            _EMPTY.clear()
+        found = _EMPTY[content_type] = decode(b"", content_type)
+    return found
+
+
+_EMPTY: dict[str | None, DecodedForm] = {}
 
 
 def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from omproxy import gms
+from omproxy import formcodec, gms
 from omproxy.config import Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
@@ -38,8 +38,9 @@ class Rules:
 def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     """The decoded fields as a multiset; bytes invalid in the charset kept distinct; a body that is not
     a form at all (JSON, ...) compared whole."""
-    form = req.form
-    if not form.fields and not form.findings:  # an empty body: a get, a big capture's most
+    # an empty body (a get, a big capture's most): its shared decoding, not remembered on the request
+    form = req.form if req.body else formcodec.decoded(b"", req.headers.get("Content-Type"))
+    if not form.fields and not form.findings:
         return ()
     if form.not_form:
         return (("body", req.body.decode("utf-8", "surrogateescape")),)
@@ -227,8 +228,8 @@ def _kind(req: Request) -> str | None:
 
 def redacted_keys(recorded: Iterable[Recorded]) -> set[str]:
     """Form and query keys stored as REDACTED at record time: matching must ignore them."""
-    return {k for rec in recorded for form in (rec.request.form, rec.request.query_form)
-            for k, v in form.fields if v == MASK}
+    return {k for rec in recorded if rec.request.body or rec.request.query
+            for form in (rec.request.form, rec.request.query_form) for k, v in form.fields if v == MASK}
 
 
 def miss_report(req: Request, misses: list[NearMiss]) -> str:

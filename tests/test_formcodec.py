@@ -236,3 +236,10 @@ def test_a_charset_that_is_not_a_text_charset_is_a_finding_not_a_crash(charset: 
     form = decode(b"externalId=x%FF&a=b", f"{FORM_TYPE}; charset={charset}")
     assert "unknown-charset" in [f.kind for f in form.findings]
     assert form.fields[1] == ("a", "b")
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "application/json",
+                                          "application/x-www-form-urlencoded; charset=klingon"])
+def test_an_empty_body_is_decoded_once_per_content_type_as_it_would_be_each_time(content_type) -> None:
+    first = formcodec.decoded(b"", content_type)
+    assert first == formcodec.decode(b"", content_type) and formcodec.decoded(b"", content_type) is first

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from omproxy import formcodec, gms
-from omproxy.config import Matching
+from omproxy.config import MATCHERS, Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
 
@@ -70,7 +70,13 @@ def views(req: Request, rules: Rules) -> dict[str, Any]:
     return out
 
 
+_DEFAULT_ON = MATCHERS  # method, path, query, form: the default rules
+
+
 def key(req: Request, rules: Rules) -> Hashable:
+    """`views`' values, in their order (made without naming them: every recording of a capture has one)."""
+    if rules.on == _DEFAULT_ON and not rules.headers:
+        return (req.method.upper(), unquote(req.path), _query(req, rules.ignore), _form(req, rules.ignore))
     return tuple(views(req, rules).values())
 
 

@@ -193,7 +193,7 @@ def _on_disk(located: list[Any], name: str, path: Path, entries: list[Any] | Non
     out = []
     for i, e in enumerate(located):
         line, start, end, crc = e["at"]
-        if not all(type(v) is int for v in (line, start, end, crc)):
+        if not (type(line) is int and type(start) is int and type(end) is int and type(crc) is int):
             raise ValueError("not where an entry is")
         out.append(cassette.from_entry(entries[i] if entries is not None else e, name, i, line,
                                        Later(path, name, i, line, start, end, crc)))

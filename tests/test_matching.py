@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from omproxy.cassette import Recorded
 from omproxy.config import Matching
-from omproxy.matching import Index, Rules, differences, key, miss_report
+from omproxy.matching import Index, Rules, differences, key, miss_report, views
 from omproxy.model import Request, Response, headers_of
 from tests.support import BASE, FORM
 
@@ -105,3 +105,16 @@ def test_any_careful_encoding_in_any_order_is_the_same_request(pairs, rnd) -> No
     a = req(encode(pairs, quote_plus))
     b = req(encode(shuffled, quote))  # %20 for spaces, a different order
     assert key(a, RULES) == key(b, RULES)
+
+
+@pytest.mark.parametrize("req", [
+    Request("post", "/genesys/2/openmedia/s/01QG/get"),
+    Request("POST", "/genesys/2/openmedia/s%2Fx/update", "a=1&b=%20", headers_of(FORM),
+            b"change%5BB%5D=2&change%5BA%5D=1"),
+    Request("POST", "/genesys/2/openmedia/s", "", headers_of({"Content-Type": "application/json"}), b'{"a":1}'),
+    Request("POST", "/genesys/2/openmedia/s", "", headers_of({"Content-Type": "application/json"}), b""),
+    Request("POST", "/x", "", headers_of({"Content-Type": "application/x-www-form-urlencoded; charset=klingon"}), b""),
+])
+def test_the_default_match_key_is_every_view_in_order(req) -> None:
+    rules = Rules.of(Matching(), {"token"})
+    assert key(req, rules) == tuple(views(req, rules).values())

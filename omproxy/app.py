@@ -17,6 +17,7 @@ and `build_app` here, an aiohttp web application for in-process use (tests, a py
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -155,13 +156,17 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         return Recorder(inner, writer, redactor)
 
     def playback(*, must_exist: bool) -> Playback:
-        with indexcache.deferred() as writes:  # a big capture's index is written once serving
+        # A big capture's index is written once serving. What is loaded and indexed lives as long as
+        # omproxy: a big one is put out of the cyclic GC's reach (each collection would walk all of it).
+        with indexcache.deferred() as writes, storage.no_gc():
             cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist, lazy=True)
+            rt.playback = Playback.of(cassettes, config, redactor.form_keys)
+            if len(rt.playback.index.all) >= BIG:
+                gc.freeze()
         rt.later += writes
         for c in cassettes:
             if c.dropped:
                 log.warning("%s", c.dropped)
-        rt.playback = Playback.of(cassettes, config, redactor.form_keys)
         rt.later.insert(0, rt.playback.index.build_routes)  # what explains a miss, built once serving
         if sum(len(c.interactions) for c in cassettes) >= BIG:
             storage.give_back_memory()  # what parsing left free

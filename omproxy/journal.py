@@ -16,6 +16,10 @@ class Journal:
 
     def __call__(self, ex: Exchange) -> None:
         self.entries.append(ex)
+        if ex.recorded_to is None and ex.record_error is None:  # all but recording: one outcome at most
+            if ex.outcome is not None:
+                self.counts[ex.outcome] += 1
+            return
         for outcome in ex.counts():
             self.counts[outcome] += 1
 

@@ -201,13 +201,19 @@ class Client:
     async def _read(self, payload: Any) -> bytes:
         if payload is EMPTY_PAYLOAD:
             return b""
-        body = bytearray()
-        while chunk := await payload.readany():
-            body += chunk
-            if len(body) > self.max_body:
-                raise UpstreamTooLarge(f"GMS at {self.name} answered more than max_response_body ({self.max_body} "
-                                       "bytes, decompressed); raise it in config.yaml if that answer is real")
-        return bytes(body)
+        if payload.is_eof() and payload.exception() is None:  # all of it came with the head: no waiting
+            body: bytes = payload.read_nowait(-1)
+        else:
+            parts = bytearray()
+            while chunk := await payload.readany():
+                parts += chunk
+                if len(parts) > self.max_body:
+                    break
+            body = bytes(parts)
+        if len(body) > self.max_body:
+            raise UpstreamTooLarge(f"GMS at {self.name} answered more than max_response_body ({self.max_body} "
+                                   "bytes, decompressed); raise it in config.yaml if that answer is real")
+        return body
 
     async def close(self) -> None:
         for conn in self.idle:

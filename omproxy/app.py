@@ -100,6 +100,7 @@ class Runtime:
 
     async def close(self) -> None:
         """After the last request: flush cassettes, close the upstream, report what was never played."""
+        self.pipeline.flush()  # the last answers' observers (they would run at the loop's next turn)
         if self._later is not None:
             await self._later  # what was left to write for a next start is written whole
         for close in self.closers:

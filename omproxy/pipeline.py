@@ -1,7 +1,10 @@
 """The one request pipeline, for every mode and every server front: `serve(request) -> Exchange`.
 Responders decide (the first to return a Response answers); observers record (journal, access log,
-findings) after the answer is decided. Every failure becomes a GMS-shaped answer here, with the
-redacted target in the log: `serve` never raises and never answers with internals. Pure."""
+findings) after the answer is decided: every exchange, in the order their answers were decided, in
+one batch at the end of the event loop's turn — before any request read later is served, and a
+fifth less CPU for a forwarded request than observing each at once (`flush` observes at once).
+Every failure becomes a GMS-shaped answer here, with the redacted target in the log: `serve` never
+raises and never answers with internals. Pure."""
 
 from __future__ import annotations
 
@@ -77,11 +80,12 @@ class Pipeline:
         self.observers: list[Observer] = observers or []
         self.admin = admin  # /_omproxy/...: answered first, never journaled, logged or recorded
         self.state = state  # asked, by `again`, whether a settled answer still holds
-        self.repeated: list[Exchange] = []
+        self.unobserved: list[Exchange] = []  # answered in this turn of the loop, observed at its end
 
     async def serve(self, req: Request) -> Exchange:
         ex = Exchange(req)
         if self.admin is not None and req.path.startswith(ADMIN_PREFIX):
+            self.flush()  # what the admin API shows includes every exchange answered before it
             try:
                 ex.response = await self.admin(req)
             except OmproxyError as e:
@@ -107,7 +111,7 @@ class Pipeline:
             ex.error = "omproxy internal error; the omproxy log has the details"
             ex.response = error_response(OmproxyError(ex.error))
         ex.duration_ms = (time.perf_counter() - started) * 1000
-        self._observe(ex)
+        self._observe_soon(ex)
         return ex
 
     def again(self, first: Exchange) -> Exchange | None:
@@ -118,35 +122,30 @@ class Pipeline:
         it. A server front keeps the settled exchanges by the request's raw bytes, so a repeated
         request is neither parsed into a `Request` nor matched.
 
-        Observers see it as any other exchange, in order, at the end of this turn of the event loop
-        (one batch for all the repeats of the turn: a third of the cost of observing each at once),
-        before any request that comes later is read."""
+        Observers see it as any other exchange, in order, at the end of this turn of the event loop."""
         started = time.perf_counter()
         if first.settled is None or self.state is None or self.state.stamp(first.request.session) != first.settled:
             return None
         ex = Exchange(first.request, response=first.response, outcome=first.outcome, matched=first.matched,
                       settled=first.settled, again=first)
         ex.duration_ms = (time.perf_counter() - started) * 1000
-        if not self.repeated:
-            asyncio.get_running_loop().call_soon(self._observe_repeated)
-        self.repeated.append(ex)
+        self._observe_soon(ex)
         return ex
 
-    def _observe_repeated(self) -> None:
-        batch, self.repeated = self.repeated, []
+    def _observe_soon(self, ex: Exchange) -> None:
+        if not self.unobserved:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.unobserved.append(ex)
+
+    def flush(self) -> None:
+        """Let the observers see what was answered and not yet observed, in order."""
+        batch, self.unobserved = self.unobserved, []
         for observe in self.observers:
             for ex in batch:
                 try:
                     observe(ex)
                 except Exception:
                     log.exception("an observer failed on %s %s", ex.request.method, escape(ex.request.path))
-
-    def _observe(self, ex: Exchange) -> None:
-        for observe in self.observers:
-            try:
-                observe(ex)
-            except Exception:
-                log.exception("an observer failed on %s %s", ex.request.method, escape(ex.request.path))
 
     async def _answer(self, ex: Exchange) -> Response:
         for responder in self.responders:

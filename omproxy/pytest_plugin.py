@@ -18,10 +18,10 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -32,6 +32,8 @@ from omproxy.configfile import load
 from omproxy.errors import UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
+
+T = TypeVar("T")
 
 MODES = ("replay", "record", "auto", "passthrough")
 
@@ -74,6 +76,15 @@ class Server:
     def runtime(self) -> Runtime:
         assert self.runner is not None
         return self.runner.app[RUNTIME]
+
+    def read(self, what: Callable[[Runtime], T]) -> T:
+        """`what` of the runtime, read on omproxy's own loop once what it answered is observed (the
+        observers run at the end of the loop's turn: a test may be done before that turn is)."""
+        async def read() -> T:
+            self.runtime.pipeline.flush()
+            return what(self.runtime)
+
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -147,7 +158,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     found = item.stash.get(SESSION, None)
     if found is not None:
         server, session = found
-        misses = [ex.miss for ex in server.runtime.journal.of_session(session) if ex.outcome is Outcome.MISSED]
+        misses = server.read(lambda rt: [ex.miss for ex in rt.journal.of_session(session)
+                                         if ex.outcome is Outcome.MISSED])
         if misses:
             pytest.fail("omproxy: a request matched no recording (fallback none):\n" + "\n".join(
                 m for m in misses if m), pytrace=False)
@@ -161,10 +173,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("omproxy")
     for server in servers.values():
         rt = server.runtime
-        counts = rt.journal.counts
-        line = (f"{server.mode.value} {server.config.cassette}: from cassette {counts[Outcome.FROM_CASSETTE]}, "
-                f"simulated {counts[Outcome.SIMULATED]}, missed {counts[Outcome.MISSED]}, "
-                f"recorded {counts[Outcome.RECORDED]}")
+        counts = server.read(lambda rt: dict(rt.journal.counts))
+        line = (f"{server.mode.value} {server.config.cassette}: from cassette {counts.get(Outcome.FROM_CASSETTE, 0)}, "
+                f"simulated {counts.get(Outcome.SIMULATED, 0)}, missed {counts.get(Outcome.MISSED, 0)}, "
+                f"recorded {counts.get(Outcome.RECORDED, 0)}")
         if rt.playback is not None:
             played = asyncio.run_coroutine_threadsafe(rt.state.played(), server.loop).result(10)
             line += f", never played {len(rt.playback.never_played(played))}"

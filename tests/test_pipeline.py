@@ -3,6 +3,7 @@ escapes as a traceback or reaches the client with omproxy's internals."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -23,6 +24,7 @@ async def test_a_bug_is_a_gms_shaped_500_without_its_internals(caplog) -> None:
     seen: list[Exchange] = []
     pipeline = Pipeline([broken], REDACTOR, [seen.append])
     ex = await pipeline.serve(Request("POST", "/genesys/2/openmedia/s", "token=abc"))
+    pipeline.flush()  # observers see it at the end of the loop's turn, or now
     assert ex.response is not None and ex.response.status == 500
     body = ex.response.body.decode()
     assert json.loads(body)["statusCode"] == 2
@@ -59,7 +61,9 @@ async def test_an_observer_that_fails_does_not_change_the_answer(caplog) -> None
         return Response(200, b"{}")
 
     caplog.set_level(logging.ERROR)
-    ex = await Pipeline([yes], REDACTOR, [bad]).serve(Request("POST", "/x"))
+    pipeline = Pipeline([yes], REDACTOR, [bad])
+    ex = await pipeline.serve(Request("POST", "/x"))
+    pipeline.flush()
     assert ex.response is not None and ex.response.status == 200
     assert "observer bug" in caplog.text
 
@@ -138,3 +142,23 @@ def test_durations_are_counted_in_the_buckets_prometheus_reads() -> None:
     assert 'omproxy_upstream_seconds_bucket{le="0.5"} 4.0' in text and 'le="10.0"} 4.0' in text
     assert 'omproxy_upstream_seconds_bucket{le="+Inf"} 5.0' in text and "omproxy_upstream_seconds_count 5.0" in text
     assert "omproxy_upstream_seconds_sum 20.3111" in text
+
+
+async def test_observers_see_every_exchange_in_order_at_the_end_of_the_loops_turn() -> None:
+    seen: list[str] = []
+
+    async def yes(ex: Exchange) -> Response | None:
+        return Response(200, b"{}")
+
+    async def admin(req: Request) -> Response:
+        return Response(200, json.dumps(seen).encode())
+
+    pipeline = Pipeline([yes], REDACTOR, [lambda ex: seen.append(ex.request.path)], admin)
+    await pipeline.serve(Request("POST", "/a"))
+    await pipeline.serve(Request("POST", "/b"))
+    assert seen == []  # not yet: in one batch, once this turn of the loop is over
+    await asyncio.sleep(0)  # one turn of the loop, no time
+    assert seen == ["/a", "/b"]
+    await pipeline.serve(Request("POST", "/c"))
+    shown = await pipeline.serve(Request("GET", "/_omproxy/journal"))  # the admin API sees what came before it
+    assert shown.response is not None and json.loads(shown.response.body) == ["/a", "/b", "/c"]

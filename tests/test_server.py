@@ -160,6 +160,16 @@ async def test_keep_alive_and_pipelining_answer_in_request_order(listening) -> N
     writer.close()
 
 
+async def test_the_journal_pipelined_behind_an_exchange_shows_it(listening) -> None:
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(post(f"{BASE}/s", CREATE) + b"GET /_omproxy/journal HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_answer(reader))[0] == 200
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status == 200 and [e["operation"] for e in json.loads(body)["entries"]] == ["create"]
+
+
 async def test_a_chunked_body_and_expect_100_continue(listening) -> None:
     listener = await listening()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)

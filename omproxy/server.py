@@ -197,6 +197,8 @@ class Connection(BaseProtocol):
         self.head_started: float | None = self.last  # a new connection owes a request head
         self.peer = ""
         self.between = True  # the parser is between two requests, holding nothing of the next one
+        self.since: list[bytes] | None = []  # what it was fed since it last was (None: no longer known)
+        self.first: Any = None  # the request made of it, when there is one
 
     # ---- asyncio -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,9 +232,9 @@ class Connection(BaseProtocol):
             messages, _, _ = self.parser.feed_data(data)
         except HttpProcessingError as exc:  # answered in turn, after what came before it
             self.queue.append((exc, None))
-            self.between = False
+            self.between, self.since = False, None
         else:
-            self.between = self.between and len(messages) == 1 and exactly_one(data, messages[0][0])
+            self.track(data, messages)
             for message, payload in messages:
                 body: Any = payload
                 if not self.queue and self.task is None:  # in turn: nothing before it is waiting
@@ -251,6 +253,30 @@ class Connection(BaseProtocol):
         self.front.open.discard(self)
         with contextlib.suppress(HttpProcessingError):
             self.parser.feed_eof()
+
+    def track(self, data: bytes, messages: list[Any]) -> None:
+        """Whether the parser is between requests after `data`: when what it was fed since it last was
+        (`data` alone; or after part of a request, a body sent in a write of its own) is exactly the one
+        request it made of it. If that request was followed by more, the parser holds part of the next.
+        Not known again after two requests at once, or one not framed by its Content-Length."""
+        if self.since is None:
+            return
+        fed = data if self.between else b"".join([*self.since, data])
+        if self.between or self.first is None:
+            self.first = messages[0][0] if messages else None
+        elif messages:
+            self.since = None  # a second request before the first was known whole
+            self.between = False
+            return
+        length = request_length(fed, self.first) if self.first is not None and len(messages) <= 1 else None
+        if self.first is not None and length is None:
+            self.between, self.since = False, None
+        elif length is None or length > len(fed):  # part of a request: its head, or its body so far
+            self.between, self.since = False, [fed] if len(fed) <= 2**16 else None
+        elif length == len(fed):
+            self.between, self.since, self.first = True, [], None
+        else:  # the request, then part of the next
+            self.between, self.since, self.first = False, [fed[length:]], None
 
     # ---- the watch ----------------------------------------------------------------------------
     def check(self, now: float) -> None:
@@ -429,14 +455,15 @@ class Connection(BaseProtocol):
         return before, after
 
 
-def exactly_one(data: bytes, message: Any) -> bool:
-    """Whether `data`, which the parser made into `message` whole, held that request and nothing more:
-    its head, up to the first empty line, and then exactly Content-Length bytes of body."""
+def request_length(data: bytes, message: Any) -> int | None:
+    """How many bytes of `data`, which starts with the request the parser made into `message`, that
+    request is (more than `data` holds when its body is still to come): its head, up to the first empty
+    line, then Content-Length bytes of body. None when it is not framed so (chunked, an upgrade)."""
     end = data.find(b"\r\n\r\n")
-    if end < 0 or message.chunked or message.upgrade:
-        return False
     length = message.headers.get("Content-Length", "0")
-    return length.isdigit() and end + 4 + int(length) == len(data)
+    if end < 0 or message.chunked or message.upgrade or not length.isdigit():
+        return None
+    return end + 4 + int(length)
 
 
 # ---- listening -----------------------------------------------------------------------------------

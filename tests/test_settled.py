@@ -149,6 +149,21 @@ async def test_a_settled_requests_bytes_that_end_another_request_are_that_reques
     assert last.again is None and last.request.headers["X-Partial"].startswith("POST ")
 
 
+async def test_after_a_request_whose_body_came_alone_requests_are_known_by_their_bytes_again(replaying) -> None:
+    listener = await replaying()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    # a head, then (once told to continue) its body: two reads, the parser between them mid-request
+    writer.write(get(b"Expect: 100-continue\r\n").replace(b"Content-Length: 0", b"Content-Length: 3"))
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"a=1")
+    assert (await read_answer(reader))[0] == 200
+    for _ in range(5):  # then the get, a read at a time: settled, kept, known by its bytes
+        writer.write(get())
+        assert (await read_answer(reader))[0] == 200
+    writer.close()
+    assert list(listener.front.settled.raw) == [(get(), "127.0.0.1")]
+
+
 async def test_requests_that_differ_every_time_are_never_kept(replaying) -> None:
     listener = await replaying()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)

@@ -39,15 +39,17 @@ except ImportError:  # the optional extra is not installed
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Take the next position of a key if one is left: atomically, whichever instance asks.
+# Take the next position of a key if one is left: atomically, whichever instance asks. With it, how
+# many times the whole state was reset (by any instance): what each instance remembers of it is then stale.
 _TAKE = """
+local resets = redis.call('GET', KEYS[2]) or '0'
 local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
 if position >= tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-  return -1
+  return {-1, resets}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return position
+return {position, resets}
 """
 
 
@@ -64,7 +66,9 @@ class RedisState:
         self.ns = f"omproxy:{namespace}:"
         self.ttl = max(1, int(session_idle))
         self._take = self.client.register_script(_TAKE)
-        self.marked: set[tuple[str, int]] = set()
+        self.marked: set[tuple[str, int]] = set()  # marked played in Redis since the last reset seen
+        # outside the namespace's keys, which a reset deletes: the count of resets survives them
+        self.resets_key, self.resets = f"omproxy:resets:{namespace}", b"0"
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -94,7 +98,11 @@ class RedisState:
 
     async def take(self, session: str, key: Hashable, count: int) -> int | None:
         where = self._session(session) + "positions"
-        position = await self.call(lambda: self._take(keys=[where], args=[digest(key), count, self.ttl]))
+        position, resets = await self.call(lambda: self._take(keys=[where, self.resets_key],
+                                                               args=[digest(key), count, self.ttl]))
+        if resets != self.resets:  # another instance reset everything: what was marked played is not
+            self.resets = resets
+            self.marked.clear()
         return None if int(position) < 0 else int(position)
 
     async def mark_played(self, cassette: str, index: int) -> None:
@@ -132,8 +140,12 @@ class RedisState:
 
         async def wipe() -> None:
             keys = [k async for k in self.client.scan_iter(match=pattern, count=500)]
-            if keys:
-                await self.client.delete(*keys)
+            async with self.client.pipeline(transaction=True) as tx:  # deleted and counted as one
+                if keys:
+                    tx.delete(*keys)
+                if session is None:
+                    tx.incr(self.resets_key)
+                await tx.execute()
 
         await self.call(wipe)
 

@@ -236,3 +236,23 @@ async def test_no_wrong_answer_while_redis_goes_away_under_load(aiohttp_client, 
     assert {(s, b["statusCode"]) for s, b in after} == {(503, 1)}
     redis.start()
     assert [(await one(i))[1]["statusCode"] for i in range(60, 64)] == [0, 0, 0, 0]  # recovered
+
+
+async def test_a_reset_on_one_instance_makes_the_others_mark_what_they_play_again(redis) -> None:
+    """What an instance marked played before another one reset everything is marked again when played
+    again: the never-played report at the end is the cluster's, not what a stale memory says."""
+    from omproxy.redisstate import RedisState
+
+    a, b = RedisState(redis.url, "ns", 60), RedisState(redis.url, "ns", 60)
+    try:
+        assert await b.take("s", "get", 1) == 0
+        await b.mark_played("c.yaml", 0)
+        assert await a.played() == {("c.yaml", 0)}
+        await a.reset()  # everything: positions and what was played
+        assert await a.played() == set()
+        assert await b.take("s", "get", 1) == 0  # played from the start again, through b ...
+        await b.mark_played("c.yaml", 0)
+        assert await a.played() == {("c.yaml", 0)}  # ... and marked again
+    finally:
+        await a.close()
+        await b.close()

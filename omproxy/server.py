@@ -196,9 +196,7 @@ class Connection(BaseProtocol):
         self.last = time.monotonic()
         self.head_started: float | None = self.last  # a new connection owes a request head
         self.peer = ""
-        self.between = True  # the parser is between two requests, holding nothing of the next one
-        self.since: list[bytes] | None = []  # what it was fed since it last was (None: no longer known)
-        self.first: Any = None  # the request made of it, when there is one
+        self.boundary = Boundary()  # whether the parser is between two requests
 
     # ---- asyncio -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -224,7 +222,7 @@ class Connection(BaseProtocol):
             if self.head_started is None and not self.busy and not self.queue:
                 self.head_started = self.last
         idle = not self.queue and self.task is None  # nothing before this read is waiting
-        if idle and self.between:
+        if idle and self.boundary.between:
             key = self.front.settled.raw.get((data, self.peer))
             if key is not None and self.answer_settled(key):
                 return  # the parser would have made of `data` exactly that request, and be between again
@@ -232,14 +230,14 @@ class Connection(BaseProtocol):
             messages, _, _ = self.parser.feed_data(data)
         except HttpProcessingError as exc:  # answered in turn, after what came before it
             self.queue.append((exc, None))
-            self.between, self.since = False, None
+            self.boundary.lose()
         else:
-            self.track(data, messages)
+            self.boundary.fed(data, messages)
             for message, payload in messages:
                 body: Any = payload
                 if not self.queue and self.task is None:  # in turn: nothing before it is waiting
                     body = self.whole(message, payload)
-                    if self.again(message, body, data if self.between else None):
+                    if self.again(message, body, data if self.boundary.between else None):
                         continue
                 self.queue.append((message, body))
         if self.queue and self.task is None:
@@ -253,30 +251,6 @@ class Connection(BaseProtocol):
         self.front.open.discard(self)
         with contextlib.suppress(HttpProcessingError):
             self.parser.feed_eof()
-
-    def track(self, data: bytes, messages: list[Any]) -> None:
-        """Whether the parser is between requests after `data`: when what it was fed since it last was
-        (`data` alone; or after part of a request, a body sent in a write of its own) is exactly the one
-        request it made of it. If that request was followed by more, the parser holds part of the next.
-        Not known again after two requests at once, or one not framed by its Content-Length."""
-        if self.since is None:
-            return
-        fed = data if self.between else b"".join([*self.since, data])
-        if self.between or self.first is None:
-            self.first = messages[0][0] if messages else None
-        elif messages:
-            self.since = None  # a second request before the first was known whole
-            self.between = False
-            return
-        length = request_length(fed, self.first) if self.first is not None and len(messages) <= 1 else None
-        if self.first is not None and length is None:
-            self.between, self.since = False, None
-        elif length is None or length > len(fed):  # part of a request: its head, or its body so far
-            self.between, self.since = False, [fed] if len(fed) <= 2**16 else None
-        elif length == len(fed):
-            self.between, self.since, self.first = True, [], None
-        else:  # the request, then part of the next
-            self.between, self.since, self.first = False, [fed[length:]], None
 
     # ---- the watch ----------------------------------------------------------------------------
     def check(self, now: float) -> None:
@@ -453,6 +427,44 @@ class Connection(BaseProtocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(before + self.front.clock.text + after)
         return before, after
+
+
+class Boundary:
+    """Whether a connection's parser is between two requests, holding nothing of the next one (then a
+    read that is exactly a settled request's bytes is that request): when what it was fed since it
+    last was (one read; or a head and then its body, sent in a write of its own) is exactly the one
+    request it made of it. If that request was followed by more, the parser holds part of the next.
+    Not known again after two requests at once, or one not framed by its Content-Length."""
+
+    LIMIT = 2**16  # bytes of a request kept while it comes: beyond, not known again
+
+    def __init__(self) -> None:
+        self.between = True
+        self.since: list[bytes] | None = []  # what was fed since it last was (None: never known again)
+        self.first: Any = None  # the request made of that, once there is one
+
+    def lose(self) -> None:
+        self.between, self.since = False, None
+
+    def fed(self, data: bytes, messages: list[Any]) -> None:
+        """`data` was fed to the parser, which made `messages` of it (message, payload pairs)."""
+        if self.since is None:
+            return
+        fed = data if self.between else b"".join([*self.since, data])
+        if self.between or self.first is None:
+            self.first = messages[0][0] if messages else None
+        elif messages:  # a second request before the first was known whole
+            self.lose()
+            return
+        length = request_length(fed, self.first) if self.first is not None and len(messages) <= 1 else None
+        if self.first is not None and length is None:
+            self.lose()
+        elif length is None or length > len(fed):  # part of a request: its head, or its body so far
+            self.between, self.since = False, [fed] if len(fed) <= self.LIMIT else None
+        elif length == len(fed):
+            self.between, self.since, self.first = True, [], None
+        else:  # the request, then part of the next
+            self.between, self.since, self.first = False, [fed[length:]], None
 
 
 def request_length(data: bytes, message: Any) -> int | None:

@@ -245,3 +245,37 @@ async def test_an_answer_changed_on_disk_while_replaying_is_a_503_that_says_so(r
     assert status == 503 and headers["x-omproxy-error"] == "cassette-changed"
     assert "gets.yaml:" in body.decode() and "restart omproxy" in body.decode()
     assert b"Stopped" not in body  # never served
+
+
+class Message:  # what Boundary reads of a parsed request: its framing
+    def __init__(self, length: int | None = 0, chunked: bool = False) -> None:
+        self.headers = {"Content-Length": str(length)} if length is not None else {}
+        self.chunked, self.upgrade = chunked, False
+
+
+def test_the_boundary_between_requests_is_followed_through_every_way_a_request_comes() -> None:
+    head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"
+    b = server.Boundary()
+    b.fed(head + b"abc", [(Message(3), None)])
+    assert b.between  # one read, one request
+    b.fed(head, [(Message(3), None)])
+    assert not b.between  # its body is still to come ...
+    b.fed(b"abc", [])
+    assert b.between  # ... and came alone
+    b.fed(head + b"abc" + b"POST /y", [(Message(3), None)])
+    assert not b.between and b.since == [b"POST /y"]  # a request and part of the next
+    b.fed(b" HTTP/1.1\r\nContent-Length: 0\r\n\r\n", [(Message(0), None)])
+    assert b.between  # the next, whole
+    b.fed(head[:10], [])
+    b.fed(head[10:] + b"abc", [(Message(3), None)])
+    assert b.between  # a head cut anywhere
+    b.fed(head + b"abc" + head + b"abc", [(Message(3), None), (Message(3), None)])
+    assert not b.between and b.since is None  # two at once: not followed from here on
+    b.fed(head + b"abc", [(Message(3), None)])
+    assert not b.between
+
+
+def test_a_request_not_framed_by_its_length_loses_the_boundary() -> None:
+    b = server.Boundary()
+    b.fed(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", [(Message(None, chunked=True), None)])
+    assert not b.between and b.since is None

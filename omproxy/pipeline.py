@@ -1,8 +1,8 @@
 """The one request pipeline, for every mode and every server front: `serve(request) -> Exchange`.
 Responders decide (the first to return a Response answers); observers record (journal, access log,
 findings) after the answer is decided: every exchange, in the order their answers were decided, in
-one batch at the end of the event loop's turn — before any request read later is served, and a
-fifth less CPU for a forwarded request than observing each at once (`flush` observes at once).
+one batch at the end of the event loop's turn (~15% less CPU for a forwarded request than observing
+each at once); `flush` observes at once, and the admin API flushes before it answers.
 Every failure becomes a GMS-shaped answer here, with the redacted target in the log: `serve` never
 raises and never answers with internals. Pure."""
 

@@ -146,7 +146,7 @@ class Client:
             else:
                 await self.slots.acquire()
             acquired = True
-            conn = await self._connection(deadline - loop.time())
+            conn = self._idle() or await self._connect(deadline - loop.time())
             expiry = loop.call_at(deadline, conn.expire)  # cheaper than asyncio.timeout, on every request
             try:
                 message, payload = await conn.request(data, method == "HEAD")
@@ -181,7 +181,8 @@ class Client:
         return UpstreamUnreachable(f"GMS at {self.name} failed ({type(e).__name__}: the connection closed or the "
                                    "answer was not valid HTTP); try again")
 
-    async def _connection(self, within: float) -> _Connection:
+    def _idle(self) -> _Connection | None:
+        """A pooled connection still fit to carry a request, if there is one."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -189,6 +190,9 @@ class Client:
                     not conn.transport.is_closing()):
                 return conn
             conn.close()
+        return None
+
+    async def _connect(self, within: float) -> _Connection:
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(loop.create_connection(
             lambda: _Connection(loop), self.host, self.port, ssl=self.ssl,

@@ -189,3 +189,13 @@ async def test_an_https_upstream_is_verified_against_the_system_certificates(cer
         await client.close()
     finally:
         await up.close()
+
+
+async def test_at_most_limit_connections_are_opened_and_more_requests_wait_for_one(upstream, monkeypatch) -> None:
+    from omproxy import upstream as module
+
+    monkeypatch.setattr(module, "LIMIT", 2)
+    up, client = await upstream(*(ok(b"%d" % n) for n in range(6)))
+    answers = await asyncio.gather(*(client.send("GET", f"/{n}", [], b"") for n in range(6)))
+    assert sorted(a.body for a in answers) == [b"%d" % n for n in range(6)]
+    assert up.connections == 2 and len(up.requests) == 6

@@ -92,7 +92,8 @@ class AccessLog:
     def __init__(self, mode: str, redactor: Redactor, verbose: int = 0, write: Write | None = None) -> None:
         self.mode, self.redactor, self.verbose = mode, redactor, verbose
         self.write = write  # a direct writer of text lines (the command line's); else `logging`
-        self.halves = PerSettled(self._halves)
+        # a verbose line shows the request's headers, which a repeat may not share (a request id)
+        self.halves: Callable[[Exchange], tuple[str, str]] = self._halves if verbose else PerSettled(self._halves)
         self.same: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     def _halves(self, ex: Exchange) -> tuple[str, str]:

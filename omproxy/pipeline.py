@@ -114,20 +114,21 @@ class Pipeline:
         self._observe_soon(ex)
         return ex
 
-    def again(self, first: Exchange) -> Exchange | None:
-        """The request of `first`, byte for byte the same, served again without deciding again — when
-        its answer is settled (`first.settled`: a replayed recording that repeats, already applied
-        to the simulator) and the session's state still has the version it was settled under (no
-        reset, divergence or expiry since). None when it is not (or no longer) settled: then `serve`
-        it. A server front keeps the settled exchanges by the request's raw bytes, so a repeated
-        request is neither parsed into a `Request` nor matched.
+    def again(self, first: Exchange, request: Request | None = None) -> Exchange | None:
+        """The request of `first` served again without deciding again: byte for byte the same, or
+        `request`, the same but for header lines that decide nothing (a request id) — when its answer
+        is settled (`first.settled`: a replayed recording that repeats, already applied to the
+        simulator) and the session's state still has the version it was settled under (no reset,
+        divergence or expiry since). None when it is not (or no longer) settled: then `serve` it. A
+        server front keeps the settled exchanges by what decides them, so a repeated request is not
+        matched (nor parsed into a `Request`, when it is byte for byte the same).
 
         Observers see it as any other exchange, in order, at the end of this turn of the event loop."""
         started = time.perf_counter()
         if first.settled is None or self.state is None or self.state.stamp(first.request.session) != first.settled:
             return None
-        ex = Exchange(first.request, response=first.response, outcome=first.outcome, matched=first.matched,
-                      settled=first.settled, again=first)
+        ex = Exchange(request or first.request, response=first.response, outcome=first.outcome,
+                      matched=first.matched, settled=first.settled, again=first.again or first)
         ex.duration_ms = (time.perf_counter() - started) * 1000
         self._observe_soon(ex)
         return ex

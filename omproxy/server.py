@@ -42,7 +42,7 @@ from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Mode
 from omproxy.errors import OmproxyError, RequestRefused, UsageError
 from omproxy.exchange import Exchange, Outcome
-from omproxy.model import Response, Source
+from omproxy.model import SESSION_HEADER, Request, Response, Source
 from omproxy.pipeline import error_response, escape
 from omproxy.proxy import assemble, too_large
 
@@ -96,11 +96,12 @@ class Heads:
 
 
 class Settled:
-    """Answers that no longer change, by the request's raw bytes: a repeated request (method, target,
-    header lines, body and peer the same) is answered by `Pipeline.again` — as long as the pipeline
-    says it is still settled — from bytes composed once, without a `Request`, a task or matching.
-    An answer is kept the second time its request settles (requests that differ every time, by a
-    request id, never fill it with exchanges). A kept request that then arrives as one read of
+    """Answers that no longer change, by what of the request decides them: a repeated request (method,
+    target, body, peer and the headers omproxy reads the same: `Front.deciding`) is answered by
+    `Pipeline.again` — as long as the pipeline says it is still settled — from bytes composed once,
+    without matching (and, when its header lines are the first one's too, without a `Request`: a
+    request id makes one, so the journal and the inspector show each request's own headers). An
+    answer is kept the second time its request settles. A kept request that then arrives as one read of
     exactly its bytes, on a connection whose parser holds nothing, is known by those bytes the next
     time: answered before it is parsed (most of what is left of a repeat's cost is the parser's).
     Bounded: when full, it starts again empty."""
@@ -108,13 +109,14 @@ class Settled:
     LIMIT = 1024
 
     def __init__(self) -> None:
-        self.known: dict[Hashable, tuple[Exchange, bytes, bytes]] = {}
+        self.known: dict[Hashable, tuple[Exchange, bytes, bytes, Any]] = {}  # and its raw header lines
         self.once: set[Hashable] = set()  # settled once: kept if it settles again
         # A settled request that arrives as one read of exactly its bytes (keep-alive clients send a
-        # request at a time): those bytes and the peer, to its key above — looked up before parsing.
-        self.raw: dict[tuple[bytes, str], Hashable] = {}
+        # request at a time): those bytes and the peer, to its key above and the exchange that was
+        # that request — looked up before parsing.
+        self.raw: dict[tuple[bytes, str], tuple[Hashable, Exchange]] = {}
 
-    def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes) -> None:
+    def keep(self, key: Hashable, ex: Exchange, before_date: bytes, after_date: bytes, raw_headers: Any) -> None:
         if key not in self.once:
             if len(self.once) >= 4 * self.LIMIT:
                 self.once.clear()
@@ -123,13 +125,20 @@ class Settled:
         if len(self.known) >= self.LIMIT:
             self.known.clear()
             self.raw.clear()
-        self.known[key] = (ex, before_date, after_date)
+        self.known[key] = (ex, before_date, after_date, raw_headers)
 
-    def alias(self, data: bytes, peer: str, key: Hashable) -> None:
-        """`data`, read whole as one request whose answer is settled under `key`, is that request."""
+    def alias(self, data: bytes, peer: str, key: Hashable, ex: Exchange) -> None:
+        """`data`, read whole, is the request of `ex`, whose answer is settled under `key`."""
         if len(self.raw) >= self.LIMIT:
             self.raw.clear()
-        self.raw[data, peer] = key
+        self.raw[data, peer] = (key, ex)
+
+    def adopt(self, key: Hashable, ex: Exchange, raw_headers: Any) -> None:
+        """The answer settled under `key` is the answer of `ex` too, whose request's header lines are
+        `raw_headers`: the next request with those lines repeats it (not the one kept before)."""
+        found = self.known.get(key)
+        if found is not None:
+            self.known[key] = (ex, found[1], found[2], raw_headers)
 
     def forget(self, key: Hashable) -> None:
         self.known.pop(key, None)
@@ -143,6 +152,8 @@ class Front:
         self.loop = asyncio.get_running_loop()
         self.open: set[Connection] = set()
         self.clock, self.heads, self.settled = Clock(), Heads(), Settled()
+        # the request headers that decide an answer: how the body reads, the session, those matched
+        self.deciding = ("Content-Type", "Content-Encoding", SESSION_HEADER, *config.match.headers)
         self.stopping = False
         self.refused = self.closed_idle = self.closed_slow = 0
         self.server: asyncio.Server | None = None
@@ -223,8 +234,8 @@ class Connection(BaseProtocol):
                 self.head_started = self.last
         idle = not self.queue and self.task is None  # nothing before this read is waiting
         if idle and self.boundary.between:
-            key = self.front.settled.raw.get((data, self.peer))
-            if key is not None and self.answer_settled(key):
+            hit = self.front.settled.raw.get((data, self.peer))
+            if hit is not None and self.answer_settled(*hit) is not None:
                 return  # the parser would have made of `data` exactly that request, and be between again
         try:
             messages, _, _ = self.parser.feed_data(data)
@@ -285,7 +296,9 @@ class Connection(BaseProtocol):
             not self.front.stopping)
 
     def key(self, message: Any, body: bytes) -> Hashable:
-        return (message.method, message.path, message.raw_headers, body, self.peer)
+        headers = message.headers
+        return (message.method, message.path, body, self.peer, *(tuple(headers.getall(name, ()))
+                                                                 for name in self.front.deciding))
 
     def again(self, message: Any, body: Any, data: bytes | None) -> bool:
         """Answer at once a request whose answer is settled (see `Settled`); False, with nothing
@@ -293,24 +306,39 @@ class Connection(BaseProtocol):
         if not isinstance(body, bytes) or not self.settles(message):
             return False
         key = self.key(message, body)
-        if not self.answer_settled(key):
+        found = self.front.settled.known.get(key)
+        if found is None:
             return False
-        if data is not None:
-            self.front.settled.alias(data, self.peer, key)
-        return True
+        if found[3] == message.raw_headers:
+            ex = self.answer_settled(key, found[0])
+            if ex is not None and data is not None:
+                self.front.settled.alias(data, self.peer, key, found[0])
+            return ex is not None
+        try:  # another header line (a request id, another order): a request of its own, for what the
+            own = assemble(message.method, message.path, message.headers, body, self.front.config.max_body,
+                           self.peer)  # journal and the inspector show of it
+        except OmproxyError:
+            return False  # served as any other, which says what is wrong with it
+        ex = self.answer_settled(key, found[0], own)
+        if ex is not None:  # the next request with these very lines repeats this one
+            self.front.settled.adopt(key, ex, message.raw_headers)
+        return ex is not None
 
-    def answer_settled(self, key: Hashable) -> bool:
+    def answer_settled(self, key: Hashable, first: Exchange, request: Request | None = None) -> Exchange | None:
+        """Write the answer settled under `key` for a request that repeats `first`'s (or is `request`,
+        which differs from it only by header lines that decide nothing); its exchange, or None."""
         front = self.front
         found = front.settled.known.get(key)
         if found is None or self.writing_paused or front.stopping:
-            return False
-        if front.rt.pipeline.again(found[0]) is None:
+            return None
+        ex = front.rt.pipeline.again(first, request)
+        if ex is None:
             front.settled.forget(key)
-            return False
+            return None
         assert self.transport is not None
         self.transport.write(found[1] + front.clock.text + found[2])
         self.head_started = None
-        return True
+        return ex
 
     async def run(self) -> None:
         try:
@@ -358,7 +386,7 @@ class Connection(BaseProtocol):
             return False
         before, after = self._write_answer(resp, keep, head_only, message.version)
         if ex.settled is not None and self.settles(message):
-            self.front.settled.keep(self.key(message, body), ex, before, after)
+            self.front.settled.keep(self.key(message, body), ex, before, after, message.raw_headers)
         return keep
 
     async def read(self, message: Any, payload: Any) -> bytes:

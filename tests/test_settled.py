@@ -50,8 +50,8 @@ async def replaying(two_gets: Path, caplog: pytest.LogCaptureFixture):
     listeners: list[server.Listener] = []
     lines: list[tuple[int, float, str, float, str]] = []
 
-    async def make() -> server.Listener:
-        config = Config(port=0, cassette=str(two_gets))
+    async def make(**overrides) -> server.Listener:
+        config = Config(port=0, cassette=str(two_gets), **overrides)
         rt = build_runtime(config, Mode.REPLAY, access=lambda *line: lines.append(line))
         listener = await server.start(rt, config)
         listeners.append(listener)
@@ -145,8 +145,8 @@ async def test_a_settled_requests_bytes_that_end_another_request_are_that_reques
     status, _, body = await read_answer(reader)
     writer.close()
     assert status == 200 and state_of(body) == "Processing"
-    last = listener.front.rt.journal.entries[-1]
-    assert last.again is None and last.request.headers["X-Partial"].startswith("POST ")
+    last = listener.front.rt.journal.entries[-1]  # the cut request (settled: the X-Partial line decides nothing)
+    assert last.request.headers["X-Partial"].startswith("POST ")
 
 
 async def test_after_a_request_whose_body_came_alone_requests_are_known_by_their_bytes_again(replaying) -> None:
@@ -164,14 +164,53 @@ async def test_after_a_request_whose_body_came_alone_requests_are_known_by_their
     assert list(listener.front.settled.raw) == [(get(), "127.0.0.1")]
 
 
-async def test_requests_that_differ_every_time_are_never_kept(replaying) -> None:
-    listener = await replaying()
+@pytest.mark.parametrize("verbose", [0, 1])
+async def test_requests_that_differ_by_a_request_id_are_settled_and_shown_as_themselves(replaying, verbose) -> None:
+    listener = await replaying(verbose=verbose)
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    for n in range(6):  # a request id makes each one new
+    states = []
+    for n in range(6):  # a request id: another header line, which decides nothing
         writer.write(get(f"X-Request-Id: {n}\r\n".encode()))
-        await read_answer(reader)
+        states.append(state_of((await read_answer(reader))[2]))
     writer.close()
-    assert not listener.front.settled.known and not any(e.again for e in listener.front.rt.journal.entries)
+    assert states == ["Queued"] + ["Processing"] * 5
+    entries = listener.front.rt.journal.entries
+    assert [e.again is not None for e in entries] == [False, False, False, True, True, True]
+    assert [e.request.headers["X-Request-Id"] for e in entries] == [str(n) for n in range(6)]
+    assert not listener.front.settled.raw  # never the same bytes twice: never known by them
+    lines = replaying.lines
+    assert len(lines) == 6 and all(line[2] == lines[1][2] for line in lines[1:])
+    if verbose:  # a verbose line shows the request's headers: each its own
+        assert [f'"x-request-id": "{n}"' in line[4].lower() for n, line in enumerate(lines)] == [True] * 6
+
+
+async def test_another_client_sending_its_headers_in_another_order_is_repeated_as_itself(replaying) -> None:
+    """Two load generators (or two runs of one) that order their header lines differently: the second
+    is answered as settled, shown with its own lines, and soon known by its own bytes."""
+    listener = await replaying()
+    _, first = await one_by_one(listener)  # settled and known by its bytes
+    first.close()
+    other = (b"POST " + GET.encode() + b" HTTP/1.1\r\nContent-Type: " + FORM.encode() +
+             b"\r\nContent-Length: 0\r\nHost: x\r\n\r\n")  # the same lines, Host last
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    for _ in range(3):
+        writer.write(other)
+        assert state_of((await read_answer(reader))[2]) == "Processing"
+    writer.close()
+    entries = list(listener.front.rt.journal.entries)[-3:]
+    assert all(e.again is not None for e in entries)
+    assert [list(e.request.headers)[-1] for e in entries] == ["Host"] * 3  # each shown as it came
+    assert (other, "127.0.0.1") in listener.front.settled.raw
+
+
+async def test_a_header_that_decides_the_answer_is_never_answered_by_anothers_settled_one(replaying) -> None:
+    listener = await replaying()
+    reader, writer = await kept(listener)
+    writer.write(get().replace(FORM.encode(), b"application/json"))  # its body would read otherwise
+    _, headers, _ = await read_answer(reader)
+    writer.close()
+    # decided again (and, its body being empty, matched to the same recording all the same)
+    assert headers["x-omproxy-source"] == "cassette" and listener.front.rt.journal.entries[-1].again is None
 
 
 async def test_pipelined_settled_answers_keep_request_order(replaying) -> None:

@@ -82,20 +82,30 @@ _NOT_RECORDED = frozenset({"content-length", SESSION_HEADER.lower(), "connection
 
 def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None) -> dict[str, Any]:
     """The entry for an exchange. Redact the request and response before: this stores what it gets."""
+    return {"recorded_at": recorded_at or now_stamp(), "request": request_part(req), "response": response_part(resp),
+            "duration_ms": round(duration_ms, 1)}
+
+
+def request_part(req: Request) -> dict[str, Any]:
+    """An entry's `request`, from the request as it is stored (redacted)."""
     request: dict[str, Any] = {"method": req.method, "path": req.path, "query": req.query,
                                "headers": _headers((k, v) for k, v in req.headers.items()
                                                    if k.lower() not in _NOT_RECORDED)}
     _body(request, req.body)
     if req.form.fields and not req.form.not_form:
         request["form"] = formcodec.bracket_view(req.form.fields)
+    return request
+
+
+def response_part(resp: Response) -> dict[str, Any]:
+    """An entry's `response`, from the answer as it is stored (redacted)."""
     response: dict[str, Any] = {"status": resp.status, "headers": _headers(resp.headers.items())}
     if resp.content_encoding:
         response["content_encoding"] = resp.content_encoding
     _body(response, resp.body)
     if resp.reply is not None:
         response["json"] = resp.reply
-    return {"recorded_at": recorded_at or now_stamp(), "request": request, "response": response,
-            "duration_ms": round(duration_ms, 1)}
+    return response
 
 
 # ---- entry -> model -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,30 +70,43 @@ class Recorder:
 
 
 class Entries:
-    """Each exchange's cassette entry, redacted. An exchange whose request and answer have the same
-    content as one before (a client polling `get` through omproxy) has the same entry but for when it
-    was recorded and how long it took: the rest is remembered, for answers up to SAME_BODY bytes."""
+    """Each exchange's cassette entry, redacted, its request and its response written apart: a request
+    or an answer with the same content as one before (a client polling `get` through omproxy, with or
+    without a request id) is written from what was written then — for bodies up to SAME_BODY bytes.
+    Only when it was recorded and how long it took are new to every entry. The bytes are those of the
+    entry written whole (`tests/test_cassette.py`), but for a JSON view nested within a few calls of
+    Python's stack limit: written in block style where the whole entry would go to the safe dumper."""
 
-    SAME = 1024  # entries remembered; when full, it starts again empty
+    SAME = 1024  # requests, and answers, remembered; when full, it starts again empty
     SAME_BODY = 16 * 1024
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
-        self.known: dict[tuple[Any, ...], bytes] = {}
+        self.requests: dict[tuple[Any, ...], bytes] = {}
+        self.responses: dict[tuple[Any, ...], bytes] = {}
 
     def __call__(self, req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None) -> bytes:
-        key = None
-        if len(req.body) + len(resp.body) <= self.SAME_BODY:
-            # everything `to_entry` reads, before redaction (which depends on nothing else)
-            key = (req.method, req.path, req.query, tuple(req.headers.items()), req.body, resp.status,
-                   tuple(resp.headers.items()), resp.body, resp.content_encoding)
-            middle = self.known.get(key)
-            if middle is not None:
-                return yamlformat.entry_around(recorded_at or cassette.now_stamp(), middle, duration_ms)
-        entry = cassette.to_entry(self.redactor.request(req), self.redactor.response(resp), duration_ms, recorded_at)
-        data = yamlformat.dump_entry(entry)
-        if key is not None and (middle := yamlformat.entry_middle(data)) is not None:
-            if len(self.known) >= self.SAME:
-                self.known.clear()
-            self.known[key] = middle
-        return data
+        # the keys: everything `request_part` and `response_part` read, before redaction (which
+        # depends on nothing else)
+        request = self._section(self.requests, (req.method, req.path, req.query, tuple(req.headers.items()), req.body),
+                                len(req.body), "request", lambda: cassette.request_part(self.redactor.request(req)))
+        response = self._section(self.responses, (resp.status, tuple(resp.headers.items()), resp.body,
+                                                  resp.content_encoding), len(resp.body), "response",
+                                 lambda: cassette.response_part(self.redactor.response(resp)))
+        if request is None or response is None:  # nested past Python's stack: the safe dumper writes it
+            entry = cassette.to_entry(self.redactor.request(req), self.redactor.response(resp), duration_ms,
+                                      recorded_at)
+            return yamlformat.dump_entry(entry)
+        return yamlformat.entry_around(recorded_at or cassette.now_stamp(), request + response, duration_ms)
+
+    def _section(self, known: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], size: int, name: str,
+                 make: Callable[[], dict[str, Any]]) -> bytes | None:
+        remembered = size <= self.SAME_BODY
+        found = known.get(key) if remembered else None
+        if found is None:
+            found = yamlformat.dump_section(name, make())
+            if found is not None and remembered:
+                if len(known) >= self.SAME:
+                    known.clear()
+                known[key] = found
+        return found

@@ -33,18 +33,17 @@ def dump_entry(entry: dict[str, Any]) -> bytes:
         return yamlsafe.dump([entry]).encode("utf-8")
 
 
-def entry_middle(data: bytes) -> bytes | None:
-    """What `dump_entry` wrote for an entry (`cassette.to_entry`'s) between its first line (when it was
-    recorded) and its last (how long it took): its request and response, to be written again by
-    `entry_around`. None when the entry is not laid out so."""
-    first, last = data.find(b"\n") + 1, data.rfind(b"\n", 0, len(data) - 1) + 1
-    if not (data.startswith(b"- recorded_at: ") and data.startswith(b"  duration_ms: ", last) and 0 < first < last):
+def dump_section(name: str, value: Any) -> bytes | None:
+    """`name: value` as `dump_entry` writes it as one key of an entry: an entry's `request` and
+    `response` written apart, for `entry_around`. None when nested past Python's stack."""
+    try:
+        return ("\n".join(_mapping({name: value}, 2)) + "\n").encode("utf-8")
+    except RecursionError:
         return None
-    return data[first:last]
 
 
 def entry_around(recorded_at: str, middle: bytes, duration_ms: float) -> bytes:
-    """`dump_entry` of an entry whose request and response were dumped before (`entry_middle`)."""
+    """`dump_entry` of an entry whose request and response were dumped before (`dump_section`)."""
     return b"".join([f"- recorded_at: {_string(recorded_at)}\n".encode(), middle,
                      f"  duration_ms: {_scalar(round(duration_ms, 1))}\n".encode()])
 

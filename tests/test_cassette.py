@@ -276,7 +276,7 @@ def test_an_entry_made_again_from_what_was_remembered_is_the_entry(body, answer,
     entries = Entries(redactor)
     first = entries(req, resp, durations[0], "2026-11-28T10:15:02.123Z")
     again = entries(req, resp, durations[1], "2026-11-28T10:15:03.001Z")
-    assert entries.known  # remembered, and made again from it
+    assert entries.requests and entries.responses  # remembered, and made again from it
     assert first == yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp),
                                                             durations[0], "2026-11-28T10:15:02.123Z"))
     assert again == yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp),
@@ -285,6 +285,10 @@ def test_an_entry_made_again_from_what_was_remembered_is_the_entry(body, answer,
     other = Response(status, answer + b" ", resp.headers)  # another answer to the same request
     assert entries(req, other, 1.0, "2026-11-28T10:15:04.000Z") == yamlformat.dump_entry(cassette.to_entry(
         redactor.request(req), redactor.response(other), 1.0, "2026-11-28T10:15:04.000Z"))
+    with_id = Request(req.method, req.path, req.query, headers_of([*req.headers.items(), ("X-Request-Id", value)]),
+                      req.body)  # another request (a request id) to the same answer
+    assert entries(with_id, resp, 2.0, "2026-11-28T10:15:05.000Z") == yamlformat.dump_entry(cassette.to_entry(
+        redactor.request(with_id), redactor.response(resp), 2.0, "2026-11-28T10:15:05.000Z"))
 
 
 def test_an_entry_is_stamped_to_the_millisecond_in_utc() -> None:
@@ -295,3 +299,19 @@ def test_an_entry_is_stamped_to_the_millisecond_in_utc() -> None:
     after = datetime.now(UTC)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
     assert cassette.now_stamp(before) <= stamp <= cassette.now_stamp(after)
+
+
+@pytest.mark.parametrize("depth", [960, 990, 1500])
+def test_an_answer_nested_near_pythons_stack_limit_is_recorded_so_that_it_loads_back(tmp_path, depth) -> None:
+    """Near the limit an entry's sections may be written in block style where the entry written whole
+    goes to the safe dumper: other bytes, the same data, read back alike."""
+    from omproxy.config import Redaction
+    from omproxy.record import Entries
+    from omproxy.redaction import Redactor
+
+    body = (b'{"a":' * depth) + b"1" + b"}" * depth
+    resp = Response(200, body, headers_of({"Content-Type": "application/json"}))
+    path = tmp_path / "deep.yaml"
+    path.write_bytes(yamlformat.HEADER.encode() + Entries(Redactor(Redaction()))(Request("POST", "/x"), resp, 1.0))
+    (rec,) = storage.load(path).interactions
+    assert rec.response.body == body and rec.request.path == "/x"

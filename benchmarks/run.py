@@ -277,7 +277,7 @@ def record(workdir: Path, bare: list[str], path: str, seconds: float, measure: M
         measure("record", "omproxy record", omproxy("record", workdir, "--upstream", url, "--cassette",
                                                     str(workdir / "rec" / "{service}.yaml")), direct.rps)
         measure("record", "omproxy passthrough", omproxy("passthrough", workdir, "--upstream", url), direct.rps)
-        # each entry new to the recorder (its request id differs): redacted and written whole every time
+        # each request new to the recorder (its request id differs): its part of the entry redacted and written
         measure("record", "omproxy record, a request id in each request", omproxy(
             "record", workdir, "--upstream", url, "--cassette", str(workdir / "rec2" / "{service}.yaml")), direct.rps,
             distinct=True)

@@ -8,6 +8,7 @@ import base64
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -16,7 +17,7 @@ from yarl import URL
 from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
-from omproxy.upstream import Client
+from omproxy.upstream import Answer, Client
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class Forwarder:
         self.timeout = timeout
         self.max_response_body = max_response_body
         self._client: Client | None = None
+        self._kept: dict[Any, tuple[CIMultiDictProxy[str], str | None]] = {}
 
     async def start(self) -> None:
         self._client = Client(self.base.scheme, self.base.raw_host or "", self.base.port or 80, self.timeout,
@@ -171,11 +173,23 @@ class Forwarder:
     async def __call__(self, ex: Exchange) -> Response:
         assert self._client is not None, "Forwarder.start() was not awaited"
         req = ex.request
-        headers = self._headers(req)
-        up = await self._client.send(req.method, self.prefix + req.target, headers, req.body)
-        encoding = up.headers.get("Content-Encoding")
-        return Response(up.status, up.body, headers_of(end_to_end(up.headers.items(), _DERIVED)), Source.UPSTREAM,
-                        up.reason, encoding if encoding and encoding.lower() != "identity" else None)
+        up = await self._client.send(req.method, self.prefix + req.target, self._headers(req), req.body)
+        headers, encoding = self._answer_headers(up)
+        return Response(up.status, up.body, headers, Source.UPSTREAM, up.reason, encoding)
+
+    def _answer_headers(self, up: Answer) -> tuple[CIMultiDictProxy[str], str | None]:
+        """An answer's headers as omproxy keeps them, and its original Content-Encoding: made once
+        for each set of header lines the upstream sends (its answers repeat them, but for a Date a
+        second), the read-only headers shared."""
+        found = self._kept.get(up.raw_headers)
+        if found is None:
+            encoding = up.headers.get("Content-Encoding")
+            found = (headers_of(end_to_end(up.headers.items(), _DERIVED)),
+                     encoding if encoding and encoding.lower() != "identity" else None)
+            if len(self._kept) >= 256:
+                self._kept.clear()
+            self._kept[up.raw_headers] = found
+        return found
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

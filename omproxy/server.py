@@ -78,12 +78,18 @@ class Heads:
 
     def __init__(self) -> None:
         self.cached: dict[int, tuple[Response, bytes]] = {}
+        # an upstream's answers share their headers (`proxy.Forwarder`): their heads, by those
+        self.shared: dict[tuple[int, int, str | None], tuple[Any, bytes]] = {}
 
     def of(self, resp: Response) -> bytes:
         if resp.source is Source.CASSETTE:
             found = self.cached.get(id(resp))
             if found is not None and found[0] is resp:
                 return found[1]
+        elif resp.source is Source.UPSTREAM:
+            seen = self.shared.get((id(resp.headers), resp.status, resp.reason))
+            if seen is not None and seen[0] is resp.headers:
+                return seen[1]
         reason = resp.reason or (HTTPStatus(resp.status).phrase if resp.status in HTTPStatus._value2member_map_
                                  else "Unknown")
         lines = [f"HTTP/1.1 {resp.status} {reason}"]
@@ -92,6 +98,10 @@ class Heads:
         head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         if resp.source is Source.CASSETTE:
             self.cached[id(resp)] = (resp, head)
+        elif resp.source is Source.UPSTREAM:
+            if len(self.shared) >= 256:
+                self.shared.clear()
+            self.shared[id(resp.headers), resp.status, resp.reason] = (resp.headers, head)
         return head
 
 

@@ -44,6 +44,7 @@ class Answer:
     reason: str
     headers: CIMultiDictProxy[str]
     body: bytes
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()  # the header lines as they came
 
 
 class _Connection(BaseProtocol):
@@ -157,7 +158,7 @@ class Client:
                 conn.idle_since, conn.parser, conn._parser, conn.answer = time.monotonic(), None, None, None
                 self.idle.append(conn)
                 conn = None
-            return Answer(message.code, message.reason, message.headers, out)
+            return Answer(message.code, message.reason, message.headers, out, message.raw_headers)
         except TimeoutError:
             raise UpstreamTimeout(f"GMS at {self.name} did not answer within {self.timeout:g} s; try again") from None
         except OSError as e:

@@ -361,3 +361,32 @@ async def test_an_unsupported_request_encoding_is_a_415_and_a_gzip_bomb_a_413(ai
     bomb = gzip.compress(b"a=" + b"0" * (16 << 20))
     resp = await client.post(f"{BASE}/s", data=bomb, headers={**FORM, "Content-Encoding": "gzip"})
     assert resp.status == 413
+
+
+async def test_answers_with_other_header_lines_are_each_forwarded_with_their_own(raw_upstream) -> None:
+    """Header lines an upstream repeats are made into omproxy's headers (and a head) once; an answer
+    whose lines differ — a value, an encoding — is never sent another's."""
+    from omproxy import server
+    from omproxy.app import build_runtime
+    from tests.test_server import read_answer
+
+    JSON_TYPE = b"Content-Type: application/json"
+    _, url = await raw_upstream({
+        "a": raw_answer(b'{"statusCode":0}', JSON_TYPE, b"X-Which: a"),
+        "b": raw_answer(b'{"statusCode":0}', JSON_TYPE, b"X-Which: b"),
+        "z": raw_answer(gzip.compress(b'{"statusCode":0}'), JSON_TYPE, b"X-Which: a", b"Content-Encoding: gzip"),
+        "e": raw_answer(b'{"statusCode":2}', JSON_TYPE, b"X-Which: a", status=b"404 Not Found")})
+    config = Config(port=0, upstream=url)
+    listener = await server.start(build_runtime(config, Mode.PASSTHROUGH), config)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        seen = []
+        for name in ("a", "b", "a", "z", "a", "e", "b"):
+            writer.write(f"POST {BASE}/s/ID/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+            status, headers, body = await read_answer(reader)
+            seen.append((status, headers["x-which"], "content-encoding" in headers, json.loads(body)["statusCode"]))
+        writer.close()
+    finally:
+        await listener.close()
+    assert seen == [(200, "a", False, 0), (200, "b", False, 0), (200, "a", False, 0), (200, "a", False, 0),
+                    (200, "a", False, 0), (404, "a", False, 2), (200, "b", False, 0)]

@@ -313,8 +313,8 @@ class Connection(BaseProtocol):
     def again(self, message: Any, body: Any, data: bytes | None) -> bool:
         """Answer at once a request whose answer is settled (see `Settled`); False, with nothing
         written, when it must be served. `data`: the read that was exactly this request, if it was."""
-        if not isinstance(body, bytes) or not self.settles(message):
-            return False
+        if not self.front.settled.known or not isinstance(body, bytes) or not self.settles(message):
+            return False  # (nothing settled: forwarding, or replay yet to settle an answer)
         key = self.key(message, body)
         found = self.front.settled.known.get(key)
         if found is None:

@@ -17,7 +17,7 @@ from yarl import URL
 from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
-from omproxy.upstream import Answer, Client
+from omproxy.upstream import Answer, Client, head
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class Forwarder:
         self.max_response_body = max_response_body
         self._client: Client | None = None
         self._kept: dict[Any, tuple[CIMultiDictProxy[str], str | None]] = {}
+        self._heads: dict[tuple[Any, ...], bytes] = {}
 
     async def start(self) -> None:
         self._client = Client(self.base.scheme, self.base.raw_host or "", self.base.port or 80, self.timeout,
@@ -150,6 +151,18 @@ class Forwarder:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+    def _head(self, req: Request) -> bytes:
+        """The head sent for `req`: made once for each request line, header lines, client and body
+        length (a client polling `get` sends the same again and again)."""
+        key = (req.method, req.target, tuple(req.headers.items()), req.client, len(req.body))
+        found = self._heads.get(key)
+        if found is None:
+            found = head(req.method, self.prefix + req.target, self._headers(req), len(req.body))
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            self._heads[key] = found
+        return found
 
     def _headers(self, req: Request) -> list[tuple[str, str]]:
         headers = end_to_end(req.headers.items(), _REPLACED)
@@ -173,7 +186,7 @@ class Forwarder:
     async def __call__(self, ex: Exchange) -> Response:
         assert self._client is not None, "Forwarder.start() was not awaited"
         req = ex.request
-        up = await self._client.send(req.method, self.prefix + req.target, self._headers(req), req.body)
+        up = await self._client.send_head(req.method, self._head(req), req.body)
         headers, encoding = self._answer_headers(up)
         return Response(up.status, up.body, headers, Source.UPSTREAM, up.reason, encoding)
 

@@ -121,6 +121,15 @@ class _Connection(BaseProtocol):
             self.transport.close()
 
 
+def head(method: str, target: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
+    """A request's head as sent: its line, its headers, and Content-Length for a body of `length`
+    bytes (left out for a bodiless GET, HEAD, DELETE or OPTIONS)."""
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
+    if length or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
 class Client:
     """Requests to one upstream (`scheme://host:port`), over pooled keep-alive connections."""
 
@@ -133,10 +142,11 @@ class Client:
 
     async def send(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> Answer:
         """One request; its answer, read whole. Raises UpstreamTimeout, UpstreamUnreachable, UpstreamTooLarge."""
-        lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
-        if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+        return await self.send_head(method, head(method, target, headers, len(body)), body)
+
+    async def send_head(self, method: str, head: bytes, body: bytes) -> Answer:
+        """`send`, the request's head already made (`head`)."""
+        data = head + body
         conn: _Connection | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout  # for the whole request: a slot, connecting, sending, reading

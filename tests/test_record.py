@@ -434,3 +434,14 @@ async def test_an_entry_whose_client_hung_up_is_still_written_whole(tmp_path) ->
     await writer.drain()
     assert tasks[0].done() and tasks[2].done() and tasks[0].exception() is None and tasks[1].cancelled()
     assert [e["request"]["n"] for e in yaml.safe_load(path.read_text())["interactions"]] == [0, 1, 2]
+
+
+async def test_each_request_is_forwarded_with_its_own_head_however_often_it_repeats(proxy, gms) -> None:
+    client = await proxy(Mode.PASSTHROUGH)
+    for n in (1, 2, 1, 1):
+        await client.post("/echo", data=b"a=%d" % n, headers={**FORM, "X-Request-Id": str(n)})
+    await client.post("/echo", data=b"a=10", headers={**FORM, "X-Request-Id": "1"})  # another length
+    sent = [{k.lower(): v for k, v in r["headers"]} for r in gms.received]
+    assert [h["x-request-id"] for h in sent] == ["1", "2", "1", "1", "1"]
+    assert [h["content-length"] for h in sent] == ["3", "3", "3", "3", "4"]
+    assert [r["body"] for r in gms.received] == [b"a=1", b"a=2", b"a=1", b"a=1", b"a=10"]

@@ -16,12 +16,7 @@ class Journal:
 
     def __call__(self, ex: Exchange) -> None:
         self.entries.append(ex)
-        if ex.recorded_to is None and ex.record_error is None:  # all but recording: one outcome at most
-            if ex.outcome is not None:
-                self.counts[ex.outcome] += 1
-            return
-        for outcome in ex.counts():
-            self.counts[outcome] += 1
+        self.counts.update(ex.counts())
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         self.counts[outcome] += n

@@ -17,7 +17,7 @@ from yarl import URL
 from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
-from omproxy.upstream import Answer, Client, head
+from omproxy.upstream import Answer, Client, request_head
 
 log = logging.getLogger(__name__)
 
@@ -158,29 +158,32 @@ class Forwarder:
         key = (req.method, req.target, tuple(req.headers.items()), req.client, len(req.body))
         found = self._heads.get(key)
         if found is None:
-            found = head(req.method, self.prefix + req.target, self._headers(req), len(req.body))
+            found = request_head(req.method, self.prefix + req.target, self._headers(req), len(req.body))
             if len(self._heads) >= 1024:
                 self._heads.clear()
             self._heads[key] = found
         return found
 
     def _headers(self, req: Request) -> list[tuple[str, str]]:
-        headers = end_to_end(req.headers.items(), _REPLACED)
-        original = req.headers
+        kept = end_to_end(req.headers.items())  # what is the client's to forward (a Connection header's names dropped)
+        first: dict[str, str] = {}
+        for k, v in kept:
+            first.setdefault(k.lower(), v)
+        headers = [(k, v) for k, v in kept if k.lower() not in _REPLACED]
         port = self.base.explicit_port
         headers.append(("Host", f"{self.base.raw_host}:{port}" if port else str(self.base.raw_host)))
         if req.client:
-            prior = original.get("X-Forwarded-For", "")
-            headers.append(("X-Forwarded-For", f"{text_header(prior)}, {req.client}" if prior else req.client))
+            prior = first.get("x-forwarded-for")
+            headers.append(("X-Forwarded-For", f"{prior}, {req.client}" if prior else req.client))
         headers.append(("X-Forwarded-Proto", "http"))
-        if original_host := original.get("Host", ""):
-            headers.append(("X-Forwarded-Host", text_header(original_host)))
-        if self.auth is not None and "Authorization" not in original:
+        if original_host := first.get("host"):
+            headers.append(("X-Forwarded-Host", original_host))
+        if self.auth is not None and "authorization" not in first:
             headers.append(("Authorization", self.auth))
-        if "Accept-Encoding" in original:  # only what can be decoded for the cassette
-            accepted = [e.strip() for e in original["Accept-Encoding"].split(",")]
-            kept = [e for e in accepted if e.split(";")[0].strip().lower() in DECODABLE]
-            headers.append(("Accept-Encoding", ", ".join(kept) or "identity"))
+        if "accept-encoding" in first:  # only what can be decoded for the cassette
+            accepted = [e.strip() for e in first["accept-encoding"].split(",")]
+            kept_encodings = [e for e in accepted if e.split(";")[0].strip().lower() in DECODABLE]
+            headers.append(("Accept-Encoding", ", ".join(kept_encodings) or "identity"))
         return headers
 
     async def __call__(self, ex: Exchange) -> Response:

@@ -121,7 +121,7 @@ class _Connection(BaseProtocol):
             self.transport.close()
 
 
-def head(method: str, target: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
+def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], length: int) -> bytes:
     """A request's head as sent: its line, its headers, and Content-Length for a body of `length`
     bytes (left out for a bodiless GET, HEAD, DELETE or OPTIONS)."""
     lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
@@ -142,10 +142,10 @@ class Client:
 
     async def send(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> Answer:
         """One request; its answer, read whole. Raises UpstreamTimeout, UpstreamUnreachable, UpstreamTooLarge."""
-        return await self.send_head(method, head(method, target, headers, len(body)), body)
+        return await self.send_head(method, request_head(method, target, headers, len(body)), body)
 
     async def send_head(self, method: str, head: bytes, body: bytes) -> Answer:
-        """`send`, the request's head already made (`head`)."""
+        """`send`, the request's head already made (by `request_head`)."""
         data = head + body
         conn: _Connection | None = None
         loop = asyncio.get_running_loop()

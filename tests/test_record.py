@@ -445,3 +445,13 @@ async def test_each_request_is_forwarded_with_its_own_head_however_often_it_repe
     assert [h["x-request-id"] for h in sent] == ["1", "2", "1", "1", "1"]
     assert [h["content-length"] for h in sent] == ["3", "3", "3", "3", "4"]
     assert [r["body"] for r in gms.received] == [b"a=1", b"a=2", b"a=1", b"a=1", b"a=10"]
+
+
+async def test_headers_a_connection_header_names_are_not_forwarded_nor_stood_in_for(proxy, gms) -> None:
+    client = await proxy(Mode.PASSTHROUGH)
+    named = "keep-alive, Accept-Encoding, X-Forwarded-For"  # hop-by-hop, by the Connection header's say
+    await client.post("/echo", data=b"a=1", headers={**FORM, "Connection": named, "Accept-Encoding": "br",
+                                                   "X-Forwarded-For": "10.0.0.9"})
+    headers = {k.lower(): v for k, v in gms.received[0]["headers"]}
+    assert headers["x-forwarded-for"] == "127.0.0.1"  # the hop's own, not carried on
+    assert "br" not in headers.get("accept-encoding", "")  # never asked of the upstream

@@ -11,6 +11,16 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BASE = "/genesys/2/openmedia"
 
 
+async def loop_turn() -> None:
+    """Return once every callback the event loop had ready when this was called has run (the loop
+    runs them in the order they were scheduled): one turn, no waiting on time."""
+    import asyncio
+
+    done = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(done.set_result, None)
+    await done
+
+
 def fixed_clock() -> datetime:
     return datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)
 

@@ -3,7 +3,6 @@ escapes as a traceback or reaches the client with omproxy's internals."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -12,6 +11,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response, Source, headers_of
 from omproxy.pipeline import Counted, Pipeline
 from omproxy.redaction import Redactor
+from tests.support import loop_turn
 
 REDACTOR = Redactor(Redaction(form_keys=("token",)))
 
@@ -157,7 +157,7 @@ async def test_observers_see_every_exchange_in_order_at_the_end_of_the_loops_tur
     await pipeline.serve(Request("POST", "/a"))
     await pipeline.serve(Request("POST", "/b"))
     assert seen == []  # not yet: in one batch, once this turn of the loop is over
-    await asyncio.sleep(0)  # one turn of the loop, no time
+    await loop_turn()
     assert seen == ["/a", "/b"]
     await pipeline.serve(Request("POST", "/c"))
     shown = await pipeline.serve(Request("GET", "/_omproxy/journal"))  # the admin API sees what came before it

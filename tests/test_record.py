@@ -14,7 +14,7 @@ import yaml
 from omproxy import storage, yamlformat
 from omproxy.app import build_app
 from omproxy.config import Config, Mode, Redaction
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM, FakeGms, loop_turn
 
 
 @pytest.fixture
@@ -429,7 +429,7 @@ async def test_an_entry_whose_client_hung_up_is_still_written_whole(tmp_path) ->
     path = writer.path_for(None)
     entries = [yamlformat.dump_entry({"recorded_at": "2026-11-28T10:00:00Z", "request": {"n": i}}) for i in range(3)]
     tasks = [asyncio.create_task(writer.append(path, data)) for data in entries]
-    await asyncio.sleep(0)  # one turn of the loop, no time: each task runs to its wait, all three in the batch
+    await loop_turn()  # each task runs to its wait: all three in the batch
     tasks[1].cancel()
     await writer.drain()
     assert tasks[0].done() and tasks[2].done() and tasks[0].exception() is None and tasks[1].cancelled()

@@ -161,6 +161,9 @@ class Client:
             expiry = loop.call_at(deadline, conn.expire)  # cheaper than asyncio.timeout, on every request
             try:
                 message, payload = await conn.request(data, method == "HEAD")
+                if not 200 <= message.code <= 599:  # 1xx are skipped; 600-999 are not HTTP statuses
+                    raise UpstreamUnreachable(f"GMS at {self.name} answered with status {message.code}, which is "
+                                              "not an HTTP status (100-599); try again")
                 out = await self._read(payload)
             finally:
                 expiry.cancel()

@@ -169,6 +169,22 @@ async def test_an_upstream_header_that_is_not_utf8_is_recorded(aiohttp_client, r
     assert entry["response"]["headers"]["X-Bin"] == "caf\xe9 \xff\xfe"
 
 
+@pytest.mark.parametrize("mode", [Mode.RECORD, Mode.PASSTHROUGH])
+async def test_an_upstream_status_that_is_no_http_status_is_a_502_and_never_recorded(aiohttp_client, raw_upstream,
+                                                                                      tmp_path, mode) -> None:
+    """An answer with status 999 (three digits, so the parser takes it) was passed on and recorded,
+    and then every command refused the whole cassette. RFC 9110: a client treats it as a 5xx."""
+    _, url = await raw_upstream({"odd": raw_answer(OK, JSON, status=b"999 Odd"), "s": raw_answer(OK, JSON)})
+    path = tmp_path / "c.yaml"
+    client = await aiohttp_client(build_app(Config(upstream=url, cassette=str(path)), mode))
+    assert (await client.post(f"{BASE}/s", data=b"externalId=a", headers=FORM)).status == 200
+    resp = await client.post(f"{BASE}/odd", data=b"externalId=b", headers=FORM)
+    assert resp.status == 502 and resp.headers["X-Omproxy-Error"] == "upstream-unreachable"
+    assert "answered with status 999, which is not an HTTP status" in (await resp.json())["errors"][0]["advice"]
+    if mode is Mode.RECORD:
+        assert [r.request.path for r in storage.load(path).interactions] == [f"{BASE}/s"]
+
+
 async def test_credentials_in_the_upstream_url_and_a_clients_authorization(aiohttp_server, aiohttp_client) -> None:
     """4: the client's header is forwarded unchanged; the URL's credentials only when the client sent none."""
     fake = FakeGms()

@@ -6,8 +6,10 @@ bytes, counted, journaled and logged, in request order; and never once its answe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import random
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from omproxy.app import build_runtime
 from omproxy.config import Config, Mode
 from omproxy.exchange import Outcome
 from omproxy.model import Request, Response, headers_of
-from tests.support import BASE
+from tests.support import BASE, loop_turn
 from tests.test_server import read_answer
 
 IID = "01QG0Q2S5S50G000"
@@ -223,6 +225,51 @@ async def test_pipelined_settled_answers_keep_request_order(replaying) -> None:
     assert [a[2] for a in answers][0] == answers[2][2] == answers[3][2]
     assert json.loads(answers[1][2])["status"] == "ok"  # the health check in its place, between them
     writer.close()
+
+
+HEALTH = b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n"
+KINDS = {  # what a client may send once the get is settled, and what it must be answered
+    "the settled get": (get(), "Processing"),
+    "with a request id": (get(b"X-Request-Id: 7\r\n"), "Processing"),
+    "its body chunked": (get(b"Transfer-Encoding: chunked\r\n").replace(b"Content-Length: 0\r\n", b"") + b"0\r\n\r\n",
+                         "Processing"),
+    "a health check": (HEALTH, "ok"),
+    "a body that is the settled get's bytes": (HEALTH.replace(b"\r\n\r\n", b"\r\nContent-Length: %d\r\n\r\n"
+                                                              % len(get())) + get(), "ok"),
+    "a head that ends with the settled get's bytes": (b"GET /_omproxy/health HTTP/1.1\r\nX-Partial: " + get(), "ok"),
+}
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_a_stream_of_requests_cut_anywhere_is_answered_request_by_request(replaying, seed) -> None:
+    """Requests, settled and not, one after another on a connection, written in pieces cut between
+    them and at random places (the server reads them in those pieces or fewer): each is answered as
+    itself, in order."""
+    rnd = random.Random(seed)
+    listener = await replaying()
+    reader, writer = await one_by_one(listener)
+    kinds = [k for k in KINDS if seed % 2 or k != "its body chunked"]  # chunked: not known by bytes again
+    sent = [rnd.choice(kinds) for _ in range(20)]
+    stream = b"".join(KINDS[kind][0] for kind in sent)
+    starts = list(itertools.accumulate((len(KINDS[kind][0]) for kind in sent), initial=0))
+    inner = [start + KINDS[kind][0].find(get(), 1) for start, kind in zip(starts, sent, strict=False)
+             if KINDS[kind][0].find(get(), 1) > 0]  # where a request's last bytes are the settled get's
+    # mostly a request a read (after two in one, the server no longer knows requests by their bytes on
+    # that connection; one seed in three sends more together), some cut before their last bytes are the
+    # settled get's, some anywhere
+    apart = 0.95 if seed % 3 else 0.6
+    cuts = sorted({*(cut for cut in starts[1:-1] if rnd.random() < apart),
+                   *(cut for cut in inner if rnd.random() < 0.5), *rnd.sample(range(1, len(stream)), 3)})
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        writer.write(stream[start:end])
+        await writer.drain()
+        await loop_turn()  # the server reads it before the next piece comes
+    got = []
+    for _ in sent:
+        status, _, body = await read_answer(reader)
+        got.append((status, json.loads(body).get("status") or state_of(body)))
+    writer.close()
+    assert got == [(200, KINDS[kind][1]) for kind in sent], sent
 
 
 async def test_a_reset_unsettles_the_answer(replaying) -> None:

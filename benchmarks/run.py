@@ -11,7 +11,9 @@ Load comes from wrk (Debian package `wrk`) when installed, else from a bundled a
 answer; 32 connections.
 
     replay      bare aiohttp (one handler, a constant answer) = 1.00x; omproxy replay, defaults
-    record      the upstream alone = 1.00x; omproxy record / passthrough in front of it (same core)
+    record      the upstream alone = 1.00x; omproxy record / passthrough in front of it (same core),
+                and what each process spent on CPU a request meanwhile (/proc): the ratio is the
+                upstream's cost alone over both processes' cost together
     capture     replay from a 10-interaction cassette = 1.00x; from the big capture
     load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
                 (minus a start with a 1-interaction cassette: interpreter and imports)
@@ -113,6 +115,18 @@ class Server:
         found = re.search(r"VmRSS:\s+(\d+) kB", status)
         return int(found.group(1)) / 1024 if found else float("nan")
 
+    def cpu(self) -> tuple[float, int]:
+        """CPU seconds the process used so far (all its threads, user and system) and its context
+        switches (voluntary and not); nan and 0 where /proc does not say."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return float("nan"), 0
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return seconds, sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", status))
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -202,12 +216,24 @@ async def _loop(port: int, path: str, seconds: float, distinct: bool = False) ->
 # ---- the table --------------------------------------------------------------------------------
 
 Row = tuple[str, str, float, float, float, float, float]  # group, what, req/s, p50, p99, rss, ratio
+Cost = tuple[str, float, float, float]  # what, server's CPU µs a request, the upstream's, context switches a request
+
+
+def costs_during(load: Callable[[], Load], seconds: float, *servers: Server) -> tuple[Load, list[float], float]:
+    """Drive `load` for `seconds`; the CPU each of `servers` spent a request meanwhile (µs, all its
+    threads), and the context switches a request of the first."""
+    before = [server.cpu() for server in servers]
+    done = load()
+    after = [server.cpu() for server in servers]
+    count = max(done.rps * seconds, 1.0)
+    spent = [(a[0] - b[0]) / count * 1e6 for a, b in zip(after, before, strict=True)]
+    return done, spent, (after[0][1] - before[0][1]) / count
 
 
 GROUPS = ("replay", "record", "capture", "load", "workers", "append")
 
 
-def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Row]:
+def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> tuple[list[Row], list[Cost]]:
     seconds = 3.0 if quick else 8.0
     big = 10_000 if quick else 100_000
     (workdir / "empty.yaml").write_text("{}\n")
@@ -221,18 +247,23 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Ro
         write_capture(capture, big)
     path = GET.format(id=iid(0))
     rows: list[Row] = []
+    costs: list[Cost] = []
 
     def measure(group: str, what: str, args: list[str], base: float | None, pin: bool = True,
-                distinct: bool = False) -> float:
+                distinct: bool = False, upstream: Server | None = None) -> float:
+        """One row; with `upstream` (the server it forwards to), where the CPU went, too."""
         server = start(args, workdir, pin=pin)
         try:
             drive(server.port, path, 1.0, workdir, pin, distinct)  # warm-up
-            load = drive(server.port, path, seconds, workdir, pin, distinct)
+            load, spent, switches = costs_during(lambda: drive(server.port, path, seconds, workdir, pin, distinct),
+                                                 seconds, server, *([upstream] if upstream else []))
             rss = server.rss_mb()
         finally:
             server.stop()
         ratio = load.rps / base if base else 1.0
         rows.append((group, what, load.rps, load.p50_ms, load.p99_ms, rss, ratio))
+        if upstream is not None:
+            costs.append((what, spent[0], spent[1], switches))
         return load.rps
 
     bare = [sys.executable, str(workdir / "bare.py"), "0", str(workdir / "answer.json")]
@@ -244,7 +275,7 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Ro
         measure("replay", "omproxy replay, a request id in each request", omproxy(
             "replay", workdir, "--cassette", str(small)), base, distinct=True)
     if "record" in groups:
-        record(workdir, bare, path, seconds, measure, rows)
+        record(workdir, bare, path, seconds, measure, rows, costs)
     if "capture" in groups:
         ten = measure("capture", "replay, 10-interaction cassette", omproxy("replay", workdir, "--cassette",
                                                                             str(small)), None)
@@ -261,26 +292,31 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> list[Ro
                      1.0))
         rows.append(("append", f"one fsync'd append, {big:,}-interaction capture (ms)", big_append * 1000, 0, 0,
                      float("nan"), big_append / small_append))
-    return rows
+    return rows, costs
 
 
 Measure = Callable[..., float]
 
 
-def record(workdir: Path, bare: list[str], path: str, seconds: float, measure: Measure, rows: list[Row]) -> None:
+def record(workdir: Path, bare: list[str], path: str, seconds: float, measure: Measure, rows: list[Row],
+           costs: list[Cost]) -> None:
     upstream = start(bare, workdir)
     try:
         url = f"http://127.0.0.1:{upstream.port}"
-        direct = drive(upstream.port, path, seconds, workdir)
+        direct, (alone,), _ = costs_during(lambda: drive(upstream.port, path, seconds, workdir), seconds,
+                                                  upstream)
         rows.append(("record", "the upstream, no proxy", direct.rps, direct.p50_ms, direct.p99_ms,
                      upstream.rss_mb(), 1.0))
+        costs.append(("the upstream, no proxy", float("nan"), alone, float("nan")))
         measure("record", "omproxy record", omproxy("record", workdir, "--upstream", url, "--cassette",
-                                                    str(workdir / "rec" / "{service}.yaml")), direct.rps)
-        measure("record", "omproxy passthrough", omproxy("passthrough", workdir, "--upstream", url), direct.rps)
+                                                    str(workdir / "rec" / "{service}.yaml")), direct.rps,
+                upstream=upstream)
+        measure("record", "omproxy passthrough", omproxy("passthrough", workdir, "--upstream", url), direct.rps,
+                upstream=upstream)
         # each request new to the recorder (its request id differs): its part of the entry redacted and written
         measure("record", "omproxy record, a request id in each request", omproxy(
             "record", workdir, "--upstream", url, "--cassette", str(workdir / "rec2" / "{service}.yaml")), direct.rps,
-            distinct=True)
+            distinct=True, upstream=upstream)
     finally:
         upstream.stop()
 
@@ -362,12 +398,19 @@ def main() -> None:
     if unknown:
         parser.error(f"no such group: {', '.join(sorted(unknown))} (groups: {', '.join(GROUPS)})")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(args.quick, Path(tmp), groups)
+        rows, costs = run(args.quick, Path(tmp), groups)
     loader = "wrk" if shutil.which("wrk") else "bundled aiohttp loop"
     print(f"{'':9}{'measure':48}{'req/s or s':>12}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}{'ratio':>8}")
     for group, what, value, p50, p99, rss, ratio in rows:
         shown = f"{ratio:.3f}" if ratio < 0.1 else f"{ratio:.2f}"  # a small ratio, not rounded to its target
         print(f"{group:9}{what:48}{value:12,.2f}{p50:9.2f}{p99:9.2f}{rss:9.0f}{shown:>7}x")
+    if costs:  # the ratio is the upstream's cost over both: what each spent, from /proc
+        print(f"\n{'CPU a forwarded request costs (from /proc; both on one core)':57}{'omproxy µs':>12}"
+              f"{'upstream µs':>12}{'omproxy switches':>18}")
+        for what, server_us, upstream_us, switches in costs:
+            alone = server_us != server_us  # nan: the upstream's own row
+            mine, moves = (f"{'-':>12}", f"{'-':>18}") if alone else (f"{server_us:12.0f}", f"{switches:18.2f}")
+            print(f"{what:57}{mine}{upstream_us:12.0f}{moves}")
     try:
         import uvloop  # noqa: F401
 

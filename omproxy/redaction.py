@@ -39,12 +39,21 @@ class Redactor:
         self.json_paths = [tuple(p.split(".")) for p in rules.json_fields]
 
     def request(self, req: Request) -> Request:
-        """The request as it may be stored and shown: secret headers, form and query values masked."""
-        return replace(req, query=self.query(req.query), headers=headers_of(self.headers(req.headers.items())),
-                       body=self.form_body(req.body, req.headers.get("Content-Type")))
+        """The request as it may be stored and shown: secret headers, form and query values masked
+        (`req` itself when it holds nothing to mask)."""
+        query, body = self.query(req.query), self.form_body(req.body, req.headers.get("Content-Type"))
+        if query == req.query and body == req.body and not self._secret_header(req.headers):
+            return req
+        return replace(req, query=query, headers=headers_of(self.headers(req.headers.items())), body=body)
 
     def response(self, resp: Response) -> Response:
-        return replace(resp, headers=headers_of(self.headers(resp.headers.items())), body=self.json_body(resp.body))
+        body = self.json_body(resp.body)
+        if body == resp.body and not self._secret_header(resp.headers):
+            return resp
+        return replace(resp, headers=headers_of(self.headers(resp.headers.items())), body=body)
+
+    def _secret_header(self, headers: Any) -> bool:
+        return any(k.lower() in self.header_names for k in headers)
 
     def headers(self, pairs: Any) -> list[tuple[str, str]]:
         return [(k, MASK if k.lower() in self.header_names else v) for k, v in pairs]

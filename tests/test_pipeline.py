@@ -162,3 +162,19 @@ async def test_observers_see_every_exchange_in_order_at_the_end_of_the_loops_tur
     await pipeline.serve(Request("POST", "/c"))
     shown = await pipeline.serve(Request("GET", "/_omproxy/journal"))  # the admin API sees what came before it
     assert shown.response is not None and json.loads(shown.response.body) == ["/a", "/b", "/c"]
+
+
+def test_the_redactor_copies_only_what_it_masks() -> None:
+    """Nothing to mask: the request and the answer themselves (recording one costs no copy)."""
+    clean = Request("POST", "/a", "x=1", headers_of({"Content-Type": "application/x-www-form-urlencoded"}), b"a=1")
+    assert REDACTOR.request(clean) is clean
+    answer = Response(200, b'{"statusCode":0}', headers_of({"Content-Type": "application/json"}))
+    assert REDACTOR.response(answer) is answer
+    for secret in (Request("POST", "/a", "token=s", clean.headers, b"a=1"),
+                   Request("POST", "/a", "", clean.headers, b"a=1&token=s"),
+                   Request("POST", "/a", "", headers_of({**clean.headers, "Authorization": "Bearer abcdefgh"}), b"")):
+        shown = REDACTOR.request(secret)
+        assert shown is not secret and "token=s" not in shown.query + shown.body.decode()
+        assert shown.headers.get("Authorization", "REDACTED") == "REDACTED"
+    leaky = Response(200, b"{}", headers_of({"Set-Cookie": "sid=1"}))
+    assert REDACTOR.response(leaky).headers["Set-Cookie"] != "sid=1"

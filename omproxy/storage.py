@@ -304,7 +304,7 @@ def stream(path: Path) -> Iterator[Recorded]:
                     whole = len(buf) if not more else starts[-1]
                     chunk, buf = buf[:whole], buf[whole:]
                     if chunk:
-                        firsts = [line + chunk.count(b"\n", 0, s) for s in starts if s < whole]
+                        firsts = _lines_at(chunk, [s for s in starts if s < whole], line)
                         text = chunk.decode("utf-8")
                         parsed = quickyaml.entries(text) or yamlformat.parse_entries(text, name)
                         for entry, first in zip(parsed, firsts, strict=True):
@@ -318,6 +318,17 @@ def stream(path: Path) -> Iterator[Recorded]:
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
     yield from load(path).interactions[done:]
+
+
+def _lines_at(data: bytes, offsets: list[int], first: int) -> list[int]:
+    """The line each of `offsets` (ascending) is on, `data` starting on line `first`: each newline
+    counted once (counting from the start for each offset made a big file's listing quadratic)."""
+    lines, line, at = [], first, 0
+    for offset in offsets:
+        line += data.count(b"\n", at, offset)
+        at = offset
+        lines.append(line)
+    return lines
 
 
 def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:

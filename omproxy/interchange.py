@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from omproxy import __version__, formcodec
+from omproxy import __version__, formcodec, yamlsafe
 from omproxy.errors import UsageError
 from omproxy.model import Recorded, Request, Response, Source, headers_of
 
@@ -37,25 +38,35 @@ def _url(base: str, req: Request) -> str:
 
 def to_vcr(recorded: Iterable[Recorded], base_url: str) -> dict[str, Any]:
     """A VCR.py cassette (its version 1) that VCR.py replays with its default matchers."""
-    interactions = []
+    return {"interactions": [vcr_interaction(rec, base_url) for rec in recorded], "version": 1}
+
+
+def vcr_text(recorded: Iterable[Recorded], base_url: str) -> Iterator[str]:
+    """`to_vcr` as YAML, an interaction at a time (a capture of any size is never held whole)."""
+    yield "interactions:\n"
     for rec in recorded:
-        req, resp = rec.request, rec.response
-        headers: dict[str, list[str]] = {}
-        for k, v in req.headers.items():
-            if k.lower() not in _DROPPED and k.lower() != "host":
-                headers.setdefault(str(k), []).append(v)
-        response_headers: dict[str, list[str]] = {}
-        for k, v in resp.headers.items():
-            if k.lower() not in _DROPPED:
-                response_headers.setdefault(str(k), []).append(v)
-        body, encoding = _text(resp.body)
-        interactions.append({
-            "request": {"body": req.body.decode("utf-8", "replace") if req.body else None, "headers": headers,
-                        "method": req.method, "uri": _url(base_url, req)},
-            "response": {"body": {"string": body if encoding is None else resp.body},  # bytes: YAML's !!binary
-                         "headers": response_headers,
-                         "status": {"code": resp.status, "message": resp.reason or _phrase(resp.status)}}})
-    return {"interactions": interactions, "version": 1}
+        yield yamlsafe.dump([vcr_interaction(rec, base_url)])  # `- request: ...`: an item of the list above
+    yield "version: 1\n"
+
+
+def vcr_interaction(rec: Recorded, base_url: str) -> dict[str, Any]:
+    """One interaction of `to_vcr`."""
+    req, resp = rec.request, rec.response
+    headers: dict[str, list[str]] = {}
+    for k, v in req.headers.items():
+        if k.lower() not in _DROPPED and k.lower() != "host":
+            headers.setdefault(str(k), []).append(v)
+    response_headers: dict[str, list[str]] = {}
+    for k, v in resp.headers.items():
+        if k.lower() not in _DROPPED:
+            response_headers.setdefault(str(k), []).append(v)
+    body, encoding = _text(resp.body)
+    return {
+        "request": {"body": req.body.decode("utf-8", "replace") if req.body else None, "headers": headers,
+                    "method": req.method, "uri": _url(base_url, req)},
+        "response": {"body": {"string": body if encoding is None else resp.body},  # bytes: YAML's !!binary
+                     "headers": response_headers,
+                     "status": {"code": resp.status, "message": resp.reason or _phrase(resp.status)}}}
 
 
 def from_vcr(data: Any, name: str) -> list[Recorded]:
@@ -104,36 +115,52 @@ def _phrase(status: int) -> str:
 # ---- HAR 1.2 --------------------------------------------------------------------------------------
 
 def to_har(recorded: Iterable[Recorded], base_url: str) -> dict[str, Any]:
-    entries = []
-    for rec in recorded:
-        req, resp = rec.request, rec.response
-        request: dict[str, Any] = {
-            "method": req.method, "url": _url(base_url, req), "httpVersion": "HTTP/1.1", "cookies": [],
-            "headers": [{"name": str(k), "value": v} for k, v in req.headers.items()],
-            "queryString": [{"name": k, "value": v} for k, v in req.query_form.fields],
-            "headersSize": -1, "bodySize": len(req.body)}
-        if req.body:
-            text, encoding = _text(req.body)
-            post: dict[str, Any] = {"mimeType": req.headers.get("Content-Type", ""), "text": text}
-            if encoding:
-                post["encoding"] = encoding  # not in HAR 1.2's postData; tools that know it honour it
-            if not req.form.not_form:
-                post["params"] = [{"name": k, "value": v} for k, v in req.form.fields]
-            request["postData"] = post
-        text, encoding = _text(resp.body)
-        content: dict[str, Any] = {"size": len(resp.body), "mimeType": resp.headers.get("Content-Type", ""),
-                                   "text": text}
-        if encoding:
-            content["encoding"] = encoding
-        entries.append({
-            "startedDateTime": rec.recorded_at or datetime.now(UTC).isoformat(), "time": rec.duration_ms,
-            "request": request,
-            "response": {"status": resp.status, "statusText": resp.reason or _phrase(resp.status),
-                         "httpVersion": "HTTP/1.1", "cookies": [],
-                         "headers": [{"name": str(k), "value": v} for k, v in resp.headers.items()],
-                         "content": content, "redirectURL": "", "headersSize": -1, "bodySize": len(resp.body)},
-            "cache": {}, "timings": {"send": 0, "wait": rec.duration_ms, "receive": 0}})
+    return har_log([har_entry(rec, base_url) for rec in recorded])
+
+
+def har_text(recorded: Iterable[Recorded], base_url: str) -> Iterator[str]:
+    """`to_har` as JSON, an entry at a time (a capture of any size is never held whole)."""
+    before, after = json.dumps(har_log([]), indent=1).rsplit("[]", 1)  # `entries` comes last
+    yield before + "["
+    for n, rec in enumerate(recorded):
+        yield ("," if n else "") + "\n" + json.dumps(har_entry(rec, base_url), ensure_ascii=False, indent=1)
+    yield "\n]" + after + "\n"
+
+
+def har_log(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A HAR document around `entries`."""
     return {"log": {"version": "1.2", "creator": {"name": "omproxy", "version": __version__}, "entries": entries}}
+
+
+def har_entry(rec: Recorded, base_url: str) -> dict[str, Any]:
+    """One entry of `to_har`."""
+    req, resp = rec.request, rec.response
+    request: dict[str, Any] = {
+        "method": req.method, "url": _url(base_url, req), "httpVersion": "HTTP/1.1", "cookies": [],
+        "headers": [{"name": str(k), "value": v} for k, v in req.headers.items()],
+        "queryString": [{"name": k, "value": v} for k, v in req.query_form.fields],
+        "headersSize": -1, "bodySize": len(req.body)}
+    if req.body:
+        text, encoding = _text(req.body)
+        post: dict[str, Any] = {"mimeType": req.headers.get("Content-Type", ""), "text": text}
+        if encoding:
+            post["encoding"] = encoding  # not in HAR 1.2's postData; tools that know it honour it
+        if not req.form.not_form:
+            post["params"] = [{"name": k, "value": v} for k, v in req.form.fields]
+        request["postData"] = post
+    text, encoding = _text(resp.body)
+    content: dict[str, Any] = {"size": len(resp.body), "mimeType": resp.headers.get("Content-Type", ""),
+                               "text": text}
+    if encoding:
+        content["encoding"] = encoding
+    return {
+        "startedDateTime": rec.recorded_at or datetime.now(UTC).isoformat(), "time": rec.duration_ms,
+        "request": request,
+        "response": {"status": resp.status, "statusText": resp.reason or _phrase(resp.status),
+                     "httpVersion": "HTTP/1.1", "cookies": [],
+                     "headers": [{"name": str(k), "value": v} for k, v in resp.headers.items()],
+                     "content": content, "redirectURL": "", "headersSize": -1, "bodySize": len(resp.body)},
+        "cache": {}, "timings": {"send": 0, "wait": rec.duration_ms, "receive": 0}}
 
 
 def from_har(data: Any, name: str, *, everything: bool = False) -> list[Recorded]:

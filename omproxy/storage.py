@@ -18,7 +18,7 @@ import re
 import tempfile
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -333,7 +333,13 @@ def _lines_at(data: bytes, offsets: list[int], first: int) -> list[int]:
 
 def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:
     """The cassettes a --cassette spec names, for replay and auto."""
-    found = [load(p, lazy=lazy) for p in template.files()]
+    return [load(p, lazy=lazy) for p in files_of(template, must_exist=must_exist)]
+
+
+def files_of(template: Template, *, must_exist: bool) -> list[Path]:
+    """The cassette files a --cassette spec names; with `must_exist`, at least one (else an error that
+    says where it looked)."""
+    found = template.files()
     if must_exist and not found:
         where = template.folder if template.per_service else template.spec
         if not Path(where).exists():
@@ -371,12 +377,19 @@ def _check_appendable(path: Path) -> None:
 
 def save(path: Path, entries: list[dict[str, Any]]) -> None:
     """Write a whole cassette atomically (a temporary file, fsync'd, renamed over the target)."""
-    data = yamlformat.dump(cassette.document(entries))
+    write_atomically(path, [yamlformat.dump(cassette.document(entries))])
+
+
+def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
+    """Write `parts` (made as they are written) into a temporary file beside `path`, fsync it and
+    rename it over `path`: a reader finds the old file or the whole new one. When writing or making a
+    part fails, the temporary file is removed and `path` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in parts:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import storage
+from omproxy import interchange, storage, yamlsafe
 from omproxy.cli import main
 
 STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
@@ -88,6 +88,25 @@ def test_har_export_has_the_required_fields_and_round_trips(tmp_path) -> None:
     back = tmp_path / "back.yaml"
     assert main(["import", str(har), "-o", str(back), "--config", str(_empty(tmp_path))]) == 0
     same_interactions(STORY, back)
+
+
+def test_an_export_written_a_piece_at_a_time_is_the_whole_document() -> None:
+    recorded = storage.load(STORY).interactions
+    assert json.loads("".join(interchange.har_text(recorded, BASE_URL))) == interchange.to_har(recorded, BASE_URL)
+    assert yamlsafe.load("".join(interchange.vcr_text(recorded, BASE_URL))) == interchange.to_vcr(recorded, BASE_URL)
+    assert json.loads("".join(interchange.har_text([], BASE_URL)))["log"]["entries"] == []
+
+
+@pytest.mark.parametrize("fmt", ["har", "vcr"])
+def test_an_export_is_written_whole_or_not_at_all(tmp_path, capsys, fmt) -> None:
+    """Written as the cassette is read: a broken entry met at its end leaves the output as it was."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(STORY.read_bytes() + b"- request: {method: POST\n")
+    out = tmp_path / f"out.{fmt}"
+    out.write_text("before")
+    assert main(["export", str(broken), "--format", fmt, "-o", str(out)]) == 2
+    assert "broken.yaml:" in capsys.readouterr().err
+    assert out.read_text() == "before" and sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", f"out.{fmt}"]
 
 
 def har(*entries: dict) -> dict:

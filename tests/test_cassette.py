@@ -152,6 +152,13 @@ def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path)
                  str(tmp_path / "all.yaml")]) == 0
     merged = [r.request.path for r in storage.load(tmp_path / "all.yaml").interactions]
     assert merged == ["/a1", "/b2", "/a3", "/a3-again", "/b3", "/b9"]
+    # read as it is merged: an entry broken at the end of one file leaves the output as it was
+    with (tmp_path / "b.yaml").open("ab") as f:
+        f.write(b"- request: {method: POST\n")
+    assert main(["cassette", "merge", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "-o",
+                 str(tmp_path / "all.yaml")]) == 2
+    assert [r.request.path for r in storage.load(tmp_path / "all.yaml").interactions] == merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "all.yaml", "b.yaml"]
 
 
 @settings(max_examples=300, deadline=None)

@@ -63,6 +63,18 @@ def test_lint_is_quiet_on_a_clean_cassette(tmp_path, capsys) -> None:
     assert run(capsys, "lint", "cassettes/examples/") == (0, "")
 
 
+def test_lint_reads_as_it_checks_and_a_broken_entry_is_a_usage_error(tmp_path, capsys) -> None:
+    """lint streams (a capture of any size is never held whole): what comes before a broken entry is
+    checked, then the entry is named with its file and line, exit 2."""
+    path = write(tmp_path / "c.yaml", [(req, ok()) for req, _ in REFERENCE_MISTAKES])
+    with path.open("ab") as f:
+        f.write(b"- request: {method: POST\n")
+    assert main(["lint", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert f" #{len(REFERENCE_MISTAKES) - 1} " in out and f"{path}:" in err
+    assert main(["lint", str(tmp_path / "none.yaml")]) == 2 and "cassette not found" in capsys.readouterr().err
+
+
 def test_lint_names_a_planted_secret_but_never_prints_it(tmp_path, capsys) -> None:
     path = write(tmp_path / "c.yaml", [
         (Request("POST", f"{BASE}/s", "", FORM,

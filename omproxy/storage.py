@@ -10,12 +10,14 @@ truncated back, so the file is exactly as it was; every append starts from a who
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import logging
 import os
 import re
-import tempfile
+import secrets
+import stat
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -385,9 +387,12 @@ def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
     rename it over `path`: a reader finds the old file or the whole new one. When writing or making a
     part fails, the temporary file is removed and `path` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # as `record` creates one, the umask applied
     try:
         with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))  # a file written over keeps its mode
             for part in parts:
                 f.write(part)
             f.flush()

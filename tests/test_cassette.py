@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -137,6 +139,27 @@ def test_save_writes_a_whole_cassette_that_loads_back(tmp_path) -> None:
     storage.save(path, [])
     assert storage.load(path).interactions == ()
     assert [p.name for p in path.parent.iterdir()] == ["saved.yaml"]  # no temporary file left behind
+
+
+def test_a_file_written_whole_has_a_new_files_mode_or_keeps_the_one_it_replaces(tmp_path) -> None:
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.har"
+        storage.write_atomically(new, [b"{}"])
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # as any new file (it was 0600, a temporary one's)
+        new.chmod(0o600)
+        storage.write_atomically(new, [b"[]"])
+        assert stat.S_IMODE(new.stat().st_mode) == 0o600 and new.read_bytes() == b"[]"
+
+        def failing():
+            yield b"half"
+            raise OSError(28, "No space left on device")
+
+        with pytest.raises(OSError):
+            storage.write_atomically(new, failing())
+        assert new.read_bytes() == b"[]" and [p.name for p in tmp_path.iterdir()] == ["new.har"]
+    finally:
+        os.umask(umask)
 
 
 def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -173,16 +174,16 @@ def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Resul
     """Pair two recordings of one story by order and request (ids translated as they pair up) and
     compare the answers; also what only B holds."""
     ids = Ids()
-    unpaired: dict[tuple[str, str, str, bytes], list[Recorded]] = {}
+    unpaired: dict[tuple[str, str, str, bytes], deque[Recorded]] = {}
     for rec in sorted(b, key=lambda r: r.recorded_at):
-        unpaired.setdefault(_shape(rec.request, Ids()), []).append(rec)
+        unpaired.setdefault(_shape(rec.request, Ids()), deque()).append(rec)  # a client polling: many alike
     results = []
     for rec in sorted(a, key=lambda r: r.recorded_at):
         queue = unpaired.get(_shape(rec.request, ids))
         if not queue:
             results.append(Result(rec, Verdict.DIFFERS, ["only in the first recording"]))
             continue
-        other = queue.pop(0)
+        other = queue.popleft()
         ids.learn(rec.response, other.response, rec.request.operation)
         found = compare.differences(rec.response, other.response, ids, noise)
         results.append(Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found))

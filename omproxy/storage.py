@@ -284,7 +284,7 @@ def _request_only(entry: Any) -> Any:
 def stream(path: Path) -> Iterator[Recorded]:
     """A cassette's recordings as the file is read, a block at a time (the first ones at once, however
     big the file); a file not in omproxy's layout, or with a problem, is loaded whole from there on (and
-    refused, or its torn tail dropped, as `load` does)."""
+    refused, or its torn tail dropped and said in a warning, as `load` does)."""
     name = str(path)
     header = yamlformat.HEADER.encode()
     done = 0
@@ -319,7 +319,10 @@ def stream(path: Path) -> Iterator[Recorded]:
         pass  # the whole file says precisely what and where
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
-    yield from load(path).interactions[done:]
+    rest = load(path)
+    if rest.dropped:
+        log.warning("%s", rest.dropped)  # said, as replay says it: the tools read on without it
+    yield from rest.interactions[done:]
 
 
 def _lines_at(data: bytes, offsets: list[int], first: int) -> list[int]:

@@ -75,6 +75,14 @@ def test_lint_reads_as_it_checks_and_a_broken_entry_is_a_usage_error(tmp_path, c
     assert main(["lint", str(tmp_path / "none.yaml")]) == 2 and "cassette not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["lint", "inspect"])
+def test_a_torn_tail_is_said_by_the_tools_that_read_as_they_go(tmp_path, capsys, caplog, command) -> None:
+    path = write(tmp_path / "c.yaml", [(req, ok()) for req, _ in REFERENCE_MISTAKES[:2]])
+    path.write_bytes(path.read_bytes()[:-20])  # the last entry cut short while being written
+    main([command, str(path)])
+    assert f"{path}:" in caplog.text and "dropped a torn last interaction (#1" in caplog.text
+
+
 def test_lint_names_a_planted_secret_but_never_prints_it(tmp_path, capsys) -> None:
     path = write(tmp_path / "c.yaml", [
         (Request("POST", f"{BASE}/s", "", FORM,

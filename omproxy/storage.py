@@ -388,7 +388,17 @@ def save(path: Path, entries: list[dict[str, Any]]) -> None:
 def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
     """Write `parts` (made as they are written) into a temporary file beside `path`, fsync it and
     rename it over `path`: a reader finds the old file or the whole new one. When writing or making a
-    part fails, the temporary file is removed and `path` is as it was."""
+    part fails, the temporary file is removed and `path` is as it was. What is not a file (a pipe, a
+    terminal: `-o /dev/stdout`) is written to as it is: there is no file to replace."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # not there (yet): a new file
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # (a folder: refused by the rename, said as such)
+        with path.open("wb") as out:
+            for part in parts:
+                out.write(part)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # as `record` creates one, the umask applied

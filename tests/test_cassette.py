@@ -162,6 +162,22 @@ def test_a_file_written_whole_has_a_new_files_mode_or_keeps_the_one_it_replaces(
         os.umask(umask)
 
 
+def test_what_is_not_a_file_is_written_to_not_replaced(tmp_path) -> None:
+    """`-o /dev/stdout`, a pipe: written straight to (renaming a file over /dev/null, as root, would
+    have replaced the device)."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    storage.write_atomically(fifo, [b"a", b"b"])
+    reader.join(10)
+    assert got == [b"ab"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
 def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path) -> None:
     from omproxy.cli import main
 

@@ -194,15 +194,27 @@ class RedisInteractions:
 
     def __init__(self, state: RedisState, base: str) -> None:
         self.state, self.key, self.seq_key = state, base + "interactions", base + "seq"
+        self.read: dict[str, bytes] = {}  # what `get` read, by id (this object lives for one request)
 
     async def get(self, interaction_id: str) -> Interaction | None:
-        raw = await self.state.call(lambda: self.state.client.hget(self.key, interaction_id))
-        return _interaction(raw) if raw is not None else None
+        async def read() -> Any:
+            async with self.state.client.pipeline(transaction=False) as tx:  # one round trip
+                tx.hget(self.key, interaction_id)
+                tx.expire(self.key, self.state.ttl)  # in use: kept, even when nothing is written back
+                return (await tx.execute())[0]
+
+        raw = await self.state.call(read)
+        if raw is None:
+            return None
+        self.read[interaction_id] = raw
+        return _interaction(raw)
 
     async def put(self, interaction: Interaction) -> None:
         data = json.dumps({"id": interaction.id, "service": interaction.service, "properties": interaction.properties,
                            "user_data": interaction.user_data, "order": interaction.properties.get(
                                "interactionSubmitSeq", "")})
+        if self.read.get(interaction.id) == data.encode():
+            return  # as read in this request (a recorded `get` replayed again): nothing to write
 
         async def write() -> None:
             async with self.state.client.pipeline(transaction=True) as tx:

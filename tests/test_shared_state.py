@@ -256,3 +256,29 @@ async def test_a_reset_on_one_instance_makes_the_others_mark_what_they_play_agai
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_recorded_get_replayed_again_writes_nothing_and_keeps_the_interaction(aiohttp_client, redis,
+                                                                                      tmp_path) -> None:
+    """The recording applied to the simulator changes nothing the second time: no write (a round trip a
+    request less: replay on Redis +20%), and the interactions are still kept alive by the reads."""
+    import redis.asyncio as aioredis
+
+    from omproxy import cassette, storage
+
+    story = storage.load(STORY).interactions[:2]  # create, get
+    path = tmp_path / "two.yaml"
+    storage.save(path, [cassette.to_entry(r.request, r.response, 1.0) for r in story])
+    a, b = await two(aiohttp_client, Mode.REPLAY, redis, cassette=str(path), session_idle=600)  # with the simulator
+    iid = (await (await a.post(SVC, data=CREATE, headers=FORM)).json())["interactionId"]
+    first = await (await b.post(f"{SVC}/{iid}/get")).json()
+    client = aioredis.from_url(redis.url)
+    try:
+        await client.config_resetstat()
+        for c in (a, b, a, b):
+            assert await (await c.post(f"{SVC}/{iid}/get")).json() == first
+        stats = await client.info("commandstats")
+        assert "cmdstat_hset" not in stats and stats["cmdstat_hget"]["calls"] == 4
+        assert stats["cmdstat_expire"]["calls"] == 4  # each read keeps the session's interactions alive
+    finally:
+        await client.aclose()

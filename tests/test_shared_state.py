@@ -181,7 +181,9 @@ def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_s
     assert proc.returncode == 0
     summaries = [x for x in err.splitlines() if "summary:" in x]
     assert len(summaries) == 1 and "2 workers, 1 restarted" in summaries[0], err
-    assert int(summaries[0].split("simulated ")[1].split()[0].rstrip(",")) >= 7  # the killed one's count is lost
+    # the killed worker's own count is lost with it; the six after the kill are the survivors' (the seven
+    # before may all have gone to the killed one: the kernel spreads connections, ~1 run in 128)
+    assert int(summaries[0].split("simulated ")[1].split()[0].rstrip(",")) >= 6
 
 
 async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tmp_path) -> None:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from omproxy.errors import StateUnavailable, UsageError
 from omproxy.exchange import Exchange
 from omproxy.gms import Target
-from omproxy.state import Interaction
+from omproxy.state import OWNED, Interaction
 
 aioredis: Any
 Failure: tuple[type[BaseException], ...]
@@ -39,10 +39,15 @@ except ImportError:  # the optional extra is not installed
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-# Take the next position of a key if one is left: atomically, whichever instance asks. With it, how
-# many times the whole state was reset (by any instance): what each instance remembers of it is then stale.
+# Take the next position of a key if one is left: atomically, whichever instance asks — unless the
+# simulator owns the interaction asked about (ARGV[4], in the set KEYS[3]): -2, nothing taken. With it,
+# how many times the whole state was reset (by any instance): what each instance remembers of it is
+# then stale.
 _TAKE = """
 local resets = redis.call('GET', KEYS[2]) or '0'
+if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
+  return {-2, resets}
+end
 local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
 if position >= tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
@@ -96,14 +101,17 @@ class RedisState:
     def interactions(self, session: str) -> RedisInteractions:
         return RedisInteractions(self, self._session(session))
 
-    async def take(self, session: str, key: Hashable, count: int) -> int | None:
-        where = self._session(session) + "positions"
-        position, resets = await self.call(lambda: self._take(keys=[where, self.resets_key],
-                                                               args=[digest(key), count, self.ttl]))
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
+        base = self._session(session)
+        owners = base + ("diverged-external" if unless is not None and unless.external else "diverged")
+        position, resets = await self.call(lambda: self._take(
+            keys=[base + "positions", self.resets_key, owners],
+            args=[digest(key), count, self.ttl, unless.id if unless is not None else ""]))
         if resets != self.resets:  # another instance reset everything: what was marked played is not
             self.resets = resets
             self.marked.clear()
-        return None if int(position) < 0 else int(position)
+        position = int(position)
+        return OWNED if position == -2 else None if position < 0 else position
 
     async def mark_played(self, cassette: str, index: int) -> None:
         if (cassette, index) in self.marked:  # once per recording per instance is enough: a set

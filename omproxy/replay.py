@@ -22,7 +22,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Response
 from omproxy.pipeline import error_response
 from omproxy.simulator import Simulator
-from omproxy.state import State
+from omproxy.state import OWNED, State
 
 FALLBACK_HINT_SCAN = 200  # candidates looked at for the simulator fallback's one-line hint
 
@@ -66,13 +66,14 @@ class Replayer:
     async def __call__(self, ex: Exchange) -> Response | None:
         req, state = ex.request, self.state
         target = req.target_of
-        if target is not None and self.simulator is not None and await state.owns(req.session, target):
-            return None
         k = self.playback.index.key_of(req)
         found = self.playback.index.by_key.get(k)
         if not found:
             return None
-        position = await state.take(req.session, k, len(found))
+        # an interaction the simulator owns is its to answer (the consistency rule): asked with the take
+        position = await state.take(req.session, k, len(found), target if self.simulator is not None else None)
+        if position == OWNED:
+            return None
         if position is None:
             if self.playback.repeat is not Repeat.LAST:
                 return None

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from omproxy.gms import Target
 
+OWNED = -1  # what `State.take` answers when the simulator owns the interaction it was asked about
+
 
 @dataclass
 class Interaction:
@@ -44,9 +46,11 @@ class InteractionStore(Protocol):
 
 class State(Protocol):
     def interactions(self, session: str) -> InteractionStore: ...
-    async def take(self, session: str, key: Hashable, count: int) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
         """The next unplayed position of `key` (0..count-1) for this session, advanced atomically;
-        None when all `count` were taken."""
+        None when all `count` were taken. With `unless`: OWNED, nothing taken, when the simulator owns
+        that interaction (the consistency rule: `owns` and the take in one step, one round trip on a
+        shared backend)."""
     async def mark_played(self, cassette: str, index: int) -> None: ...
     async def played(self) -> set[tuple[str, int]]: ...
     async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
@@ -151,7 +155,9 @@ class MemoryState:
     def stamp(self, session: str) -> int:
         return self._session(session).version
 
-    async def take(self, session: str, key: Hashable, count: int) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
+        if unless is not None and await self.owns(session, unless):
+            return OWNED
         positions = self._session(session).positions
         position = positions[key]
         if position >= count:

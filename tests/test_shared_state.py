@@ -284,3 +284,31 @@ async def test_a_recorded_get_replayed_again_writes_nothing_and_keeps_the_intera
         assert stats["cmdstat_expire"]["calls"] == 4  # each read keeps the session's interactions alive
     finally:
         await client.aclose()
+
+
+async def test_the_consistency_rule_holds_across_instances(aiohttp_client, redis, tmp_path) -> None:
+    """An interaction the simulator took over on one instance (an update off the recording) is the
+    simulator's on the other too, by id and by external id: asked in the same step as the take."""
+    from omproxy import yamlformat
+
+    rid, props = "REC0000000000001", {"interactionUserData": [{"key": "A", "type": "str", "value": "1"},
+                                                              {"key": "ExternalId", "type": "str", "value": "e1"}]}
+    entries = [({"method": "POST", "path": SVC, "body": "externalId=e1&userData%5BA%5D=1"},
+                {"statusCode": 0, "interactionId": rid}),
+               ({"method": "POST", "path": f"{SVC}/{rid}/get", "body": ""},
+                {"statusCode": 0, "interactionProperties": {"interactionId": rid, **props}}),
+               ({"method": "POST", "path": f"{SVC}/e1/get", "body": "searchByExternalId=true"},
+                {"statusCode": 0, "interactionProperties": {"interactionId": rid, **props}})]
+    path = tmp_path / "ext.yaml"
+    path.write_text(yamlformat.HEADER + "".join(yamlformat.dump_entry({"request": {**rq, "headers": FORM}, "response": {
+        "status": 200, "body": json.dumps(body)}}).decode() for rq, body in entries))
+    a, b = await two(aiohttp_client, Mode.REPLAY, redis, cassette=str(path))
+    assert (await a.post(SVC, data=b"externalId=e1&userData%5BA%5D=1", headers=FORM)).headers["X-Omproxy-Source"] \
+        == "cassette"
+    update = await a.post(f"{SVC}/{rid}/update", data=b"change%5BB%5D=2", headers=FORM)
+    assert update.headers["X-Omproxy-Source"] == "simulator"  # not recorded: the simulator takes it over
+    for asked in (b.post(f"{SVC}/{rid}/get"), b.post(f"{SVC}/e1/get", data=b"searchByExternalId=true", headers=FORM)):
+        resp = await asked
+        assert resp.headers["X-Omproxy-Source"] == "simulator"  # the recorded answers would lack B
+        data = (await resp.json())["interactionProperties"]["interactionUserData"]
+        assert {"key": "B", "type": "str", "value": "2"} in data

@@ -273,11 +273,19 @@ def run_lint(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"{args.journal}: cannot read the journal: {getattr(e, 'strerror', None) or e}") from None
     paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
-    recorded = (r for path in paths for r in storage.stream(path))  # read as it is checked: never held whole
+    torn: list[tuple[str, dict[str, Any]]] = []  # a torn last entry is a finding too
+
+    def read(path: Path) -> Iterator[Recorded]:  # as it is checked: never held whole
+        return storage.stream(path, lambda report: torn.append(lint.torn_tail(str(path), report)))
+
+    recorded = (r for path in paths for r in read(path))
     found = 0
     for problem in lint.lint(recorded, played):
         found += 1
         print(json.dumps(problem.as_dict(), ensure_ascii=False) if args.json else problem.line())
+    for line, as_json in torn:
+        found += 1
+        print(json.dumps(as_json, ensure_ascii=False) if args.json else line)
     if not args.json:
         print(f"lint: {found} finding{'' if found == 1 else 's'}", file=sys.stderr)
     return 1 if found else 0

@@ -1,7 +1,8 @@
 """`omproxy lint`: what is wrong with a cassette before it becomes a regression suite — the decoder's
 findings and the Open Media checks on every recorded request, ids that break GMS's 16-character
 pattern, answers recorded while GMS was failing, secrets redaction missed (the key named, never the
-value), entries written twice, and (given a journal) interactions no replay ever played. Pure."""
+value), entries written twice, a torn last entry (a recorder killed mid-write), and (given a journal)
+interactions no replay ever played. Pure."""
 
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ def lint(recorded: Iterable[Recorded], played: set[tuple[str, int]] | None = Non
         seen.setdefault(same, rec.index)
         if played is not None and (rec.cassette, rec.index) not in played:
             yield Problem(rec, "never-played", "no replay in the journal played this recording")
+
+
+def torn_tail(cassette: str, report: str) -> tuple[str, dict[str, Any]]:
+    """A torn last entry read past (a recorder killed mid-write; `storage.load`'s report, which names
+    file and line): as a line, and as JSON."""
+    message = f"{report}; re-record it, or let the next `omproxy record` into this file cut it"
+    return message, {"cassette": cassette, "kind": "torn-tail", "message": message}
 
 
 def _request(rec: Recorded, suspects: Redactor) -> Iterator[Problem]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -20,7 +21,7 @@ import secrets
 import stat
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -281,10 +282,10 @@ def _request_only(entry: Any) -> Any:
     return {**entry, "response": {"status": entry["response"].get("status")}}
 
 
-def stream(path: Path) -> Iterator[Recorded]:
+def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Recorded]:
     """A cassette's recordings as the file is read, a block at a time (the first ones at once, however
     big the file); a file not in omproxy's layout, or with a problem, is loaded whole from there on (and
-    refused, or its torn tail dropped and said in a warning, as `load` does)."""
+    refused, or its torn tail dropped and said, as `load` does: to `torn`, else in a warning)."""
     name = str(path)
     header = yamlformat.HEADER.encode()
     done = 0
@@ -320,8 +321,8 @@ def stream(path: Path) -> Iterator[Recorded]:
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
     rest = load(path)
-    if rest.dropped:
-        log.warning("%s", rest.dropped)  # said, as replay says it: the tools read on without it
+    if rest.dropped:  # said, as replay says it: the tools read on without it
+        (torn or functools.partial(log.warning, "%s"))(rest.dropped)
     yield from rest.interactions[done:]
 
 

@@ -75,11 +75,16 @@ def test_lint_reads_as_it_checks_and_a_broken_entry_is_a_usage_error(tmp_path, c
     assert main(["lint", str(tmp_path / "none.yaml")]) == 2 and "cassette not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["lint", "inspect"])
-def test_a_torn_tail_is_said_by_the_tools_that_read_as_they_go(tmp_path, capsys, caplog, command) -> None:
-    path = write(tmp_path / "c.yaml", [(req, ok()) for req, _ in REFERENCE_MISTAKES[:2]])
+def test_a_torn_tail_is_a_lint_finding_and_a_warning_of_inspect(tmp_path, capsys, caplog) -> None:
+    path = write(tmp_path / "c.yaml", [(Request("POST", f"{BASE}/customer-support", "", FORM, b"externalId=x"),
+                                        ok(b'{"statusCode":0,"interactionId":"01QG0Q2S5S50G000"}'))] * 2)
     path.write_bytes(path.read_bytes()[:-20])  # the last entry cut short while being written
-    main([command, str(path)])
+    code, out = run(capsys, "lint", str(path))
+    assert code == 1 and out.startswith(f"{path}:") and "dropped a torn last interaction (#1" in out
+    code, out = run(capsys, "lint", str(path), "--json")
+    got = json.loads(out)
+    assert (got["cassette"], got["kind"]) == (str(path), "torn-tail") and "re-record it" in got["message"]
+    main(["inspect", str(path)])
     assert f"{path}:" in caplog.text and "dropped a torn last interaction (#1" in caplog.text
 
 

@@ -134,6 +134,13 @@ async def test_cut_short_not_http_or_no_answer_is_unreachable(upstream, answer) 
         await client.send("GET", "/secret?token=abc", [], b"")
 
 
+async def test_a_status_that_is_no_http_status_is_unreachable_and_its_connection_dropped(upstream) -> None:
+    up, client = await upstream(b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\n{}", ok(b"after"))
+    with pytest.raises(UpstreamUnreachable, match="answered with status 999, which is not an HTTP status"):
+        await client.send("GET", "/a", [], b"")
+    assert (await client.send("GET", "/b", [], b"")).body == b"after" and up.connections == 2
+
+
 async def test_too_slow_is_a_timeout_and_the_connection_is_dropped(upstream) -> None:
     up, client = await upstream()
     client.timeout = 0.3

@@ -307,7 +307,7 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
                     whole = len(buf) if not more else starts[-1]
                     chunk, buf = buf[:whole], buf[whole:]
                     if chunk:
-                        firsts = _lines_at(chunk, [s for s in starts if s < whole], line)
+                        firsts = [line - 1 + n for n in yamlformat.entry_lines(chunk, [s for s in starts if s < whole])]
                         text = chunk.decode("utf-8")
                         parsed = quickyaml.entries(text) or yamlformat.parse_entries(text, name)
                         for entry, first in zip(parsed, firsts, strict=True):
@@ -324,17 +324,6 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
     if rest.dropped:  # said, as replay says it: the tools read on without it
         (torn or functools.partial(log.warning, "%s"))(rest.dropped)
     yield from rest.interactions[done:]
-
-
-def _lines_at(data: bytes, offsets: list[int], first: int) -> list[int]:
-    """The line each of `offsets` (ascending) is on, `data` starting on line `first`: each newline
-    counted once (counting from the start for each offset made a big file's listing quadratic)."""
-    lines, line, at = [], first, 0
-    for offset in offsets:
-        line += data.count(b"\n", at, offset)
-        at = offset
-        lines.append(line)
-    return lines
 
 
 def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:

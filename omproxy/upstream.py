@@ -130,6 +130,44 @@ def request_head(method: str, target: str, headers: Iterable[tuple[str, str]], l
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
+class Deadlines:
+    """When each request in flight must be answered, watched by one timer for them all — armed at the
+    earliest deadline, it expires what is due and re-arms at the next. A timer per request (armed and
+    cancelled: uvloop's cost ~2 µs) was a tenth of what a forwarded request costs omproxy."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: dict[_Connection, float] = {}  # a connection carrying a request, and its deadline
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed = float("inf")  # when the timer fires
+
+    def watch(self, conn: _Connection, deadline: float) -> None:
+        self.due[conn] = deadline
+        if deadline < self.armed:  # the first in flight (or one that waited for a slot or to connect)
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer, self.armed = self.loop.call_at(deadline, self.fire), deadline
+
+    def done(self, conn: _Connection) -> None:
+        self.due.pop(conn, None)
+
+    def fire(self) -> None:
+        self.timer, self.armed = None, float("inf")
+        now = self.loop.time()
+        for conn, deadline in list(self.due.items()):
+            if deadline <= now:
+                del self.due[conn]
+                conn.expire()
+        if self.due:
+            nearest = min(self.due.values())
+            self.timer, self.armed = self.loop.call_at(nearest, self.fire), nearest
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.armed = None, float("inf")
+
+
 class Client:
     """Requests to one upstream (`scheme://host:port`), over pooled keep-alive connections."""
 
@@ -139,6 +177,7 @@ class Client:
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if scheme == "https" else None
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(LIMIT)
+        self.deadlines: Deadlines | None = None  # made on the first request, in its loop
 
     async def send(self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes) -> Answer:
         """One request; its answer, read whole. Raises UpstreamTimeout, UpstreamUnreachable, UpstreamTooLarge."""
@@ -158,7 +197,8 @@ class Client:
                 await self.slots.acquire()
             acquired = True
             conn = self._idle() or await self._connect(deadline - loop.time())
-            expiry = loop.call_at(deadline, conn.expire)  # cheaper than asyncio.timeout, on every request
+            deadlines = self.deadlines or self._deadlines(loop)
+            deadlines.watch(conn, deadline)
             try:
                 message, payload = await conn.request(data, method == "HEAD")
                 if not 200 <= message.code <= 599:  # 1xx are skipped; 600-999 are not HTTP statuses
@@ -166,7 +206,7 @@ class Client:
                                               "not an HTTP status (100-599); try again")
                 out = await self._read(payload)
             finally:
-                expiry.cancel()
+                deadlines.done(conn)
             if conn.reusable(message, payload):
                 conn.idle_since, conn.parser, conn._parser, conn.answer = time.monotonic(), None, None, None
                 self.idle.append(conn)
@@ -194,6 +234,10 @@ class Client:
     def _failed(self, e: BaseException) -> UpstreamUnreachable:  # its message may quote the answer: not shown
         return UpstreamUnreachable(f"GMS at {self.name} failed ({type(e).__name__}: the connection closed or the "
                                    "answer was not valid HTTP); try again")
+
+    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        self.deadlines = Deadlines(loop)
+        return self.deadlines
 
     def _idle(self) -> _Connection | None:
         """A pooled connection still fit to carry a request, if there is one."""
@@ -234,6 +278,8 @@ class Client:
         return body
 
     async def close(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.close()
         for conn in self.idle:
             conn.close()
         self.idle.clear()

@@ -11,6 +11,7 @@ import pytest
 
 from omproxy.errors import UpstreamTimeout, UpstreamTooLarge, UpstreamUnreachable
 from omproxy.upstream import Client
+from tests.support import loop_turn
 
 
 class Upstream:
@@ -147,6 +148,29 @@ async def test_too_slow_is_a_timeout_and_the_connection_is_dropped(upstream) -> 
     with pytest.raises(UpstreamTimeout, match="did not answer within 0.3 s"):
         await client.send("GET", "/a", [], b"")
     assert not client.idle
+
+
+async def test_each_request_in_flight_times_out_at_its_own_deadline(upstream) -> None:
+    """One timer watches every request in flight: a request sent later with a nearer deadline is
+    not left waiting for the deadline of the one before it, nor that one cut short by it."""
+    up, client = await upstream()  # never answers
+    loop = asyncio.get_running_loop()
+
+    async def timed(timeout: float) -> float:
+        client.timeout = timeout  # read once, when the request starts
+        started = loop.time()
+        with pytest.raises(UpstreamTimeout):
+            await client.send("GET", f"/{timeout}", [], b"")
+        return loop.time() - started
+
+    patient = asyncio.create_task(timed(2.0))
+    while not up.requests:  # it was sent: its deadline is the one the timer is armed for
+        await loop_turn()
+    assert client.deadlines is not None and client.deadlines.armed == min(client.deadlines.due.values())
+    hasty = await timed(0.2)
+    assert 0.2 <= hasty < 1.5 and not patient.done()
+    assert await patient >= 2.0
+    assert not client.deadlines.due and len(up.requests) == 2
 
 
 async def test_a_refused_port_is_unreachable(unused_tcp_port) -> None:

@@ -30,7 +30,6 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
@@ -45,6 +44,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.model import SESSION_HEADER, Request, Response, Source
 from omproxy.pipeline import error_response, escape
 from omproxy.proxy import assemble, too_large
+from omproxy.upstream import Reading
 
 log = logging.getLogger("omproxy")
 SWEEP = 0.5  # seconds between two looks at the open connections
@@ -201,7 +201,7 @@ class Front:
         await self.rt.close()
 
 
-class Connection(BaseProtocol):
+class Connection(Reading):
     """One client connection: parse, serve in order, write; watched by the Front's sweep."""
 
     def __init__(self, front: Front) -> None:

@@ -182,6 +182,39 @@ async def test_a_chunked_body_and_expect_100_continue(listening) -> None:
     writer.close()
 
 
+async def test_bodies_beyond_the_read_limits_pass_both_ways_and_the_connection_goes_on(aiohttp_server) -> None:
+    """Megabytes each way make aiohttp's parsers pause reading (on the client's connection and on the
+    upstream's) until the body is read: each must resume, and the keep-alive connection then serve on."""
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read(), content_type="application/octet-stream")
+
+    upstream_app = web.Application(client_max_size=8 << 20)
+    upstream_app.router.add_route("*", "/{tail:.*}", echo)
+    upstream = await aiohttp_server(upstream_app)
+    config = Config(port=0, max_body=8 << 20, max_response_body=8 << 20,
+                    upstream=str(upstream.make_url("")).rstrip("/"))
+    listener = await server.start(build_runtime(config, Mode.PASSTHROUGH), config)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        body = bytes(range(256)) * (12 << 10)  # 3 MiB
+        writer.write(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for start in range(0, len(body), 1 << 16):
+            chunk = body[start:start + (1 << 16)]
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        status, _, echoed = await read_answer(reader)
+        assert status == 200 and echoed == body
+        writer.write(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        status, _, echoed = await read_answer(reader)
+        assert status == 200 and echoed == b"ok"
+        writer.close()
+    finally:
+        await listener.close()
+
+
 async def test_http_1_0_closes_unless_asked_to_keep_alive(listening) -> None:
     listener = await listening()
     status, body = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.0\r\n\r\n")

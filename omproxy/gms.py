@@ -63,8 +63,10 @@ def parse_path(path: str) -> Operation | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def service_of(path: str) -> str | None:
-    """The service segment of any path under the Open Media base, even an unknown operation."""
+    """The service segment of any path under the Open Media base, even an unknown operation (remembered
+    as `parse_path` is: every request asks, from the recorder, the metrics, the inspector)."""
     path = path.split("?", 1)[0]
     if not path.startswith(BASE):
         return None

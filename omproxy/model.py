@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Generic, TypeVar, overload
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -105,6 +106,8 @@ class Request:
     def findings(self) -> tuple[formcodec.Finding, ...]:
         """Every encoding finding: the generic ones and, when the path names an Open Media operation,
         the GMS parameter ones (judged on the parameters the client meant)."""
+        if not self.body:  # a polled `get`: they depend on the path and the content type only
+            return _bodiless_findings(self.path, self.headers.get("Content-Type"))
         return self.form.findings + gms.findings(self.operation, self.form)
 
     @cached_property
@@ -120,6 +123,12 @@ class Request:
     @property
     def service(self) -> str | None:
         return gms.service_of(self.path)
+
+
+@lru_cache(maxsize=1024)
+def _bodiless_findings(path: str, content_type: str | None) -> tuple[formcodec.Finding, ...]:
+    form = formcodec.decoded(b"", content_type)
+    return form.findings + gms.findings(gms.parse_path(path), form)
 
 
 @dataclass(frozen=True)

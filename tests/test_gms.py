@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from omproxy import gms
+from omproxy import formcodec, gms
 from omproxy.formcodec import decode
+from omproxy.model import Request, headers_of
+from tests.support import BASE
 
 PATHS = [
     ("create", "/genesys/2/openmedia/customer-support", gms.Operation("create", "customer-support")),
@@ -145,3 +147,13 @@ def test_the_word_after_a_raw_ampersand_is_not_also_an_unknown_parameter() -> No
 
     got = findings(parse_path("/genesys/2/openmedia/s"), decode(b"userData%5BCompany%5D=Smith&Sons"))
     assert not [f for f in got if f.kind == "unknown-parameter"]
+
+
+@pytest.mark.parametrize("path", [f"{BASE}/svc/ID1/get", f"{BASE}/svc", f"{BASE}/svc/ID1/update", "/other"])
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "application/json",
+                                          "application/x-www-form-urlencoded; charset=rot13"])
+def test_a_bodiless_requests_findings_are_remembered_as_they_are_judged(path, content_type) -> None:
+    headers = headers_of({"Content-Type": content_type} if content_type else {})
+    twice = [Request("POST", path, "", headers).findings for _ in range(2)]
+    form = formcodec.decoded(b"", content_type)
+    assert twice[0] == twice[1] == form.findings + gms.findings(gms.parse_path(path), form)

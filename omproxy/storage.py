@@ -414,6 +414,7 @@ class CassetteWriter:
         self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
         self._flushing: dict[Path, asyncio.Task[None]] = {}
         self._checked: set[Path] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def path_for(self, service: str | None) -> Path:
         return self.template.path_for(service)
@@ -421,7 +422,9 @@ class CassetteWriter:
     async def append(self, path: Path, data: bytes) -> None:
         """Once `data` is on disk. A client that hangs up (its task cancelled) does not stop its entry
         being written: it stays in the batch, whose writer then finds its waiter gone."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._loop is None:  # asked once: asking costs a system call (getpid) every time
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = self._loop.create_future()
         self._pending[path].append((data, future))
         if path not in self._flushing:
             self._flushing[path] = asyncio.create_task(self._flush(path))
@@ -457,11 +460,14 @@ class CassetteWriter:
 def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True) -> None:
     """Append whole entries to a cassette under its flock (creating it with its header), fsync'd; a
     failed write is truncated back so the file is exactly as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A file the {service} template names is never a symlink: nothing a request names can make
     # omproxy write elsewhere. A file given by name may be one (the user chose it).
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if no_follow else 0)
-    fd = os.open(path, flags, 0o644)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:  # its folder is not there (yet, or any more): made, as the file is
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another omproxy recording into the same file waits
         report = cut_torn_tail(fd, str(path), full=full_check)

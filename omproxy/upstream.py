@@ -198,7 +198,8 @@ class Client:
         """`send`, the request's head already made (by `request_head`)."""
         data = head + body
         conn: _Connection | None = None
-        loop = asyncio.get_running_loop()
+        deadlines = self.deadlines or self._deadlines()
+        loop = deadlines.loop
         deadline = loop.time() + self.timeout  # for the whole request: a slot, connecting, sending, reading
         acquired = False
         try:
@@ -208,7 +209,6 @@ class Client:
                 await self.slots.acquire()
             acquired = True
             conn = self._idle() or await self._connect(deadline - loop.time())
-            deadlines = self.deadlines or self._deadlines(loop)
             deadlines.watch(conn, deadline)
             try:
                 message, payload = await conn.request(data, method == "HEAD")
@@ -246,8 +246,8 @@ class Client:
         return UpstreamUnreachable(f"GMS at {self.name} failed ({type(e).__name__}: the connection closed or the "
                                    "answer was not valid HTTP); try again")
 
-    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
-        self.deadlines = Deadlines(loop)
+    def _deadlines(self) -> Deadlines:  # on the first request, in its loop (asking for it costs a getpid)
+        self.deadlines = Deadlines(asyncio.get_running_loop())
         return self.deadlines
 
     def _idle(self) -> _Connection | None:

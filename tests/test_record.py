@@ -6,6 +6,7 @@ import asyncio
 import base64
 import gzip
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -315,6 +316,15 @@ async def test_a_cassette_that_cannot_be_written_still_answers_and_says_so(proxy
     assert resp.status == 200 and (await resp.json())["statusCode"] == 0
     assert "NOT RECORDED" in caplog.text and str(blocker / "c.yaml") in caplog.text
     assert (await (await client.get("/_omproxy/journal")).json())["counts"]["write failed"] == 1
+
+
+async def test_a_cassette_folder_removed_while_recording_is_made_again(proxy, tmp_path) -> None:
+    folder = tmp_path / "captures"
+    client = await proxy(cassette=str(folder / "{service}.yaml"))
+    assert (await client.post(f"{BASE}/s", data=b"externalId=1", headers=FORM)).status == 200
+    shutil.rmtree(folder)  # a clean-up script, while omproxy records
+    assert (await client.post(f"{BASE}/s", data=b"externalId=2", headers=FORM)).status == 200
+    assert [e["request"]["body"] for e in loaded(folder / "s.yaml")] == ["externalId=2"]
 
 
 async def test_the_session_header_is_omproxys_own_never_forwarded_or_recorded(proxy, gms, tmp_path) -> None:

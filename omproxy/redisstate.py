@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from omproxy.errors import StateUnavailable, UsageError
 from omproxy.exchange import Exchange
 from omproxy.gms import Target
-from omproxy.state import OWNED, Interaction
+from omproxy.state import OWNED, Interaction, InteractionStore
 
 aioredis: Any
 Failure: tuple[type[BaseException], ...]
@@ -42,19 +42,25 @@ log = logging.getLogger(__name__)
 # Take the next position of a key if one is left: atomically, whichever instance asks — unless the
 # simulator owns the interaction asked about (ARGV[4], in the set KEYS[3]): -2, nothing taken. With it,
 # how many times the whole state was reset (by any instance): what each instance remembers of it is
-# then stale.
+# then stale; and, when ARGV[5] names one, that interaction of the session's simulator (in the hash
+# KEYS[4], whose expiry is refreshed: it is in use) or false — read in the same round trip.
 _TAKE = """
 local resets = redis.call('GET', KEYS[2]) or '0'
 if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
-  return {-2, resets}
+  return {-2, resets, false}
+end
+local read = false
+if ARGV[5] ~= '' then
+  read = redis.call('HGET', KEYS[4], ARGV[5])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
 end
 local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
 if position >= tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-  return {-1, resets}
+  return {-1, resets, read}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {position, resets}
+return {position, resets, read}
 """
 
 
@@ -101,16 +107,23 @@ class RedisState:
     def interactions(self, session: str) -> RedisInteractions:
         return RedisInteractions(self, self._session(session))
 
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
+                   store: InteractionStore | None = None) -> int | None:
         base = self._session(session)
         owners = base + ("diverged-external" if unless is not None and unless.external else "diverged")
-        position, resets = await self.call(lambda: self._take(
-            keys=[base + "positions", self.resets_key, owners],
-            args=[digest(key), count, self.ttl, unless.id if unless is not None else ""]))
+        # the interaction the simulator will apply the recording to, read with the take (by id only)
+        reading = unless.id if isinstance(store, RedisInteractions) and unless is not None and (
+            not unless.external) else ""
+        position, resets, read = await self.call(lambda: self._take(
+            keys=[base + "positions", self.resets_key, owners, base + "interactions"],
+            args=[digest(key), count, self.ttl, unless.id if unless is not None else "", reading]))
         if resets != self.resets:  # another instance reset everything: what was marked played is not
             self.resets = resets
             self.marked.clear()
         position = int(position)
+        if reading and position != -2:
+            assert isinstance(store, RedisInteractions)
+            store.known[reading] = read or None
         return OWNED if position == -2 else None if position < 0 else position
 
     async def mark_played(self, cassette: str, index: int) -> None:
@@ -203,8 +216,16 @@ class RedisInteractions:
     def __init__(self, state: RedisState, base: str) -> None:
         self.state, self.key, self.seq_key = state, base + "interactions", base + "seq"
         self.read: dict[str, bytes] = {}  # what `get` read, by id (this object lives for one request)
+        self.known: dict[str, bytes | None] = {}  # read with the take (`RedisState.take`), not yet asked
 
     async def get(self, interaction_id: str) -> Interaction | None:
+        if interaction_id in self.known:  # read a moment ago, in the take's round trip: not read again
+            raw = self.known.pop(interaction_id)
+            if raw is None:
+                return None
+            self.read[interaction_id] = raw
+            return _interaction(raw)
+
         async def read() -> Any:
             async with self.state.client.pipeline(transaction=False) as tx:  # one round trip
                 tx.hget(self.key, interaction_id)

@@ -70,8 +70,10 @@ class Replayer:
         found = self.playback.index.by_key.get(k)
         if not found:
             return None
-        # an interaction the simulator owns is its to answer (the consistency rule): asked with the take
-        position = await state.take(req.session, k, len(found), target if self.simulator is not None else None)
+        # an interaction the simulator owns is its to answer (the consistency rule): asked with the take,
+        # which may also read it for the simulator (a shared state: one round trip, not two)
+        store = state.interactions(req.session) if self.simulator is not None else None
+        position = await state.take(req.session, k, len(found), target if store is not None else None, store)
         if position == OWNED:
             return None
         if position is None:
@@ -89,7 +91,7 @@ class Replayer:
                        else None)
             memo = state.local(req.session)
             if concern is None or memo.get(concern) is not rec:
-                await self.simulator.observe(req, rec.response, state.interactions(req.session))
+                await self.simulator.observe(req, rec.response, store)
                 if concern is not None:
                     memo[concern] = rec
             settled = settled and concern is not None  # ...and the simulator would skip it

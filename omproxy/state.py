@@ -46,11 +46,14 @@ class InteractionStore(Protocol):
 
 class State(Protocol):
     def interactions(self, session: str) -> InteractionStore: ...
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
+                   store: InteractionStore | None = None) -> int | None:
         """The next unplayed position of `key` (0..count-1) for this session, advanced atomically;
         None when all `count` were taken. With `unless`: OWNED, nothing taken, when the simulator owns
         that interaction (the consistency rule: `owns` and the take in one step, one round trip on a
-        shared backend)."""
+        shared backend) — and else, with `store` (the session's, from `interactions`), the
+        interaction `unless` names by id may be read into it in that same step, for the simulator to
+        apply the recording to without a round trip of its own."""
     async def mark_played(self, cassette: str, index: int) -> None: ...
     async def played(self) -> set[tuple[str, int]]: ...
     async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
@@ -155,7 +158,8 @@ class MemoryState:
     def stamp(self, session: str) -> int:
         return self._session(session).version
 
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
+                   store: InteractionStore | None = None) -> int | None:
         if unless is not None and await self.owns(session, unless):
             return OWNED
         positions = self._session(session).positions

@@ -286,6 +286,42 @@ async def test_a_recorded_get_replayed_again_writes_nothing_and_keeps_the_intera
         await client.aclose()
 
 
+async def test_a_replayed_get_on_redis_is_one_round_trip_its_interaction_read_with_the_take(
+        aiohttp_client, redis, tmp_path) -> None:
+    """The interaction the recording is applied to is read in the take's script: a repeated `get` is
+    one round trip to Redis (EVALSHA), as Redis's own MONITOR shows — no read of its own."""
+    import redis.asyncio as aioredis
+
+    from omproxy import cassette, storage
+
+    story = storage.load(STORY).interactions[:2]  # create, get
+    path = tmp_path / "two.yaml"
+    storage.save(path, [cassette.to_entry(r.request, r.response, 1.0) for r in story])
+    a, b = await two(aiohttp_client, Mode.REPLAY, redis, cassette=str(path))
+    iid = (await (await a.post(SVC, data=CREATE, headers=FORM)).json())["interactionId"]
+    first = await (await b.post(f"{SVC}/{iid}/get")).json()
+    watching, other = aioredis.from_url(redis.url), aioredis.from_url(redis.url)
+    try:
+        async with watching.monitor() as monitor:
+            await other.echo("start")
+            seen: list[dict] = []
+            while not (seen and seen[-1]["command"] == "ECHO start"):
+                seen.append(await monitor.next_command())
+            for c in (a, b, a, b):
+                assert await (await c.post(f"{SVC}/{iid}/get")).json() == first
+            await other.echo("end")
+            seen = []
+            while not (seen and seen[-1]["command"] == "ECHO end"):
+                seen.append(await monitor.next_command())
+        sent = [c["command"].split()[0].upper() for c in seen if c["client_type"] != "lua"]
+        in_scripts = [c["command"].split()[0].upper() for c in seen if c["client_type"] == "lua"]
+        assert sent.count("EVALSHA") == 4 and "HGET" not in sent  # the takes; no read besides
+        assert in_scripts.count("HGET") == 4  # the interaction, read by each take
+    finally:
+        await watching.aclose()
+        await other.aclose()
+
+
 async def test_the_consistency_rule_holds_across_instances(aiohttp_client, redis, tmp_path) -> None:
     """An interaction the simulator took over on one instance (an update off the recording) is the
     simulator's on the other too, by id and by external id: asked in the same step as the take."""

@@ -130,8 +130,9 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
 
     show = sub.add_parser("inspect", help="list a cassette's interactions as a table",
                           description="One row per recorded interaction: index, time, operation, service, "
-                          "interaction id, user data, HTTP status, GMS statusCode, duration.")
-    show.add_argument("cassette", type=Path, help="a cassette file")
+                          "interaction id, user data, HTTP status, GMS statusCode, duration. Several cassettes "
+                          "(or a folder): a table each, under its file's name.")
+    show.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
     show.add_argument("--operation", choices=("create", "get", "update", "stop"), help="only this operation")
     show.add_argument("--service", help="only this service")
     show.add_argument("--id", help="only this interaction id")
@@ -295,8 +296,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     from omproxy import listing, storage
 
     filters = listing.Filters(args.operation, args.service, args.id, args.status)
-    for line in listing.lines(storage.stream(args.cassette), filters, args.json):
-        print(line, flush=False)
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    for n, path in enumerate(paths):
+        if len(paths) > 1 and not args.json:  # JSON rows name their cassette
+            print(("\n" if n else "") + str(path))
+        for line in listing.lines(storage.stream(path), filters, args.json):
+            print(line, flush=False)
     return 0
 
 

@@ -1,7 +1,7 @@
 """`omproxy inspect`: a cassette as a table a person reads in a terminal, one interaction a row —
 index, recorded time, operation, service, interaction id, user data (abridged), HTTP status, GMS
-statusCode, duration — or as JSON lines for scripts; filtered by operation, service, id or status.
-Pure."""
+statusCode, duration — or as JSON lines for scripts (each naming its cassette); filtered by operation,
+service, id or status. Pure."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def lines(recorded: Iterable[Recorded], filters: Filters, as_json: bool) -> Iter
         if not filters.keep(r):
             continue
         if as_json:
-            yield json.dumps(r, ensure_ascii=False)
+            yield json.dumps({"cassette": rec.cassette, **r}, ensure_ascii=False)
             continue
         data = ", ".join(f"{k}={v}" for k, v in r["userData"].items())
         yield _format((str(r["index"]), r["recorded_at"][:23], str(r["operation"]), str(r["service"] or "-"),

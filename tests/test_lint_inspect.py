@@ -130,6 +130,20 @@ def test_inspect_lists_and_filters(tmp_path, capsys) -> None:
     assert [g["index"] for g in got] == [1, 3, 5] and got[-1]["statusCode"] == 2
 
 
+def test_inspect_takes_a_folder_as_lint_does_a_table_a_cassette(tmp_path, capsys) -> None:
+    folder = tmp_path / "cassettes"
+    folder.mkdir()
+    write(folder / "a.yaml", [(Request("POST", f"{BASE}/a/{ID}/get"), ok())])
+    write(folder / "b.yaml", [(Request("POST", f"{BASE}/b/{ID}/get"), ok()), (Request("POST", f"{BASE}/b"), ok())])
+    code, out = run(capsys, "inspect", str(folder))
+    blocks = [block.splitlines() for block in out.split("\n\n")]
+    assert code == 0 and [b[0] for b in blocks] == [str(folder / "a.yaml"), str(folder / "b.yaml")]
+    assert [len(b) for b in blocks] == [3, 4] and all(b[1].startswith("#") for b in blocks)
+    code, out = run(capsys, "inspect", str(folder / "b.yaml"), "--json")  # one file: no name line, as before
+    assert [json.loads(line)["cassette"] for line in out.splitlines()] == [str(folder / "b.yaml")] * 2
+    assert main(["inspect", str(tmp_path / "none")]) == 2 and "cassette not found" in capsys.readouterr().err
+
+
 def test_inspect_streams_a_big_cassette(tmp_path) -> None:
     """The first rows come before the end of the file is parsed: a broken last entry is only met at the end."""
     path = big(tmp_path, 3_000)  # a dozen batches

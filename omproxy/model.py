@@ -177,6 +177,12 @@ class Recorded:
         object.__setattr__(self, "answer", loaded)  # read once
         return loaded
 
+    def read(self) -> Response:
+        """The answer, without keeping it: one left on disk is read again each time (`verify` and
+        `diff` use each answer once or twice, and a capture's answers need not be in memory at once)."""
+        answer = self.answer
+        return answer if isinstance(answer, Response) else answer()
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Recorded):
             return NotImplemented

@@ -24,13 +24,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
     noise = Noise().plus(config.verify_ignore)
     started = time.monotonic()
     if args.command == "diff":
-        first, second = storage.load(args.first).interactions, storage.load(args.second).interactions
+        # answers left on disk, each read when compared (both captures' answers are never in memory)
+        first = storage.load(args.first, lazy=True).interactions
+        second = storage.load(args.second, lazy=True).interactions
         results, only_second = diff(list(first), list(second), noise)
         results += [Result(r, Verdict.DIFFERS, ["only in the second recording"]) for r in only_second]
         learned = None
     else:
-        recorded = [r for c in storage.load_spec(storage.Template(config.cassette), must_exist=True)
-                    for r in c.interactions]
+        recorded = [r for c in storage.load_spec(storage.Template(config.cassette), must_exist=True, lazy=True)
+                    for r in c.interactions]  # answers left on disk, each read when it is compared
         results, learned = asyncio.run(_verify(args, config, recorded, noise))
     seconds = time.monotonic() - started
     what = "diff" if args.command == "diff" else "verify"

@@ -57,7 +57,7 @@ def stories(recorded: Iterable[Recorded]) -> list[list[Recorded]]:
     for rec in ordered:
         op, target = rec.request.operation, rec.request.target_of
         if op is not None and op.kind == "create":
-            found = gms.ids_in_reply(op, rec.response.reply)
+            found = gms.ids_in_reply(op, rec.read().reply)
             key = found[0] if found else f"create {rec.where}"
             external = rec.request.form.get("externalId")
             if external:
@@ -140,9 +140,10 @@ class Verifier:
             answer = await self.send(rewrite(rec.request, self.ids))
         except OmproxyError as e:
             return Result(rec, Verdict.ERROR, [e.message])
-        self.ids.learn(rec.response, answer, rec.request.operation)  # ids are never masked
+        recorded = rec.read()
+        self.ids.learn(recorded, answer, rec.request.operation)  # ids are never masked
         live = self.redactor.response(answer)
-        found = compare.differences(rec.response, live, self.ids, self.noise)
+        found = compare.differences(recorded, live, self.ids, self.noise)
         return Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found)
 
     async def learn_noise(self, recorded: list[Recorded]) -> list[str]:
@@ -184,8 +185,9 @@ def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Resul
             results.append(Result(rec, Verdict.DIFFERS, ["only in the first recording"]))
             continue
         other = queue.popleft()
-        ids.learn(rec.response, other.response, rec.request.operation)
-        found = compare.differences(rec.response, other.response, ids, noise)
+        mine, theirs = rec.read(), other.read()
+        ids.learn(mine, theirs, rec.request.operation)
+        found = compare.differences(mine, theirs, ids, noise)
         results.append(Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found))
     return results, [r for queue in unpaired.values() for r in queue]
 

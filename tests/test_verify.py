@@ -208,3 +208,28 @@ async def test_speed_keeps_the_recorded_gaps_divided_by_x() -> None:
     results = await Verifier(send, Noise(), speed=10, concurrency=3).run(recorded)
     assert [r.verdict.value for r in results] == ["same"] * 3
     assert sent[2] - sent[0] >= 0.2 - 0.01  # 2 s of recorded time at 10x: at least 0.2 s
+
+
+async def test_verify_and_diff_read_each_answer_from_disk_and_keep_none(recorded) -> None:
+    """A capture's answers stay on disk while it is verified or diffed (a day of traffic need not fit
+    in memory twice over): each is read when compared, and not kept."""
+    from omproxy import storage
+    from omproxy.app import SimulatorResponder
+    from omproxy.compare import Noise
+    from omproxy.exchange import Exchange
+    from omproxy.model import Request, Response
+    from omproxy.simulator import Simulator
+    from omproxy.state import MemoryState
+    from omproxy.verify import Verifier, diff
+
+    simulating = SimulatorResponder(Simulator(), MemoryState())
+
+    async def send(req: Request) -> Response:
+        return await simulating(Exchange(req))
+
+    mine, theirs = (list(storage.load(recorded, lazy=True).interactions) for _ in range(2))
+    assert mine and all(callable(r.answer) for r in mine + theirs)  # left on disk by the load
+    results = await Verifier(send, Noise()).run(mine)
+    paired, _ = diff(mine, theirs, Noise())
+    assert len(results) == len(paired) == len(mine) and all(r.verdict.value == "same" for r in paired)
+    assert all(callable(r.answer) for r in mine + theirs)  # read, compared, not kept

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from omproxy import gms
@@ -45,12 +46,17 @@ class Noise:
     paths: tuple[str, ...] = ()  # dotted paths, `*` for any key or index
 
     def ignores(self, path: tuple[str, ...]) -> bool:
-        if path and any(fnmatch.fnmatchcase(path[-1], k) for k in self.keys):
-            return True
-        return any(_path_matches(path, p.split(".")) for p in self.paths)
+        return _ignores(self, path)  # the same few paths in every answer of a capture: judged once
 
     def plus(self, paths: Iterable[str]) -> Noise:
         return Noise(self.keys, tuple(dict.fromkeys((*self.paths, *paths))))
+
+
+@lru_cache(maxsize=8192)
+def _ignores(noise: Noise, path: tuple[str, ...]) -> bool:
+    if path and any(fnmatch.fnmatchcase(path[-1], k) for k in noise.keys):
+        return True
+    return any(_path_matches(path, p.split(".")) for p in noise.paths)
 
 
 def _path_matches(path: tuple[str, ...], pattern: list[str]) -> bool:

@@ -222,8 +222,11 @@ class Later:
     def __call__(self) -> Response:
         where = f"{self.name}:{self.line}: interaction #{self.index}"
         try:
-            with self.path.open("rb") as f:
-                data = os.pread(f.fileno(), self.end - self.start, self.start)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, self.end - self.start, self.start)
+            finally:
+                os.close(fd)
         except OSError as e:
             raise CassetteChanged(f"{where}: cannot read its answer: {e.strerror or e}; restart omproxy "
                                   "to load the cassette again") from None

@@ -15,9 +15,9 @@ from omproxy.compare import Noise
 from omproxy.config import Config
 from omproxy.errors import UsageError
 from omproxy.exchange import Exchange
-from omproxy.model import Recorded, Request, Response
+from omproxy.model import Request, Response
 from omproxy.redaction import Redactor
-from omproxy.verify import Result, Send, Verdict, Verifier, diff
+from omproxy.verify import Named, Result, Send, Verdict, Verifier, diff
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -28,12 +28,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
         first = storage.load(args.first, lazy=True).interactions
         second = storage.load(args.second, lazy=True).interactions
         results, only_second = diff(list(first), list(second), noise)
-        results += [Result(r, Verdict.DIFFERS, ["only in the second recording"]) for r in only_second]
+        results += [Result(Named.of(r), Verdict.DIFFERS, ["only in the second recording"]) for r in only_second]
         learned = None
     else:
-        recorded = [r for c in storage.load_spec(storage.Template(config.cassette), must_exist=True, lazy=True)
-                    for r in c.interactions]  # answers left on disk, each read when it is compared
-        results, learned = asyncio.run(_verify(args, config, recorded, noise))
+        paths = storage.files_of(storage.Template(config.cassette), must_exist=True)
+        results, learned = asyncio.run(_verify(args, config, paths, noise))
     seconds = time.monotonic() - started
     what = "diff" if args.command == "diff" else "verify"
     print(reports.as_json(results, learned) if args.json else reports.text(results, seconds, what))
@@ -47,8 +46,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 1 if any(r.verdict in (Verdict.DIFFERS, Verdict.ERROR) for r in results) else 0
 
 
-async def _verify(args: argparse.Namespace, config: Config, recorded: list[Recorded],
+async def _verify(args: argparse.Namespace, config: Config, paths: list[Path],
                   noise: Noise) -> tuple[list[Result], list[str] | None]:
+    """The capture read in recorded order as it is verified (`storage.timeline`): what is held at once
+    is where each recording is, and the results."""
     send, close = await _sender(config)
     progress = _progress if sys.stderr.isatty() and not args.json else None
     try:
@@ -56,9 +57,10 @@ async def _verify(args: argparse.Namespace, config: Config, recorded: list[Recor
                             redactor=Redactor(config.redact))
         learned = None
         if args.learn_noise:
-            learned = await verifier.learn_noise(recorded)
+            learned = await verifier.learn_noise(storage.timeline(paths)[1])
             verifier.noise = noise.plus(learned)
-        results = await verifier.run(recorded)
+        total, recorded = storage.timeline(paths)
+        results = await verifier.run(recorded, total)
     finally:
         await close()
         if progress is not None:

@@ -220,6 +220,10 @@ class Later:
         self.start, self.end, self.crc = start, end, crc
 
     def __call__(self) -> Response:
+        return self.recorded().response
+
+    def recorded(self) -> Recorded:
+        """The whole recording, read again from its entry's bytes (checked as its answer is)."""
         where = f"{self.name}:{self.line}: interaction #{self.index}"
         try:
             fd = os.open(self.path, os.O_RDONLY)
@@ -236,7 +240,7 @@ class Later:
         read = quickyaml.entries(data.decode("utf-8"))  # it read this entry alone at load
         if read is None or len(read) != 1:
             raise CassetteChanged(f"{where}: its answer cannot be read again; restart omproxy")
-        return cassette.from_entry(read[0], self.name, self.index, self.line).response
+        return cassette.from_entry(read[0], self.name, self.index, self.line)
 
 
 BATCH = 250  # entries composed at a time: the YAML node graph of a big capture never is in memory whole
@@ -289,6 +293,11 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
     """A cassette's recordings as the file is read, a block at a time (the first ones at once, however
     big the file); a file not in omproxy's layout, or with a problem, is loaded whole from there on (and
     refused, or its torn tail dropped and said, as `load` does: to `torn`, else in a warning)."""
+    return (rec for rec, _ in _placed(path, torn))
+
+
+def _placed(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[tuple[Recorded, Later | None]]:
+    """`stream`, each recording with where its entry is in the file (None from a file loaded whole)."""
     name = str(path)
     header = yamlformat.HEADER.encode()
     done = 0
@@ -296,7 +305,7 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
         with path.open("rb") as f:
             buf = f.read(len(header))
             if buf == header:
-                line, block, buf = header.count(b"\n") + 1, 1 << 18, b""
+                line, block, buf, offset = header.count(b"\n") + 1, 1 << 18, b"", len(header)
                 while True:
                     more = f.read(block)
                     block = min(block * 2, 1 << 22)
@@ -310,13 +319,20 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
                     whole = len(buf) if not more else starts[-1]
                     chunk, buf = buf[:whole], buf[whole:]
                     if chunk:
-                        firsts = [line - 1 + n for n in yamlformat.entry_lines(chunk, [s for s in starts if s < whole])]
+                        mine = [s for s in starts if s < whole]
+                        firsts = [line - 1 + n for n in yamlformat.entry_lines(chunk, mine)]
                         text = chunk.decode("utf-8")
-                        parsed = quickyaml.entries(text) or yamlformat.parse_entries(text, name)
-                        for entry, first in zip(parsed, firsts, strict=True):
-                            yield cassette.from_entry(entry, name, done, first)
+                        quick = quickyaml.entries(text)
+                        parsed = quick or yamlformat.parse_entries(text, name)
+                        bounds = [*mine, whole]
+                        for entry, first, start, end in zip(parsed, firsts, bounds[:-1], bounds[1:], strict=True):
+                            # where it is, for an entry the quick reader can read again alone (`Later`)
+                            at = Later(path, name, done, first, offset + start, offset + end,
+                                       zlib.crc32(chunk[start:end])) if quick else None
+                            yield cassette.from_entry(entry, name, done, first), at
                             done += 1
                         line += chunk.count(b"\n")
+                        offset += whole
                     if not more:
                         return
     except (CassetteError, UnicodeDecodeError, ValueError):
@@ -326,7 +342,25 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
     rest = load(path)
     if rest.dropped:  # said, as replay says it: the tools read on without it
         (torn or functools.partial(log.warning, "%s"))(rest.dropped)
-    yield from rest.interactions[done:]
+    yield from ((rec, None) for rec in rest.interactions[done:])
+
+
+def timeline(paths: list[Path]) -> tuple[int, Iterator[Recorded]]:
+    """How many recordings these cassettes hold, and each in recorded order (stable: file order where
+    times are equal), read when its turn comes: meanwhile only when each was recorded and where its entry
+    is are held (~250 bytes a recording), not the recordings — `verify` over a day of traffic. What the
+    quick reader cannot read alone (a hand-written file, small) is held as loaded. Read twice, so
+    checked: an entry that changed in between is an error that says so (`CassetteChanged`)."""
+    places: list[tuple[str, int, int, Later | Recorded]] = []
+    for n, path in enumerate(paths):
+        places += ((rec.recorded_at, n, rec.index, at or rec) for rec, at in _placed(path))
+    places.sort(key=lambda p: (p[0], p[1], p[2]))
+
+    def recordings() -> Iterator[Recorded]:
+        for *_, at in places:
+            yield at.recorded() if isinstance(at, Later) else at
+
+    return len(places), recordings()
 
 
 def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:

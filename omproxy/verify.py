@@ -4,8 +4,10 @@ sending is injected (`Send`), so the command line gives it a Forwarder or the si
 
 Requests that belong to one GMS interaction (a create and every request naming its id, or its
 external id) form a story, sent in recorded order, each after the previous answer; stories may run
-concurrently. Interaction ids are translated, not compared: the id a live create answers replaces the
-recorded one in every later request (path, form, query) and in comparisons. A request holding a value
+concurrently. A capture is verified as it is read, in recorded order (`storage.timeline`): a story is
+told by what came before it, and at most `Verifier.AHEAD` recordings are read ahead. Interaction ids
+are translated, not compared: the id a live create answers replaces the recorded one in every later
+request (path, form, query) and in comparisons. A request holding a value
 redaction masked is never sent with the mask: it is reported as not verifiable, and so is every later
 request of its story that needs its id."""
 
@@ -36,37 +38,62 @@ class Verdict(Enum):
     ERROR = "error"
 
 
+@dataclass(frozen=True, slots=True)
+class Named:
+    """What a result says of its recording — where it is and what it asked — without holding it (a
+    capture's results outlive its recordings)."""
+
+    cassette: str
+    index: int
+    line: int
+    name: str
+
+    @classmethod
+    def of(cls, rec: Recorded) -> Named:
+        op = rec.request.operation
+        what = f"{op.kind}@{op.service}" if op else f"{rec.request.method} {rec.request.path}"
+        return cls(rec.cassette, rec.index, rec.line, f"{rec.where} {what}")
+
+
 @dataclass
 class Result:
-    recorded: Recorded
+    recorded: Named
     verdict: Verdict
     details: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
-        op = self.recorded.request.operation
-        what = f"{op.kind}@{op.service}" if op else f"{self.recorded.request.method} {self.recorded.request.path}"
-        return f"{self.recorded.where} {what}"
+        return self.recorded.name
 
 
-def stories(recorded: Iterable[Recorded]) -> list[list[Recorded]]:
-    """The recordings grouped by the GMS interaction they address, each group in recorded order."""
-    ordered = sorted(recorded, key=lambda r: r.recorded_at)  # stable: file order where times are equal
-    groups: dict[str, list[Recorded]] = {}
-    by_external: dict[str, str] = {}
-    for rec in ordered:
+class Stories:
+    """Which story (the GMS interaction it addresses) each recording belongs to, told one recording at
+    a time in recorded order: a create by the id its answer gave (and its external id), every later
+    request by the id or external id it names."""
+
+    def __init__(self) -> None:
+        self.by_external: dict[str, str] = {}
+
+    def key(self, rec: Recorded) -> str:
         op, target = rec.request.operation, rec.request.target_of
         if op is not None and op.kind == "create":
             found = gms.ids_in_reply(op, rec.read().reply)
             key = found[0] if found else f"create {rec.where}"
             external = rec.request.form.get("externalId")
             if external:
-                by_external[external] = key
-        elif target is not None:
-            key = by_external.get(target.id, target.id) if target.external else target.id
-        else:
-            key = rec.where
-        groups.setdefault(key, []).append(rec)
+                self.by_external[external] = key
+            return key
+        if target is not None:
+            return self.by_external.get(target.id, target.id) if target.external else target.id
+        return rec.where
+
+
+def stories(recorded: Iterable[Recorded]) -> list[list[Recorded]]:
+    """The recordings grouped by the GMS interaction they address, each group in recorded order."""
+    groups: dict[str, list[Recorded]] = {}
+    told = Stories()
+    for rec in sorted(recorded, key=lambda r: r.recorded_at):  # stable: file order where times are equal
+        groups.setdefault(told.key(rec), []).append(rec)
     return list(groups.values())
 
 
@@ -93,6 +120,8 @@ def _when(rec: Recorded) -> float | None:
 
 
 class Verifier:
+    AHEAD = 1000  # recordings read ahead of those verified: what a capture of any size holds at once
+
     def __init__(self, send: Send, noise: Noise, *, concurrency: int = 1, speed: float = 0.0,
                  progress: Callable[[list[Result], int], None] | None = None,
                  redactor: Redactor | None = None) -> None:
@@ -104,49 +133,76 @@ class Verifier:
         self.ids = Ids()
         self.results: list[Result] = []
 
-    async def run(self, recorded: list[Recorded]) -> list[Result]:
-        groups = stories(recorded)
-        total = sum(len(g) for g in groups)
-        times = [t for t in (_when(r) for r in recorded) if t is not None]
-        first, started = (min(times) if times else 0.0), time.monotonic()
-        gate = asyncio.Semaphore(self.concurrency)
+    async def run(self, recorded: Iterable[Recorded], total: int | None = None) -> list[Result]:
+        """Verify recordings given in recorded order (a list, or `storage.timeline`'s as it reads them):
+        each story's requests one after another, stories side by side up to `concurrency`, at most
+        AHEAD recordings read and not yet verified; the results in the cassettes' order."""
+        told = Stories()
+        waiting: dict[str, deque[Recorded]] = {}  # each story's recordings read and not yet sent
+        broken: dict[str, str] = {}  # a story whose create was not verified: where that create is
+        gate, ahead = asyncio.Semaphore(self.concurrency), asyncio.Semaphore(self.AHEAD)
+        running: set[asyncio.Task[None]] = set()
+        first: float | None = None
+        started = time.monotonic()
+        count = total if total is not None else len(recorded) if isinstance(recorded, list) else 0
 
-        async def story(steps: list[Recorded]) -> None:
+        async def story(key: str) -> None:
             async with gate:
-                broken: str | None = None
-                for rec in steps:
+                steps = waiting[key]
+                while steps:
+                    rec = steps.popleft()
                     when = _when(rec)
-                    if self.speed > 0 and when is not None:
+                    if self.speed > 0 and when is not None and first is not None:
                         await asyncio.sleep(max(0.0, started + (when - first) / self.speed - time.monotonic()))
-                    result = await self.step(rec, broken)
+                    result = await self.step(rec, broken.get(key))
                     if result.verdict in (Verdict.NOT_VERIFIABLE, Verdict.ERROR) and rec.request.operation and \
                             rec.request.operation.kind == "create":
-                        broken = rec.where
+                        broken[key] = rec.where
                     self.results.append(result)
+                    ahead.release()
                     if self.progress is not None:
-                        self.progress(self.results, total)
+                        self.progress(self.results, count)
+                del waiting[key]
 
-        await asyncio.gather(*(story(g) for g in groups))
-        order = {id(r): i for i, r in enumerate(recorded)}
-        return sorted(self.results, key=lambda r: order.get(id(r.recorded), 0))
+        reading = iter(recorded)
+        while True:
+            await ahead.acquire()  # before the next is read: at most AHEAD held
+            rec = next(reading, None)
+            if rec is None:
+                break
+            if first is None:
+                first = _when(rec)
+            key = told.key(rec)
+            steps = waiting.get(key)
+            if steps is not None:  # its story is being verified: this is its next step
+                steps.append(rec)
+                continue
+            waiting[key] = deque([rec])
+            task = asyncio.create_task(story(key))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        while running:
+            await asyncio.gather(*running)
+        return sorted(self.results, key=lambda r: (r.recorded.cassette, r.recorded.index))
 
     async def step(self, rec: Recorded, broken: str | None) -> Result:
         hidden = masked(rec.request)
         if hidden:
-            return Result(rec, Verdict.NOT_VERIFIABLE, [f"redacted {', '.join(dict.fromkeys(hidden))}"])
+            return Result(Named.of(rec), Verdict.NOT_VERIFIABLE, [f"redacted {', '.join(dict.fromkeys(hidden))}"])
         if broken is not None:
-            return Result(rec, Verdict.NOT_VERIFIABLE, [f"its interaction's create ({broken}) was not verified"])
+            return Result(Named.of(rec), Verdict.NOT_VERIFIABLE,
+                          [f"its interaction's create ({broken}) was not verified"])
         try:
             answer = await self.send(rewrite(rec.request, self.ids))
         except OmproxyError as e:
-            return Result(rec, Verdict.ERROR, [e.message])
+            return Result(Named.of(rec), Verdict.ERROR, [e.message])
         recorded = rec.read()
         self.ids.learn(recorded, answer, rec.request.operation)  # ids are never masked
         live = self.redactor.response(answer)
         found = compare.differences(recorded, live, self.ids, self.noise)
-        return Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found)
+        return Result(Named.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found)
 
-    async def learn_noise(self, recorded: list[Recorded]) -> list[str]:
+    async def learn_noise(self, recorded: Iterable[Recorded]) -> list[str]:
         """Send each service's first recorded create twice, read both new interactions back, and
         return the paths whose values differ between the two (Diffy's idea); both are stopped."""
         paths: list[str] = []
@@ -182,13 +238,13 @@ def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Resul
     for rec in sorted(a, key=lambda r: r.recorded_at):
         queue = unpaired.get(_shape(rec.request, ids))
         if not queue:
-            results.append(Result(rec, Verdict.DIFFERS, ["only in the first recording"]))
+            results.append(Result(Named.of(rec), Verdict.DIFFERS, ["only in the first recording"]))
             continue
         other = queue.popleft()
         mine, theirs = rec.read(), other.read()
         ids.learn(mine, theirs, rec.request.operation)
         found = compare.differences(mine, theirs, ids, noise)
-        results.append(Result(rec, Verdict.DIFFERS if found else Verdict.SAME, found))
+        results.append(Result(Named.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found))
     return results, [r for queue in unpaired.values() for r in queue]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from omproxy import cassette, storage, yamlformat
 from omproxy.cli import main
-from omproxy.errors import CassetteError
+from omproxy.errors import CassetteChanged, CassetteError
 from omproxy.model import Request, Response, headers_of
 from tests.support import BASE
 
@@ -177,3 +177,26 @@ def test_a_phone_number_is_named_but_a_bare_numeric_id_is_not(tmp_path, capsys) 
     code, out = run(capsys, "lint", str(path), "--json")
     assert [(json.loads(line)["index"], json.loads(line)["kind"]) for line in out.splitlines()] == \
         [(0, "personal-data")]
+
+
+def test_a_timeline_gives_every_recording_in_recorded_order_read_when_its_turn_comes(tmp_path) -> None:
+    """What `verify` reads a capture through: recorded order across files (ties in file order), each
+    recording read from its file when asked for — and one whose entry changed since is refused, said."""
+    def at(when: str, n: int) -> bytes:
+        return yamlformat.dump_entry(cassette.to_entry(Request("POST", f"{BASE}/s/{ID}/get", f"n={n}"), ok(), 1.0,
+                                                       f"2026-11-28T10:00:0{when}.000Z"))
+
+    (tmp_path / "a.yaml").write_bytes(yamlformat.HEADER.encode() + at("1", 1) + at("3", 3))
+    (tmp_path / "b.yaml").write_bytes(yamlformat.HEADER.encode() + at("2", 2) + at("3", 4))
+    hand = tmp_path / "c.yaml"  # hand-written: not omproxy's layout, held as loaded
+    hand.write_text(f"version: 1\ninteractions:\n- request: {{method: POST, path: '{BASE}/s/{ID}/get', query: n=0}}\n"
+                    "  response: {status: 200, body: '{}'}\n  recorded_at: '2026-11-28T10:00:00.000Z'\n"
+                    "  duration_ms: 1.0\n")
+    total, recordings = storage.timeline([tmp_path / "a.yaml", tmp_path / "b.yaml", hand])
+    assert total == 5 and [r.request.query for r in recordings] == [f"n={n}" for n in range(5)]
+    total, recordings = storage.timeline([tmp_path / "a.yaml"])
+    assert next(recordings).request.query == "n=1"
+    data = (tmp_path / "a.yaml").read_bytes()
+    (tmp_path / "a.yaml").write_bytes(data.replace(b"n=3", b"n=9"))  # edited while it is being verified
+    with pytest.raises(CassetteChanged, match=r"a.yaml:\d+: interaction #1: the cassette changed on disk"):
+        next(recordings)

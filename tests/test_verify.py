@@ -233,3 +233,39 @@ async def test_verify_and_diff_read_each_answer_from_disk_and_keep_none(recorded
     paired, _ = diff(mine, theirs, Noise())
     assert len(results) == len(paired) == len(mine) and all(r.verdict.value == "same" for r in paired)
     assert all(callable(r.answer) for r in mine + theirs)  # read, compared, not kept
+
+
+async def test_verify_reads_a_capture_at_most_a_window_ahead_of_what_it_verified(recorded, monkeypatch) -> None:
+    """A day of traffic is verified as it is read: at most Verifier.AHEAD recordings read and not yet
+    verified (the rest stay on disk), each story still in order, every result reported in file order."""
+    from omproxy import storage
+    from omproxy.app import SimulatorResponder
+    from omproxy.compare import Noise
+    from omproxy.exchange import Exchange
+    from omproxy.model import Request, Response
+    from omproxy.simulator import Simulator
+    from omproxy.state import MemoryState
+    from omproxy.verify import Verifier
+
+    def sender():
+        simulating = SimulatorResponder(Simulator(), MemoryState())
+
+        async def send(req: Request) -> Response:
+            return await simulating(Exchange(req))
+        return send
+
+    whole = await Verifier(sender(), Noise()).run(list(storage.load(recorded).interactions))
+    monkeypatch.setattr(Verifier, "AHEAD", 2)
+    total, recordings = storage.timeline([recorded])
+    verifier = Verifier(sender(), Noise(), concurrency=3)
+    most = 0
+
+    def counted():
+        nonlocal most
+        for n, rec in enumerate(recordings):
+            most = max(most, n + 1 - len(verifier.results))
+            yield rec
+
+    results = await verifier.run(counted(), total)
+    assert most == 2 and total == 13 and [r.recorded.index for r in results] == list(range(total))
+    assert [(r.verdict, r.details) for r in results] == [(r.verdict, r.details) for r in whole]  # as if held whole

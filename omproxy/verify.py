@@ -88,15 +88,6 @@ class Stories:
         return rec.where
 
 
-def stories(recorded: Iterable[Recorded]) -> list[list[Recorded]]:
-    """The recordings grouped by the GMS interaction they address, each group in recorded order."""
-    groups: dict[str, list[Recorded]] = {}
-    told = Stories()
-    for rec in sorted(recorded, key=lambda r: r.recorded_at):  # stable: file order where times are equal
-        groups.setdefault(told.key(rec), []).append(rec)
-    return list(groups.values())
-
-
 def masked(req: Request) -> list[str]:
     """The form and query keys whose value redaction replaced: such a request cannot be sent."""
     return [k for form in (req.form, req.query_form) for k, v in form.fields if v == MASK]
@@ -134,9 +125,11 @@ class Verifier:
         self.results: list[Result] = []
 
     async def run(self, recorded: Iterable[Recorded], total: int | None = None) -> list[Result]:
-        """Verify recordings given in recorded order (a list, or `storage.timeline`'s as it reads them):
+        """Verify recordings in recorded order (a list, sorted here; or `storage.timeline`'s, as it reads them):
         each story's requests one after another, stories side by side up to `concurrency`, at most
         AHEAD recordings read and not yet verified; the results in the cassettes' order."""
+        if isinstance(recorded, list):  # held whole already: put in recorded order here (stable)
+            recorded = sorted(recorded, key=lambda r: r.recorded_at)
         told = Stories()
         waiting: dict[str, deque[Recorded]] = {}  # each story's recordings read and not yet sent
         broken: dict[str, str] = {}  # a story whose create was not verified: where that create is

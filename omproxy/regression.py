@@ -17,18 +17,18 @@ from omproxy.errors import UsageError
 from omproxy.exchange import Exchange
 from omproxy.model import Request, Response
 from omproxy.redaction import Redactor
-from omproxy.verify import Named, Result, Send, Verdict, Verifier, diff
+from omproxy.verify import Result, Send, Verdict, Verifier, pair, shape
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     noise = Noise().plus(config.verify_ignore)
     started = time.monotonic()
     if args.command == "diff":
-        # answers left on disk, each read when compared (both captures' answers are never in memory)
-        first = storage.load(args.first, lazy=True).interactions
-        second = storage.load(args.second, lazy=True).interactions
-        results, only_second = diff(list(first), list(second), noise)
-        results += [Result(Named.of(r), Verdict.DIFFERS, ["only in the second recording"]) for r in only_second]
+        # both read in recorded order: the first as it is compared, the second kept as what its requests
+        # are paired by, each recording read again when it pairs
+        results, only_second = pair(storage.timeline([args.first])[1], storage.revisits([args.second], shape),
+                                    noise)
+        results += only_second
         learned = None
     else:
         paths = storage.files_of(storage.Template(config.cassette), must_exist=True)

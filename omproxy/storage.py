@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -34,6 +34,7 @@ from omproxy.errors import CassetteChanged, CassetteError, ConfigError
 from omproxy.model import Recorded, Response
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SUFFIXES = (".yaml", ".yml")
 TAIL_WINDOW = 16 << 20  # how far back from the end a torn last entry is looked for
@@ -351,16 +352,27 @@ def timeline(paths: list[Path]) -> tuple[int, Iterator[Recorded]]:
     is are held (~250 bytes a recording), not the recordings — `verify` over a day of traffic. What the
     quick reader cannot read alone (a hand-written file, small) is held as loaded. Read twice, so
     checked: an entry that changed in between is an error that says so (`CassetteChanged`)."""
-    places: list[tuple[str, int, int, Later | Recorded]] = []
+    places = _in_recorded_order(paths)
+    return len(places), (again() for again in places)
+
+
+def revisits(paths: list[Path], keep: Callable[[Recorded], T]) -> list[tuple[T, Callable[[], Recorded]]]:
+    """`timeline`'s order, each recording as what `keep` makes of it when it is first read and how to
+    read it whole again (`diff` keeps a capture's requests as the few fields it pairs them by, and reads
+    a recording again when it pairs it)."""
+    return _in_recorded_order(paths, keep)
+
+
+def _in_recorded_order(paths: list[Path], keep: Callable[[Recorded], T] | None = None) -> list[Any]:
+    """Where each recording is (how to read it again), in recorded order; with `keep`, each as
+    (what `keep` made of it, how to read it again)."""
+    places: list[tuple[str, int, int, Any]] = []
     for n, path in enumerate(paths):
-        places += ((rec.recorded_at, n, rec.index, at or rec) for rec, at in _placed(path))
+        for rec, at in _placed(path):
+            again = at.recorded if at is not None else (lambda rec=rec: rec)  # held as loaded
+            places.append((rec.recorded_at, n, rec.index, again if keep is None else (keep(rec), again)))
     places.sort(key=lambda p: (p[0], p[1], p[2]))
-
-    def recordings() -> Iterator[Recorded]:
-        for *_, at in places:
-            yield at.recorded() if isinstance(at, Later) else at
-
-    return len(places), recordings()
+    return [kept for *_, kept in places]
 
 
 def load_spec(template: Template, *, must_exist: bool, lazy: bool = False) -> list[Cassette]:

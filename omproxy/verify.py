@@ -220,27 +220,49 @@ class Verifier:
         return [p for p in dict.fromkeys(paths) if p and not self.noise.ignores(tuple(p.split(".")))]
 
 
-def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Result], list[Recorded]]:
-    """Pair two recordings of one story by order and request (ids translated as they pair up) and
-    compare the answers; also what only B holds."""
+Shape = tuple[str, str, str, bytes]  # what two recordings' requests are paired by
+
+
+def diff(a: list[Recorded], b: list[Recorded], noise: Noise) -> tuple[list[Result], list[Result]]:
+    """`pair` for two recordings held whole (put in recorded order here)."""
+    def ordered(held: list[Recorded]) -> list[Recorded]:
+        return sorted(held, key=lambda r: r.recorded_at)  # stable: file order where times are equal
+
+    def held(rec: Recorded) -> Callable[[], Recorded]:
+        return lambda: rec
+
+    return pair(ordered(a), [(shape(r), held(r)) for r in ordered(b)], noise)
+
+
+def pair(a: Iterable[Recorded], b: Iterable[tuple[Shape, Callable[[], Recorded]]],
+         noise: Noise) -> tuple[list[Result], list[Result]]:
+    """Pair two recordings of one story, each given in recorded order — B as each request's `shape`
+    and how to read the recording again — by order and request (ids translated as they pair up) and
+    compare the answers; also what only B holds. Of B only the shapes are held: a recording is read
+    again when it pairs."""
     ids = Ids()
-    unpaired: dict[tuple[str, str, str, bytes], deque[Recorded]] = {}
-    for rec in sorted(b, key=lambda r: r.recorded_at):
-        unpaired.setdefault(_shape(rec.request, Ids()), deque()).append(rec)  # a client polling: many alike
+    unpaired: dict[Shape, list[Callable[[], Recorded]]] = {}  # each reversed below: pop() the earliest
+    for kept, again in b:
+        unpaired.setdefault(kept, []).append(again)  # a client polling: many alike
+    for queue in unpaired.values():
+        queue.reverse()
     results = []
-    for rec in sorted(a, key=lambda r: r.recorded_at):
-        queue = unpaired.get(_shape(rec.request, ids))
-        if not queue:
+    for rec in a:
+        waiting = unpaired.get(shape(rec, ids))
+        if not waiting:
             results.append(Result(Named.of(rec), Verdict.DIFFERS, ["only in the first recording"]))
             continue
-        other = queue.popleft()
+        other = waiting.pop()()
         mine, theirs = rec.read(), other.read()
         ids.learn(mine, theirs, rec.request.operation)
         found = compare.differences(mine, theirs, ids, noise)
         results.append(Result(Named.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found))
-    return results, [r for queue in unpaired.values() for r in queue]
+    only_b = [Result(Named.of(again()), Verdict.DIFFERS, ["only in the second recording"])
+              for queue in unpaired.values() for again in reversed(queue)]
+    return results, only_b
 
 
-def _shape(req: Request, ids: Ids) -> tuple[str, str, str, bytes]:
-    translated = rewrite(req, ids)
+def shape(rec: Recorded, ids: Ids | None = None) -> Shape:
+    """What a recording's request is paired by: method, path, query and body, ids translated."""
+    translated = rewrite(rec.request, ids or Ids())
     return translated.method, translated.path, translated.query, translated.body

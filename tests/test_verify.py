@@ -269,3 +269,21 @@ async def test_verify_reads_a_capture_at_most_a_window_ahead_of_what_it_verified
     results = await verifier.run(counted(), total)
     assert most == 2 and total == 13 and [r.recorded.index for r in results] == list(range(total))
     assert [(r.verdict, r.details) for r in results] == [(r.verdict, r.details) for r in whole]  # as if held whole
+
+
+def test_diff_read_as_it_pairs_finds_what_diff_of_captures_held_whole_finds(recorded, tmp_path) -> None:
+    """`omproxy diff` reads the first capture as it compares and keeps of the second only what its
+    requests are paired by (each recording read again when it pairs): the same results as holding both."""
+    from omproxy import storage
+    from omproxy.compare import Noise
+    from omproxy.verify import diff, pair, shape
+
+    (tmp_path / "config.yaml").write_text(SECTIONS.format(queue="Elsewhere"))
+    again = record_stories(tmp_path, tmp_path / "again.yaml")
+    record_stories(tmp_path, again)  # twice: half of it only in the second capture
+    whole = diff(list(storage.load(recorded).interactions), list(storage.load(again).interactions), Noise())
+    read = pair(storage.timeline([recorded])[1], storage.revisits([again], shape), Noise())
+    assert [(r.recorded, r.verdict, r.details) for r in read[0]] == [(r.recorded, r.verdict, r.details)
+                                                                    for r in whole[0]]
+    assert [r.recorded for r in read[1]] == [r.recorded for r in whole[1]] and len(whole[1]) >= 13
+    assert {r.verdict.value for r in whole[0]} == {"same", "differs"}

@@ -140,22 +140,27 @@ class Verifier:
         count = total if total is not None else len(recorded) if isinstance(recorded, list) else 0
 
         async def story(key: str) -> None:
-            async with gate:
-                steps = waiting[key]
-                while steps:
-                    rec = steps.popleft()
-                    when = _when(rec)
-                    if self.speed > 0 and when is not None and first is not None:
-                        await asyncio.sleep(max(0.0, started + (when - first) / self.speed - time.monotonic()))
-                    result = await self.step(rec, broken.get(key))
-                    if result.verdict in (Verdict.NOT_VERIFIABLE, Verdict.ERROR) and rec.request.operation and \
-                            rec.request.operation.kind == "create":
-                        broken[key] = rec.where
-                    self.results.append(result)
-                    ahead.release()
-                    if self.progress is not None:
-                        self.progress(self.results, count)
+            steps = waiting[key]
+            try:
+                async with gate:
+                    while steps:
+                        rec = steps[0]
+                        when = _when(rec)
+                        if self.speed > 0 and when is not None and first is not None:
+                            await asyncio.sleep(max(0.0, started + (when - first) / self.speed - time.monotonic()))
+                        result = await self.step(rec, broken.get(key))
+                        if result.verdict in (Verdict.NOT_VERIFIABLE, Verdict.ERROR) and rec.request.operation \
+                                and rec.request.operation.kind == "create":
+                            broken[key] = rec.where
+                        self.results.append(result)
+                        steps.popleft()
+                        ahead.release()
+                        if self.progress is not None:
+                            self.progress(self.results, count)
+            finally:  # a story that failed lets go of what it held: the reading goes on, the error is raised below
                 del waiting[key]
+                for _ in steps:
+                    ahead.release()
 
         reading = iter(recorded)
         while True:

@@ -287,3 +287,24 @@ def test_diff_read_as_it_pairs_finds_what_diff_of_captures_held_whole_finds(reco
                                                                     for r in whole[0]]
     assert [r.recorded for r in read[1]] == [r.recorded for r in whole[1]] and len(whole[1]) >= 13
     assert {r.verdict.value for r in whole[0]} == {"same", "differs"}
+
+
+async def test_a_story_that_fails_outright_raises_and_does_not_stall_the_reading(monkeypatch) -> None:
+    """A sender that breaks (a bug, not a GMS error) is raised, never a verify that hangs with its
+    window of recordings read ahead held by stories that died."""
+    import asyncio
+
+    from omproxy.compare import Noise
+    from omproxy.model import Recorded, Request, Response
+    from omproxy.verify import Verifier
+
+    monkeypatch.setattr(Verifier, "AHEAD", 1)
+    answer = Response(200, b'{"statusCode":0}')
+    recorded = [Recorded("c.yaml", i, 0, Request("POST", f"{BASE}/s/ID{i:014d}/get"), answer,
+                         f"2026-11-28T10:00:0{i}.000Z") for i in range(4)]
+
+    async def send(req: Request) -> Response:
+        raise RuntimeError("the sender broke")
+
+    with pytest.raises(RuntimeError, match="the sender broke"):
+        await asyncio.wait_for(Verifier(send, Noise()).run(recorded), 30)

@@ -294,11 +294,13 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
     """A cassette's recordings as the file is read, a block at a time (the first ones at once, however
     big the file); a file not in omproxy's layout, or with a problem, is loaded whole from there on (and
     refused, or its torn tail dropped and said, as `load` does: to `torn`, else in a warning)."""
-    return (rec for rec, _ in _placed(path, torn))
+    return (rec for rec, _ in _placed(path, torn, locate=False))
 
 
-def _placed(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[tuple[Recorded, Later | None]]:
-    """`stream`, each recording with where its entry is in the file (None from a file loaded whole)."""
+def _placed(path: Path, torn: Callable[[str], None] | None = None, *,
+            locate: bool = True) -> Iterator[tuple[Recorded, Later | None]]:
+    """`stream`, each recording with where its entry is in the file (with `locate`; None from a file
+    loaded whole)."""
     name = str(path)
     header = yamlformat.HEADER.encode()
     done = 0
@@ -325,11 +327,11 @@ def _placed(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[t
                         text = chunk.decode("utf-8")
                         quick = quickyaml.entries(text)
                         parsed = quick or yamlformat.parse_entries(text, name)
-                        bounds = [*mine, whole]
+                        bounds, view = [*mine, whole], memoryview(chunk)
                         for entry, first, start, end in zip(parsed, firsts, bounds[:-1], bounds[1:], strict=True):
                             # where it is, for an entry the quick reader can read again alone (`Later`)
                             at = Later(path, name, done, first, offset + start, offset + end,
-                                       zlib.crc32(chunk[start:end])) if quick else None
+                                       zlib.crc32(view[start:end])) if locate and quick else None
                             yield cassette.from_entry(entry, name, done, first), at
                             done += 1
                         line += chunk.count(b"\n")

@@ -16,7 +16,8 @@ class Journal:
 
     def __call__(self, ex: Exchange) -> None:
         self.entries.append(ex)
-        self.counts.update(ex.counts())
+        for outcome in ex.counts():
+            self.counts[outcome] += 1
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         self.counts[outcome] += n

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omproxy import formcodec
-from omproxy.exchange import Exchange, Outcome, PerSettled
+from omproxy.exchange import Exchange, Outcome
 from omproxy.pipeline import escape
 from omproxy.redaction import Redactor
 
@@ -79,45 +79,18 @@ def halves(mode: str, e: dict[str, Any]) -> tuple[str, str]:
 
 
 class AccessLog:
-    """The observer writing one line per exchange (a miss at WARNING), built only when it is written.
-    The line of an exchange that repeats a settled one (`Exchange.again`) differs from that one's
-    only by its duration: the rest is made once. So does that of any exchange whose request and
-    answer have the same content as one before (a replayed suite, a client polling `get` through
-    the proxy: only header values such as request ids differ, and the line shows no headers unless
-    verbose): remembered by that content, answers up to SAME_BODY bytes."""
-
-    SAME = 4096  # lines remembered by their exchange's content
-    SAME_BODY = 16 * 1024  # answers longer than this are not worth remembering (nor hashing)
+    """The observer writing one line per exchange (a miss at WARNING), built only when it is written."""
 
     def __init__(self, mode: str, redactor: Redactor, verbose: int = 0, write: Write | None = None) -> None:
         self.mode, self.redactor, self.verbose = mode, redactor, verbose
         self.write = write  # a direct writer of text lines (the command line's); else `logging`
-        # a verbose line shows the request's headers, which a repeat may not share (a request id)
-        self.halves: Callable[[Exchange], tuple[str, str]] = self._halves if verbose else PerSettled(self._halves)
-        self.same: dict[tuple[Any, ...], tuple[str, str]] = {}
-
-    def _halves(self, ex: Exchange) -> tuple[str, str]:
-        resp, req = ex.response, ex.request
-        if resp is None or self.verbose or len(resp.body) > self.SAME_BODY or len(req.body) > self.SAME_BODY:
-            return halves(self.mode, entry(ex, self.redactor, self.verbose))
-        # everything the line shows but its duration comes from these
-        key = (req.method, req.path, req.query, req.body, req.headers.get("Content-Type"), req.session,
-               resp.status, resp.source, resp.body, ex.note)
-        found = self.same.get(key)
-        if found is not None:
-            return found
-        made = halves(self.mode, entry(ex, self.redactor, self.verbose))
-        if len(self.same) >= self.SAME:
-            self.same.clear()
-        self.same[key] = made
-        return made
 
     def __call__(self, ex: Exchange) -> None:
         level = logging.WARNING if ex.outcome is Outcome.MISSED else logging.INFO
         if not log.isEnabledFor(level):
             return
         if self.write is not None:
-            before, after = self.halves(ex)
+            before, after = halves(self.mode, entry(ex, self.redactor, self.verbose))
             self.write(level, ex.started, before, ex.duration_ms, after)
         else:
             e = entry(ex, self.redactor, self.verbose)

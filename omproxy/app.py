@@ -10,8 +10,8 @@ architecture. Responders decide (the first to return a Response answers); observ
     observers    Journal (counts, recent exchanges), FindingsLog, AccessLog
     /_omproxy/   Admin, asked first
 
-`Runtime.pipeline.serve` is the whole request path. Two fronts call it: `server` (the command line's)
-and `build_app` here, an aiohttp web application for in-process use (tests, a pytest plugin).
+`Runtime.pipeline.serve` is the whole request path; `handle` is the one aiohttp request handler over
+it, served by `server` (the command line and the pytest plugin) and by `build_app` (tests).
 """
 
 from __future__ import annotations
@@ -131,10 +131,11 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         from omproxy.redisstate import RedisState, digest
 
         # One namespace per cassette set: instances replaying the same captures share positions.
-        state = RedisState(config.state, digest((mode.value, _cassette_set(config, mode))), config.session_idle)
+        state = RedisState(config.state, digest((config.state_namespace, mode.value, _cassette_set(config, mode))),
+                           config.session_idle, config.state_namespace)
     state = state or MemoryState(max_sessions=config.max_sessions, session_idle=config.session_idle)
     simulator = simulator or Simulator(config.sections)
-    rt = Runtime(config, mode, redactor, state, Pipeline([], redactor, state=state))
+    rt = Runtime(config, mode, redactor, state, Pipeline([], redactor))
 
     def upstream() -> Responder:
         if config.upstream == "builtin":
@@ -214,30 +215,53 @@ def _cassette_set(config: Config, mode: Mode) -> list[tuple[str, int]]:
     return [(p.name, p.stat().st_size) for p in storage.Template(config.cassette).files()]
 
 
+async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Task[Any]] | None = None
+                 ) -> web.StreamResponse:
+    """Every request, whatever its target (CONNECT and absolute-form included): read it once, serve it,
+    write the answer. The one request handler of both fronts (`server` and `build_app`). `streams`
+    holds the tasks sending Server-Sent Events, for a stop to cancel."""
+    try:
+        req = await to_request(request, rt.config.max_body)
+    except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
+        log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status, e.message)
+        refused = to_web(error_response(e))
+        refused.force_close()  # the rest of its body is not read
+        return refused
+    ex = await rt.pipeline.serve(req)
+    assert ex.response is not None
+    if ex.response.stream is None:
+        return to_web(ex.response)
+    # Server-Sent Events: sent as they come, delimited by closing the connection
+    streamed = web.StreamResponse(status=ex.response.status, headers=ex.response.headers)
+    streamed.headers["X-Omproxy-Source"] = ex.response.source.value
+    streamed.force_close()
+    await streamed.prepare(request)
+    task = asyncio.current_task()
+    if streams is not None and task is not None:
+        streams.add(task)
+    try:
+        async for chunk in ex.response.stream:
+            await streamed.write(chunk)
+    except ConnectionError:  # the page was closed
+        pass
+    finally:
+        if streams is not None and task is not None:
+            streams.discard(task)
+        await ex.response.stream.aclose()  # type: ignore[attr-defined]
+    return streamed
+
+
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
               state: State | None = None) -> web.Application:
+    """`handle` as an aiohttp web application, for tests driven by aiohttp's test client: no
+    behaviour of its own (the command line and the pytest plugin serve through `server`)."""
     rt = build_runtime(config, mode, simulator=simulator, state=state)
-    @web.middleware
-    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every request — whatever aiohttp's router made of its target, CONNECT and absolute-form
-        included: read it once, serve it, write the answer."""
-        try:
-            req = await to_request(request, config.max_body)
-        except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
-            log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status,
-                        e.message)
-            return to_web(error_response(e))
-        ex = await rt.pipeline.serve(req)
-        assert ex.response is not None
-        if ex.response.stream is not None:  # Server-Sent Events: sent as they come
-            streamed = web.StreamResponse(status=ex.response.status, headers=ex.response.headers)
-            await streamed.prepare(request)
-            async for chunk in ex.response.stream:
-                await streamed.write(chunk)
-            return streamed
-        return to_web(ex.response)
 
-    app = web.Application(middlewares=[handle], client_max_size=config.max_body,
+    @web.middleware
+    async def every(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handle(rt, request)
+
+    app = web.Application(middlewares=[every], client_max_size=config.max_body,
                           handler_args={"auto_decompress": False})  # proxy.to_request checks and decompresses
     app[RUNTIME] = rt
     app.cleanup_ctx.append(lifecycle)

@@ -173,6 +173,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     pull.add_argument("--state", required=True, help="the Redis URL the instances recorded into")
     pull.add_argument("-o", "--output", type=Path, required=True, help="the cassette (or, split, the folder)")
     pull.add_argument("--split-by", choices=("service",), help="one cassette per service, in the output folder")
+    pull.add_argument("--state-namespace", default="omproxy", help="the cluster's state_namespace (default omproxy)")
     return parser
 
 
@@ -182,7 +183,7 @@ def run_cassette(args: argparse.Namespace) -> int:
     if args.tool == "pull":
         from omproxy.redisstate import pull
 
-        written, files = pull(args.state, args.output, args.split_by == "service")
+        written, files = pull(args.state, args.output, args.split_by == "service", args.state_namespace)
         print(f"pulled {written} interactions into {files} cassette(s) at {args.output}", file=sys.stderr)
         return 0
 

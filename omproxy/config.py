@@ -221,6 +221,8 @@ OPTIONS: tuple[Option, ...] = (
            "above 1, replay, auto, simulate and a builtin upstream need --state (default 1)", "--workers"),
     Option("state", state, "where sessions, playback positions and simulated interactions live: memory, or a "
            "Redis URL shared by several omproxy instances (omproxy[redis])", "--state"),
+    Option("state_namespace", text, "the name a shared state's keys and recording stream are kept under: "
+           "clusters sharing one Redis keep apart by it (default omproxy)", "--state-namespace"),
     Option("max_sessions", whole(1), "X-Omproxy-Session sessions kept at most (default 1000)"),
     Option("session_idle", seconds, "seconds after which an unused session is forgotten (default 3600)"),
     Option("redact.headers", strings, "header names to mask, beyond Authorization, Proxy-Authorization, "
@@ -256,6 +258,7 @@ class Config:
     max_connections: int = 512
     admin_token: str | None = None
     state: str = "memory"
+    state_namespace: str = "omproxy"
     workers: int = 1
     max_sessions: int = 1000
     session_idle: float = 3600.0

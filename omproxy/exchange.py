@@ -6,10 +6,9 @@ Pure."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 from omproxy.model import Recorded, Request, Response
 
@@ -49,8 +48,6 @@ class Exchange:
     append_ms: float | None = None  # how long appending to the cassette took
     appended_bytes: int = 0
     error: str | None = None  # the omproxy error the answer reports
-    settled: int | None = None  # the state's version under which the same request gets this answer again
-    again: Exchange | None = None  # the settled exchange this one repeats (`Pipeline.again`)
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -72,29 +69,3 @@ class Exchange:
         if self.owned:
             return "consistency rule: the simulator changed this interaction, so it answers for it"
         return self.miss or self.error or ""
-
-
-T = TypeVar("T")
-
-
-class PerSettled(Generic[T]):
-    """What an observer derives from an exchange, made once for a settled exchange and reused for
-    every exchange that repeats it (`Exchange.again`): the same request, the same answer. Bounded:
-    when full, it starts again empty."""
-
-    def __init__(self, make: Callable[[Exchange], T], limit: int = 1024) -> None:
-        self.make, self.limit = make, limit
-        self.known: dict[int, tuple[Exchange, T]] = {}
-
-    def __call__(self, ex: Exchange) -> T:
-        first = ex.again or ex
-        if first.settled is None:
-            return self.make(first)
-        found = self.known.get(id(first))
-        if found is not None and found[0] is first:
-            return found[1]
-        if len(self.known) >= self.limit:
-            self.known.clear()
-        value = self.make(first)
-        self.known[id(first)] = (first, value)
-        return value

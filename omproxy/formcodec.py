@@ -161,21 +161,20 @@ def unescape(raw: bytes) -> tuple[bytes, list[str]]:
     return bytes(out), bad
 
 
-@lru_cache(maxsize=4096)
+SMALL = 16 * 1024  # bodies longer than this are decoded each time they are asked about, never remembered
+
+
 def decoded(body: bytes, content_type: str | None) -> DecodedForm:
-    """`decode`; an empty body's (every `get` of a big capture, of a load test) decoded once per content
-    type and shared: a DecodedForm is immutable."""
-    if body:
+    """`decode`, remembered for bodies up to SMALL bytes (a replayed suite sends the same ones again);
+    the key is the whole input, and a DecodedForm is immutable."""
+    if len(body) > SMALL:
         return decode(body, content_type)
-    found = _EMPTY.get(content_type)
-    if found is None:
-        if len(_EMPTY) >= 256:  # content types are few; any sent at random are not kept
-            _EMPTY.clear()
-        found = _EMPTY[content_type] = decode(b"", content_type)
-    return found
+    return _remembered(body, content_type)
 
 
-_EMPTY: dict[str | None, DecodedForm] = {}
+@lru_cache(maxsize=1024)  # at most 1024 x SMALL bytes of bodies, and what they decode to
+def _remembered(body: bytes, content_type: str | None) -> DecodedForm:
+    return decode(body, content_type)
 
 
 def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
-from omproxy.formcodec import FORM_TYPE, DecodedForm, Finding, intended, media_type_of, split_key, unescape
+from omproxy.formcodec import FORM_TYPE, SMALL, DecodedForm, Finding, intended, media_type_of, split_key, unescape
 
 BASE = "/genesys/2/openmedia/"
 OPERATIONS = ("create", "get", "update", "stop")
@@ -198,12 +198,23 @@ def _suggest(kind: str, key: str) -> str | None:
     return close[0] if close else None
 
 
-@lru_cache(maxsize=4096)
 def findings(op: Operation | None, form: DecodedForm) -> tuple[Finding, ...]:
     """The parameter findings of a request for its operation, judged on the parameters the client
-    meant (a body percent-encoded twice as a whole is judged decoded once more, and says so)."""
+    meant (a body percent-encoded twice as a whole is judged decoded once more, and says so);
+    remembered for small forms (the key is the whole input: both are immutable)."""
     if op is None:
         return ()
+    if sum(len(k) + len(v) for k, v in form.fields) > SMALL:
+        return _findings(op, form)
+    return _remembered_findings(op, form)
+
+
+@lru_cache(maxsize=1024)
+def _remembered_findings(op: Operation, form: DecodedForm) -> tuple[Finding, ...]:
+    return _findings(op, form)
+
+
+def _findings(op: Operation, form: DecodedForm) -> tuple[Finding, ...]:
     meant = intended(form)
     suffix = " (in the body decoded once more)" if meant is not form else ""
     return tuple(Finding(f.kind, f.message + suffix, f.fragment) for f in parameter_findings(op, meant))

@@ -9,17 +9,16 @@ whatever the number of interactions; only a miss looks at candidates, to explain
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from omproxy import formcodec, gms
-from omproxy.config import MATCHERS, Matching
+from omproxy.config import Matching
 from omproxy.model import Recorded, Request
 from omproxy.redaction import MASK
 
-KEYS_REMEMBERED = 10_000  # distinct raw requests whose match key is remembered
 NEAR_MISS_SCAN = 500  # candidates examined to explain one miss, at most: a miss never stalls other clients
 
 
@@ -53,31 +52,27 @@ def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(f for f in req.query_form.exact if f[0] not in ignore))
 
 
+# Each matcher: the request's view of it, given the keys to ignore. Named in `config.MATCHERS`.
+VIEWS: dict[str, Callable[[Request, frozenset[str]], Any]] = {
+    "method": lambda req, ignore: req.method.upper(),
+    "path": lambda req, ignore: unquote(req.path),
+    "query": _query,
+    "form": _form,
+}
+
+
 def views(req: Request, rules: Rules) -> dict[str, Any]:
     """Each matcher's view of a request, named."""
-    out: dict[str, Any] = {}
-    for name in rules.on:
-        if name == "method":
-            out[name] = req.method.upper()
-        elif name == "path":
-            out[name] = unquote(req.path)
-        elif name == "query":
-            out[name] = _query(req, rules.ignore)
-        elif name == "form":
-            out[name] = _form(req, rules.ignore)
+    out: dict[str, Any] = {name: VIEWS[name](req, rules.ignore) for name in rules.on}
     for header in rules.headers:
         out[f"header {header}"] = tuple(req.headers.getall(header, ()))
     return out
 
 
-_DEFAULT_ON = MATCHERS  # method, path, query, form: the default rules
-
-
 def key(req: Request, rules: Rules) -> Hashable:
-    """`views`' values, in their order (made without naming them: every recording of a capture has one)."""
-    if rules.on == _DEFAULT_ON and not rules.headers:
-        return (req.method.upper(), unquote(req.path), _query(req, rules.ignore), _form(req, rules.ignore))
-    return tuple(views(req, rules).values())
+    """`views`' values, in their order."""
+    return (*(VIEWS[name](req, rules.ignore) for name in rules.on),
+            *(tuple(req.headers.getall(header, ())) for header in rules.headers))
 
 
 def differences(recorded: Request, received: Request, rules: Rules) -> list[str]:
@@ -97,10 +92,25 @@ def _differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
     return out
 
 
+SHOWN = 80  # characters of a value a report quotes: a miss report stays small whatever the body
+
+
+def abbreviated(value: str) -> str:
+    """A value as a report quotes it: whole when short, else its start and how long it was."""
+    shown = repr(value)
+    if len(shown) <= SHOWN:
+        return shown
+    return f"{shown[:SHOWN - 3]}...' ({len(value)} characters)"
+
+
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
-        return repr(value[0]) if len(value) == 1 else ("nothing" if not value else repr(list(value)))
-    return repr(value)
+        if len(value) == 1:
+            return abbreviated(value[0]) if isinstance(value[0], str) else repr(value[0])
+        return "nothing" if not value else "[" + ", ".join(
+            abbreviated(v) if isinstance(v, str) else repr(v) for v in value[:5]) + (
+            f", ... {len(value)} in all]" if len(value) > 5 else "]")
+    return abbreviated(value) if isinstance(value, str) else repr(value)
 
 
 def _pair_differences(want: tuple[tuple[str, str], ...], got: tuple[tuple[str, str], ...], prefix: str) -> list[str]:
@@ -114,7 +124,7 @@ def _pair_differences(want: tuple[tuple[str, str], ...], got: tuple[tuple[str, s
     for k in list(wanted) + [k for k in given if k not in wanted]:
         a, b = wanted.get(k, []), given.get(k, [])
         if a != b:
-            shown = k.encode("utf-8", "backslashreplace").decode("utf-8")  # bytes not in the charset, escaped
+            shown = k.encode("utf-8", "backslashreplace").decode("utf-8")[:SHOWN]  # bytes not in the charset, escaped
             out.append(f"{prefix}{shown}: recorded {_show(tuple(a))}, received {_show(tuple(b))}")
     return out
 
@@ -143,7 +153,6 @@ class Index:
         self._by_operation: dict[tuple[str, str], list[Recorded]] = defaultdict(list)
         self.all: list[Recorded] = []
         self._views: dict[int, dict[str, Any]] = {}
-        self._keys: dict[tuple[Any, ...], Hashable] = {}  # of recordings examined for a miss: each built once
         for rec in recorded:
             self.add(rec)
 
@@ -191,15 +200,7 @@ class Index:
             self._by_operation, self._by_route = by_operation, by_route
 
     def key_of(self, req: Request) -> Hashable:
-        """`key`, remembered by the request's raw parts: a replayed suite sends the same requests again."""
-        raw = (req.method, req.path, req.query, req.body, req.headers.get("Content-Type"),
-               *(tuple(req.headers.getall(h, ())) for h in self.rules.headers))
-        found = self._keys.get(raw)
-        if found is None:
-            if len(self._keys) >= KEYS_REMEMBERED:
-                self._keys.clear()
-            found = self._keys[raw] = key(req, self.rules)
-        return found
+        return key(req, self.rules)
 
     def lookup(self, req: Request) -> list[Recorded]:
         return self.by_key.get(self.key_of(req), [])

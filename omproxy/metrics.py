@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
-from omproxy.exchange import Exchange, Outcome, PerSettled
+from omproxy.exchange import Exchange, Outcome
 from omproxy.gms import OPERATIONS
 
 MAX_SERVICES = 50
@@ -51,7 +51,6 @@ class Metrics:
         self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
                                  registry=self.registry)
         self.services: set[str] = set()
-        self.key = PerSettled(self._key)
 
     def service(self, name: str | None) -> str:
         if not name:
@@ -63,7 +62,7 @@ class Metrics:
             return name
         return OTHER
 
-    def _key(self, ex: Exchange) -> tuple[str, str, str, str]:
+    def key(self, ex: Exchange) -> tuple[str, str, str, str]:
         req, resp = ex.request, ex.response
         op = req.operation
         operation = op.kind if op is not None and op.kind in OPERATIONS else OTHER
@@ -79,8 +78,6 @@ class Metrics:
         if req.findings:
             for finding in req.findings:
                 self.findings.labels(finding.kind).inc()
-        if ex.again is not None:
-            return  # a settled exchange repeated: no miss, no upstream, no append
         if ex.miss is not None and not ex.owned:
             self.misses.labels(key[2]).inc()
         if ex.outcome is Outcome.FORWARDED and ex.upstream_ms is not None:

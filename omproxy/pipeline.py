@@ -1,8 +1,8 @@
 """The one request pipeline, for every mode and every server front: `serve(request) -> Exchange`.
 Responders decide (the first to return a Response answers); observers record (journal, access log,
 findings) after the answer is decided: every exchange, in the order their answers were decided, in
-one batch at the end of the event loop's turn (~15% less CPU for a forwarded request than observing
-each at once); `flush` observes at once, and the admin API flushes before it answers.
+one batch at the end of the event loop's turn. The rule that comes with it: whoever reads what the
+observers keep (the admin API, the pytest plugin, a stop) calls `flush` first.
 Every failure becomes a GMS-shaped answer here, with the redacted target in the log: `serve` never
 raises and never answers with internals. Pure."""
 
@@ -20,7 +20,6 @@ from omproxy.errors import NoRecording, NotAnOpenProxy, OmproxyError, UpstreamEr
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response, Source
 from omproxy.redaction import Redactor
-from omproxy.state import State
 
 log = logging.getLogger("omproxy.access")
 
@@ -73,13 +72,11 @@ Admin = Callable[[Request], Awaitable[Response]]
 
 class Pipeline:
     def __init__(self, responders: list[Responder], redactor: Redactor,
-                 observers: list[Observer] | None = None, admin: Admin | None = None,
-                 state: State | None = None) -> None:
+                 observers: list[Observer] | None = None, admin: Admin | None = None) -> None:
         self.responders = responders
         self.redactor = redactor
         self.observers: list[Observer] = observers or []
         self.admin = admin  # /_omproxy/...: answered first, never journaled, logged or recorded
-        self.state = state  # asked, by `again`, whether a settled answer still holds
         self.unobserved: list[Exchange] = []  # answered in this turn of the loop, observed at its end
 
     async def serve(self, req: Request) -> Exchange:
@@ -110,25 +107,6 @@ class Pipeline:
             log.exception("internal error on %s %s", req.method, escape(self.redactor.target(req.path, req.query)))
             ex.error = "omproxy internal error; the omproxy log has the details"
             ex.response = error_response(OmproxyError(ex.error))
-        ex.duration_ms = (time.perf_counter() - started) * 1000
-        self._observe_soon(ex)
-        return ex
-
-    def again(self, first: Exchange, request: Request | None = None) -> Exchange | None:
-        """The request of `first` served again without deciding again: byte for byte the same, or
-        `request`, the same but for header lines that decide nothing (a request id) — when its answer
-        is settled (`first.settled`: a replayed recording that repeats, already applied to the
-        simulator) and the session's state still has the version it was settled under (no reset,
-        divergence or expiry since). None when it is not (or no longer) settled: then `serve` it. A
-        server front keeps the settled exchanges by what decides them, so a repeated request is not
-        matched (nor parsed into a `Request`, when it is byte for byte the same).
-
-        Observers see it as any other exchange, in order, at the end of this turn of the event loop."""
-        started = time.perf_counter()
-        if first.settled is None or self.state is None or self.state.stamp(first.request.session) != first.settled:
-            return None
-        ex = Exchange(request or first.request, response=first.response, outcome=first.outcome,
-                      matched=first.matched, settled=first.settled, again=first.again or first)
         ex.duration_ms = (time.perf_counter() - started) * 1000
         self._observe_soon(ex)
         return ex

@@ -1,6 +1,6 @@
 """The aiohttp edge: turn an aiohttp request into a `Request` (refusing what omproxy must not
 handle), forward a `Request` to the upstream GMS, and turn a `Response` back into an aiohttp one.
-The client itself is `upstream.Client` (its errors are omproxy's)."""
+The client itself is `upstream.Client` (aiohttp's ClientSession; its errors are omproxy's)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ import base64
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from omproxy.errors import BodyTooLarge, RequestRefused, UnsupportedEncoding
+from omproxy.errors import BodyTooLarge, NotAnOpenProxy, RequestRefused, UnsupportedEncoding
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of, session_of
-from omproxy.upstream import Answer, Client, request_head
+from omproxy.upstream import Client
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,13 @@ def end_to_end(headers: Iterable[tuple[str, str]], also: frozenset[str] = frozen
     return [(k, v) for k, v in pairs if k.lower() not in named] if named else pairs
 
 
-async def to_request(request: web.Request, max_body: int) -> Request:
+async def to_request(request: web.BaseRequest, max_body: int) -> Request:
     """Read the aiohttp request once, refusing bodies over max_body. A gzip or deflate body is
     decompressed here (aiohttp's own decompression is off: it lets a corrupt stream through as an
     empty body), within max_body, and then forwarded and recorded plain, without its Content-Encoding."""
+    if request.method == "CONNECT":  # its "body" is a tunnel, read until the client closes: never read
+        raise NotAnOpenProxy(f"omproxy is a reverse proxy for one GMS, not an open proxy: refused CONNECT "
+                             f"{request.raw_path}")
     length = request.content_length
     if length is not None and length > max_body:
         raise too_large(max_body)
@@ -141,8 +143,6 @@ class Forwarder:
         self.timeout = timeout
         self.max_response_body = max_response_body
         self._client: Client | None = None
-        self._kept: dict[Any, tuple[CIMultiDictProxy[str], str | None]] = {}
-        self._heads: dict[tuple[Any, ...], bytes] = {}
 
     async def start(self) -> None:
         self._client = Client(self.base.scheme, self.base.raw_host or "", self.base.port or 80, self.timeout,
@@ -151,18 +151,6 @@ class Forwarder:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-
-    def _head(self, req: Request) -> bytes:
-        """The head sent for `req`: made once for each request line, header lines, client and body
-        length (a client polling `get` sends the same again and again)."""
-        key = (req.method, req.target, tuple(req.headers.items()), req.client, len(req.body))
-        found = self._heads.get(key)
-        if found is None:
-            found = request_head(req.method, self.prefix + req.target, self._headers(req), len(req.body))
-            if len(self._heads) >= 1024:
-                self._heads.clear()
-            self._heads[key] = found
-        return found
 
     def _headers(self, req: Request) -> list[tuple[str, str]]:
         kept = end_to_end(req.headers.items())  # what is the client's to forward (a Connection header's names dropped)
@@ -189,23 +177,10 @@ class Forwarder:
     async def __call__(self, ex: Exchange) -> Response:
         assert self._client is not None, "Forwarder.start() was not awaited"
         req = ex.request
-        up = await self._client.send_head(req.method, self._head(req), req.body)
-        headers, encoding = self._answer_headers(up)
-        return Response(up.status, up.body, headers, Source.UPSTREAM, up.reason, encoding)
-
-    def _answer_headers(self, up: Answer) -> tuple[CIMultiDictProxy[str], str | None]:
-        """An answer's headers as omproxy keeps them, and its original Content-Encoding: made once
-        for each set of header lines the upstream sends (its answers repeat them, but for a Date a
-        second), the read-only headers shared."""
-        found = self._kept.get(up.raw_headers)
-        if found is None:
-            encoding = up.headers.get("Content-Encoding")
-            found = (headers_of(end_to_end(up.headers.items(), _DERIVED)),
-                     encoding if encoding and encoding.lower() != "identity" else None)
-            if len(self._kept) >= 256:
-                self._kept.clear()
-            self._kept[up.raw_headers] = found
-        return found
+        up = await self._client.send(req.method, self.prefix + req.target, self._headers(req), req.body)
+        encoding = up.headers.get("Content-Encoding")
+        return Response(up.status, up.body, headers_of(end_to_end(up.headers.items(), _DERIVED)), Source.UPSTREAM,
+                        up.reason, encoding if encoding and encoding.lower() != "identity" else None)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from omproxy import cassette, yamlformat
 from omproxy.errors import OmproxyError
@@ -33,7 +32,6 @@ class Recorder:
     def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor) -> None:
         self.upstream, self.writer, self.redactor = upstream, writer, redactor
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
-        self.entries = Entries(redactor)
 
     async def __call__(self, ex: Exchange) -> Response | None:
         started = time.perf_counter()
@@ -66,47 +64,11 @@ class Recorder:
         return resp
 
     def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> bytes:
-        return self.entries(ex.request, resp, duration_ms)
+        return encode(self.redactor, ex.request, resp, duration_ms)
 
 
-class Entries:
-    """Each exchange's cassette entry, redacted, its request and its response written apart: a request
-    or an answer with the same content as one before (a client polling `get` through omproxy, with or
-    without a request id) is written from what was written then — for bodies up to SAME_BODY bytes.
-    Only when it was recorded and how long it took are new to every entry. The bytes are those of the
-    entry written whole (`tests/test_cassette.py`), but for a JSON view nested within a few calls of
-    Python's stack limit: written in block style where the whole entry would go to the safe dumper."""
-
-    SAME = 1024  # requests, and answers, remembered; when full, it starts again empty
-    SAME_BODY = 16 * 1024
-
-    def __init__(self, redactor: Redactor) -> None:
-        self.redactor = redactor
-        self.requests: dict[tuple[Any, ...], bytes] = {}
-        self.responses: dict[tuple[Any, ...], bytes] = {}
-
-    def __call__(self, req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None) -> bytes:
-        # the keys: everything `request_part` and `response_part` read, before redaction (which
-        # depends on nothing else)
-        request = self._section(self.requests, (req.method, req.path, req.query, tuple(req.headers.items()), req.body),
-                                len(req.body), "request", lambda: cassette.request_part(self.redactor.request(req)))
-        response = self._section(self.responses, (resp.status, tuple(resp.headers.items()), resp.body,
-                                                  resp.content_encoding), len(resp.body), "response",
-                                 lambda: cassette.response_part(self.redactor.response(resp)))
-        if request is None or response is None:  # nested past Python's stack: the safe dumper writes it
-            entry = cassette.to_entry(self.redactor.request(req), self.redactor.response(resp), duration_ms,
-                                      recorded_at)
-            return yamlformat.dump_entry(entry)
-        return yamlformat.entry_around(recorded_at or cassette.now_stamp(), request + response, duration_ms)
-
-    def _section(self, known: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], size: int, name: str,
-                 make: Callable[[], dict[str, Any]]) -> bytes | None:
-        remembered = size <= self.SAME_BODY
-        found = known.get(key) if remembered else None
-        if found is None:
-            found = yamlformat.dump_section(name, make())
-            if found is not None and remembered:
-                if len(known) >= self.SAME:
-                    known.clear()
-                known[key] = found
-        return found
+def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
+           recorded_at: str | None = None) -> bytes:
+    """An exchange's cassette entry, redacted."""
+    return yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), duration_ms,
+                                                   recorded_at))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from omproxy.errors import StateUnavailable, UsageError
 from omproxy.exchange import Exchange
 from omproxy.gms import Target
-from omproxy.state import OWNED, Interaction, InteractionStore
+from omproxy.state import Interaction, Take
 
 aioredis: Any
 Failure: tuple[type[BaseException], ...]
@@ -69,7 +69,7 @@ def digest(parts: Any) -> str:
 
 
 class RedisState:
-    def __init__(self, url: str, namespace: str, session_idle: float) -> None:
+    def __init__(self, url: str, namespace: str, session_idle: float, name: str = "omproxy") -> None:
         if aioredis is None:
             raise UsageError("--state redis://... needs the redis package: pip install 'omproxy[redis]'")
         self.url = url
@@ -80,6 +80,7 @@ class RedisState:
         self.marked: set[tuple[str, int]] = set()  # marked played in Redis since the last reset seen
         # outside the namespace's keys, which a reset deletes: the count of resets survives them
         self.resets_key, self.resets = f"omproxy:resets:{namespace}", b"0"
+        self.stream = stream_key(name)  # what recording instances of this cluster append to
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -98,33 +99,25 @@ class RedisState:
     def _session(self, session: str) -> str:
         return f"{self.ns}s:{digest(session)}:"
 
-    def stamp(self, session: str) -> None:
-        return None  # other instances change this state: nothing here is ever settled
-
-    def local(self, session: str) -> dict[Any, Any]:
-        return {}  # another instance may change the shared state at any time: remember nothing locally
-
     def interactions(self, session: str) -> RedisInteractions:
         return RedisInteractions(self, self._session(session))
 
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
-                   store: InteractionStore | None = None) -> int | None:
+    async def take(self, session: str, key: Hashable, count: int, about: Target | None = None,
+                   read: bool = False) -> Take:
         base = self._session(session)
-        owners = base + ("diverged-external" if unless is not None and unless.external else "diverged")
-        # the interaction the simulator will apply the recording to, read with the take (by id only)
-        reading = unless.id if isinstance(store, RedisInteractions) and unless is not None and (
-            not unless.external) else ""
-        position, resets, read = await self.call(lambda: self._take(
+        owners = base + ("diverged-external" if about is not None and about.external else "diverged")
+        reading = about.id if read and about is not None and not about.external else ""
+        position, resets, raw = await self.call(lambda: self._take(
             keys=[base + "positions", self.resets_key, owners, base + "interactions"],
-            args=[digest(key), count, self.ttl, unless.id if unless is not None else "", reading]))
+            args=[digest(key), count, self.ttl, about.id if about is not None else "", reading]))
         if resets != self.resets:  # another instance reset everything: what was marked played is not
             self.resets = resets
             self.marked.clear()
         position = int(position)
-        if reading and position != -2:
-            assert isinstance(store, RedisInteractions)
-            store.known[reading] = read or None
-        return OWNED if position == -2 else None if position < 0 else position
+        if position == -2:
+            return Take(None, owned=True)
+        return Take(None if position < 0 else position, read=bool(reading),
+                    interaction=_interaction(raw) if reading and raw else None)
 
     async def mark_played(self, cassette: str, index: int) -> None:
         if (cassette, index) in self.marked:  # once per recording per instance is enough: a set
@@ -216,16 +209,8 @@ class RedisInteractions:
     def __init__(self, state: RedisState, base: str) -> None:
         self.state, self.key, self.seq_key = state, base + "interactions", base + "seq"
         self.read: dict[str, bytes] = {}  # what `get` read, by id (this object lives for one request)
-        self.known: dict[str, bytes | None] = {}  # read with the take (`RedisState.take`), not yet asked
 
     async def get(self, interaction_id: str) -> Interaction | None:
-        if interaction_id in self.known:  # read a moment ago, in the take's round trip: not read again
-            raw = self.known.pop(interaction_id)
-            if raw is None:
-                return None
-            self.read[interaction_id] = raw
-            return _interaction(raw)
-
         async def read() -> Any:
             async with self.state.client.pipeline(transaction=False) as tx:  # one round trip
                 tx.hget(self.key, interaction_id)
@@ -275,12 +260,21 @@ class RedisInteractions:
         await self.state.call(lambda: self.state.client.delete(self.key, self.seq_key))
 
 
+def _after(stream_id: bytes) -> str:
+    """The stream id just after `stream_id` (XTRIM MINID keeps ids at or above it)."""
+    ms, _, seq = stream_id.decode().partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
 def _interaction(raw: bytes | str) -> Interaction:
     data = json.loads(raw)
     return Interaction(data["id"], data["service"], data["properties"], data["user_data"])
 
 
-STREAM = "omproxy:recorded"  # every recording instance of a cluster appends here; `cassette pull` reads it
+def stream_key(name: str) -> str:
+    """The stream every recording instance of a cluster (its `state_namespace`) appends to; `cassette
+    pull` reads it, and trims what it pulled."""
+    return f"omproxy:{name}:recorded"
 
 
 class StreamWriter:
@@ -295,25 +289,27 @@ class StreamWriter:
         return Path(service or "_other")
 
     async def append(self, path: Path, data: bytes) -> None:
-        await self.state.call(lambda: self.state.client.xadd(STREAM, {"service": str(path), "entry": data}))
+        await self.state.call(lambda: self.state.client.xadd(self.state.stream, {"service": str(path), "entry": data}))
 
 
-def pull(url: str, output: Path, split_by_service: bool) -> tuple[int, int]:
-    """Write what the cluster recorded since the last pull into `output` (a file, or with
-    `split_by_service` a folder of `<service>.yaml`), in arrival order; the last stream id pulled into
-    that output is kept in Redis, so pulling twice writes nothing twice. (entries, files)"""
+def pull(url: str, output: Path, split_by_service: bool, name: str = "omproxy") -> tuple[int, int]:
+    """Write what the cluster `name` recorded since the last pull into `output` (a file, or with
+    `split_by_service` a folder of `<service>.yaml`), in arrival order, then trim it from the stream;
+    the last stream id pulled into that output is kept in Redis, so pulling twice writes nothing
+    twice. (entries, files)"""
     import asyncio
 
     from omproxy import storage
 
     async def run() -> tuple[int, int]:
-        state = RedisState(url, "pull", 60)
-        marker = f"omproxy:pulled:{output.resolve()}{'/' if split_by_service else ''}"
+        state = RedisState(url, "pull", 60, name)
+        stream = state.stream
+        marker = f"omproxy:{name}:pulled:{output.resolve()}{'/' if split_by_service else ''}"
         try:
             last = (await state.call(lambda: state.client.get(marker))) or b"0-0"
             written, files = 0, set[Path]()
             while True:
-                batch = await state.call(functools.partial(state.client.xrange, STREAM, min=f"({last.decode()}",
+                batch = await state.call(functools.partial(state.client.xrange, stream, min=f"({last.decode()}",
                                                            count=1000))
                 if not batch:
                     return written, len(files)
@@ -328,6 +324,8 @@ def pull(url: str, output: Path, split_by_service: bool) -> tuple[int, int]:
                 written += len(batch)
                 last = batch[-1][0]
                 await state.call(functools.partial(state.client.set, marker, last))
+                # what is on disk (and fsync'd) leaves Redis: a capture of days does not grow it for ever
+                await state.call(functools.partial(state.client.xtrim, stream, minid=_after(last), approximate=False))
         finally:
             await state.close()
 

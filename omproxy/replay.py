@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from omproxy import gms, matching
+from omproxy import matching
 from omproxy.cassette import Cassette
 from omproxy.config import Config, Repeat
 from omproxy.errors import NoRecording
@@ -22,7 +22,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Response
 from omproxy.pipeline import error_response
 from omproxy.simulator import Simulator
-from omproxy.state import OWNED, State
+from omproxy.state import Prefetched, State
 
 FALLBACK_HINT_SCAN = 200  # candidates looked at for the simulator fallback's one-line hint
 
@@ -65,40 +65,30 @@ class Replayer:
 
     async def __call__(self, ex: Exchange) -> Response | None:
         req, state = ex.request, self.state
-        target = req.target_of
         k = self.playback.index.key_of(req)
         found = self.playback.index.by_key.get(k)
         if not found:
             return None
         # an interaction the simulator owns is its to answer (the consistency rule): asked with the take,
-        # which may also read it for the simulator (a shared state: one round trip, not two)
-        store = state.interactions(req.session) if self.simulator is not None else None
-        position = await state.take(req.session, k, len(found), target if store is not None else None, store)
-        if position == OWNED:
+        # which also reads that interaction for the simulator (a shared state: one round trip, not two)
+        target = req.target_of if self.simulator is not None else None
+        taken = await state.take(req.session, k, len(found), target,
+                                 read=target is not None and not target.external)
+        if taken.owned:
             return None
+        position = taken.position
         if position is None:
             if self.playback.repeat is not Repeat.LAST:
                 return None
             position = len(found) - 1
         rec = found[position]
-        # Settled: the same request again would take this recording again (it is the last and repeats)...
-        settled = self.playback.repeat is Repeat.LAST and position == len(found) - 1
         if self.simulator is not None:
-            # Serving the recording last applied to this interaction again changes nothing: skip it.
-            op = req.operation
-            concern = (target.id if target is not None and not target.external else
-                       next(iter(gms.ids_in_reply(op, rec.response.reply)), None) if op and op.kind == "create"
-                       else None)
-            memo = state.local(req.session)
-            if concern is None or memo.get(concern) is not rec:
-                await self.simulator.observe(req, rec.response, store)
-                if concern is not None:
-                    memo[concern] = rec
-            settled = settled and concern is not None  # ...and the simulator would skip it
+            store = state.interactions(req.session)
+            if taken.read and target is not None and not target.external:
+                store = Prefetched(store, target.id, taken.interaction)
+            await self.simulator.observe(req, rec.response, store)
         await state.mark_played(rec.cassette, rec.index)
         ex.matched, ex.outcome = rec, Outcome.FROM_CASSETTE
-        if settled:  # ...for as long as the session's state keeps this version
-            ex.settled = state.stamp(req.session)
         return rec.response
 
 

@@ -13,7 +13,7 @@ the default one); idle sessions expire and their number is bounded. Pure: no I/O
 
 from __future__ import annotations
 
-import itertools
+import copy
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from omproxy.gms import Target
-
-OWNED = -1  # what `State.take` answers when the simulator owns the interaction it was asked about
 
 
 @dataclass
@@ -33,6 +31,18 @@ class Interaction:
     service: str
     properties: dict[str, Any]  # every field of interactionProperties but the id and the user data
     user_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Take:
+    """What `State.take` found: the position taken (None: all were taken, or none because `owned`),
+    whether the simulator owns the interaction asked about, and that interaction as the session's
+    simulator holds it, when the take was asked to read it (`read`)."""
+
+    position: int | None
+    owned: bool = False
+    read: bool = False
+    interaction: Interaction | None = None
 
 
 class InteractionStore(Protocol):
@@ -46,14 +56,12 @@ class InteractionStore(Protocol):
 
 class State(Protocol):
     def interactions(self, session: str) -> InteractionStore: ...
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
-                   store: InteractionStore | None = None) -> int | None:
-        """The next unplayed position of `key` (0..count-1) for this session, advanced atomically;
-        None when all `count` were taken. With `unless`: OWNED, nothing taken, when the simulator owns
-        that interaction (the consistency rule: `owns` and the take in one step, one round trip on a
-        shared backend) — and else, with `store` (the session's, from `interactions`), the
-        interaction `unless` names by id may be read into it in that same step, for the simulator to
-        apply the recording to without a round trip of its own."""
+    async def take(self, session: str, key: Hashable, count: int, about: Target | None = None,
+                   read: bool = False) -> Take:
+        """The next unplayed position of `key` (0..count-1) for this session, advanced atomically. With
+        `about`: nothing taken when the simulator owns that interaction (the consistency rule: `owns`
+        and the take in one step); with `read` too, that interaction (by id) is read in the same step,
+        for the simulator to apply the recording to (a shared backend: one round trip, not two)."""
     async def mark_played(self, cassette: str, index: int) -> None: ...
     async def played(self) -> set[tuple[str, int]]: ...
     async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
@@ -61,15 +69,6 @@ class State(Protocol):
     async def owns(self, session: str, target: Target) -> bool: ...
     async def reset(self, session: str | None = None) -> None:
         """Rewind playback and empty the simulator: of one session, or (None) of all."""
-
-    def local(self, session: str) -> dict[Any, Any]:
-        """This process's scratch memory for a session, dropped with it (reset, expiry); a shared
-        backend gives a new empty one each time, so nothing is ever assumed from it."""
-
-    def stamp(self, session: str) -> int | None:
-        """The session's version, marking it used now: it changes whenever what replay decided from
-        may have changed (reset, divergence, expiry). None when this process cannot know (a shared
-        backend): then no answer is ever taken as settled (see `pipeline.Pipeline.again`)."""
 
 
 class MemoryInteractions:
@@ -108,9 +107,7 @@ class _Session:
     positions: Counter[Hashable] = field(default_factory=Counter)
     diverged: set[str] = field(default_factory=set)
     diverged_external: set[str] = field(default_factory=set)
-    local: dict[Any, Any] = field(default_factory=dict)
     used: float = 0.0
-    version: int = 0
 
 
 class MemoryState:
@@ -123,13 +120,12 @@ class MemoryState:
         self.max_sessions, self.session_idle, self.clock = max_sessions, session_idle, clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._played: set[tuple[str, int]] = set()
-        self._versions = itertools.count(1)  # never repeats: a session made again is a new version
 
     def _session(self, name: str) -> _Session:
         now = self.clock()
         found = self._sessions.get(name)
         if found is None:
-            found = self._sessions[name] = _Session(used=now, version=next(self._versions))
+            found = self._sessions[name] = _Session(used=now)
             self._expire(now)
         else:
             self._sessions.move_to_end(name)
@@ -152,22 +148,17 @@ class MemoryState:
     def interactions(self, session: str) -> MemoryInteractions:
         return self._session(session).interactions
 
-    def local(self, session: str) -> dict[Any, Any]:
-        return self._session(session).local
-
-    def stamp(self, session: str) -> int:
-        return self._session(session).version
-
-    async def take(self, session: str, key: Hashable, count: int, unless: Target | None = None,
-                   store: InteractionStore | None = None) -> int | None:
-        if unless is not None and await self.owns(session, unless):
-            return OWNED
-        positions = self._session(session).positions
-        position = positions[key]
+    async def take(self, session: str, key: Hashable, count: int, about: Target | None = None,
+                   read: bool = False) -> Take:
+        if about is not None and await self.owns(session, about):
+            return Take(None, owned=True)
+        s = self._session(session)
+        interaction = s.interactions.by_id.get(about.id) if read and about is not None and not about.external else None
+        position = s.positions[key]
         if position >= count:
-            return None
-        positions[key] = position + 1
-        return position
+            return Take(None, read=read, interaction=interaction)
+        s.positions[key] = position + 1
+        return Take(position, read=read, interaction=interaction)
 
     async def mark_played(self, cassette: str, index: int) -> None:
         self._played.add((cassette, index))
@@ -177,7 +168,6 @@ class MemoryState:
 
     async def diverge(self, session: str, interaction_id: str, external_id: str | None) -> None:
         s = self._session(session)
-        s.version = next(self._versions)
         s.diverged.add(interaction_id)
         if external_id is not None:
             s.diverged_external.add(external_id)
@@ -192,3 +182,42 @@ class MemoryState:
             self._played.clear()
         else:
             self._sessions.pop(session, None)
+
+
+class Prefetched:
+    """A session's store with one interaction already read (by `State.take`): asked for it once, it
+    answers from what was read, and putting it back unchanged writes nothing (a recorded `get` served
+    again); everything else goes to the store."""
+
+    def __init__(self, store: InteractionStore, interaction_id: str, interaction: Interaction | None) -> None:
+        self.store, self.id, self.interaction = store, interaction_id, interaction
+        self.fresh = True
+        self.as_read = copy.deepcopy(interaction)
+
+    async def get(self, interaction_id: str) -> Interaction | None:
+        if interaction_id == self.id and self.fresh:
+            self.fresh = False
+            return self.interaction
+        return await self.store.get(interaction_id)
+
+    async def put(self, interaction: Interaction) -> None:
+        if interaction.id == self.id:
+            if interaction == self.as_read:
+                return
+            self.fresh, self.as_read = False, None
+        await self.store.put(interaction)
+
+    async def delete(self, interaction_id: str) -> None:
+        if interaction_id == self.id:
+            self.fresh, self.as_read = False, None
+        await self.store.delete(interaction_id)
+
+    async def find_by_external_id(self, external_id: str) -> Interaction | None:
+        return await self.store.find_by_external_id(external_id)
+
+    async def next_seq(self) -> int:
+        return await self.store.next_seq()
+
+    async def clear(self) -> None:
+        self.fresh, self.as_read = False, None
+        await self.store.clear()

@@ -33,21 +33,6 @@ def dump_entry(entry: dict[str, Any]) -> bytes:
         return yamlsafe.dump([entry]).encode("utf-8")
 
 
-def dump_section(name: str, value: Any) -> bytes | None:
-    """`name: value` as `dump_entry` writes it as one key of an entry: an entry's `request` and
-    `response` written apart, for `entry_around`. None when nested past Python's stack."""
-    try:
-        return ("\n".join(_mapping({name: value}, 2)) + "\n").encode("utf-8")
-    except RecursionError:
-        return None
-
-
-def entry_around(recorded_at: str, middle: bytes, duration_ms: float) -> bytes:
-    """`dump_entry` of an entry whose request and response were dumped before (`dump_section`)."""
-    return b"".join([f"- recorded_at: {_string(recorded_at)}\n".encode(), middle,
-                     f"  duration_ms: {_scalar(round(duration_ms, 1))}\n".encode()])
-
-
 def _item(value: Any, indent: int) -> list[str]:
     """`value` as one item of a block sequence at `indent`."""
     pad = " " * indent

@@ -94,11 +94,13 @@ async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> N
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
     b"POST " + BASE.encode() + b"/s HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
 ], ids=["garbage", "newline-in-target", "oversize-header", "bad-length"])
-async def test_what_aiohttp_cannot_parse_is_answered_as_gms_json(listening, raw: bytes) -> None:
+async def test_what_aiohttp_cannot_parse_is_a_400_and_the_connection_closed(listening, raw: bytes) -> None:
+    """aiohttp answers what is not HTTP itself (its own text: no GMS client sends it), then closes."""
     listener = await listening()
-    status, body = await send_raw(listener.port, raw)
+    status, body = await send_raw(listener.port, raw)  # read to the end: closed
     assert 400 <= status < 500
-    assert json.loads(body)["statusCode"] == 2
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 200  # and the next client is served
 
 
 async def test_a_request_in_flight_is_not_cut_by_the_header_timeout(aiohttp_server) -> None:
@@ -278,7 +280,7 @@ async def test_a_stop_finishes_the_request_in_flight_then_closes(aiohttp_server)
     await asyncio.wait_for(stopping, 10)
 
 
-async def test_the_date_header_is_now_and_kept_by_a_timer_each_second(listening) -> None:
+async def test_the_date_header_is_now(listening) -> None:
     from email.utils import parsedate_to_datetime
 
     listener = await listening()
@@ -289,5 +291,3 @@ async def test_the_date_header_is_now_and_kept_by_a_timer_each_second(listening)
     import time
 
     assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 2
-    clock = listener.front.clock
-    assert clock.handle is not None and 0 <= clock.handle.when() - asyncio.get_running_loop().time() <= 1.0

@@ -200,12 +200,34 @@ async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tm
     assert [r.request.form.get("externalId") for r in storage.load(one).interactions] == ["r0", "r1", "r2", "r3"]
     assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(one)]) == 0  # again
     assert len(storage.load(one).interactions) == 4
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis.url)
+    try:  # what was pulled is on disk: trimmed from the stream, which never grows for ever
+        assert await client.xlen("omproxy:omproxy:recorded") == 0
+    finally:
+        await client.aclose()
+    for i, instance in enumerate((a, b), start=4):  # more, then pulled split by service
+        service = ("billing", "customer-support")[i % 2]
+        assert (await instance.post(f"{BASE}/{service}", data=f"externalId=r{i}".encode(), headers=FORM)).status == 200
     split = tmp_path / "split"
     assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(split), "--split-by",
                                           "service"]) == 0
     assert sorted(p.name for p in split.iterdir()) == ["billing.yaml", "customer-support.yaml"]
-    assert [r.request.form.get("externalId") for r in storage.load(split / "billing.yaml").interactions] == \
-        ["r0", "r2"]
+    assert [r.request.form.get("externalId") for r in storage.load(split / "billing.yaml").interactions] == ["r4"]
+
+
+async def test_two_clusters_on_one_redis_keep_their_recordings_apart(aiohttp_client, redis, tmp_path) -> None:
+    from omproxy import storage
+    from omproxy.cli import main
+
+    for name in ("blue", "green"):
+        (one,) = [await aiohttp_client(build_app(Config(state=redis.url, state_namespace=name), Mode.RECORD))]
+        assert (await one.post(f"{BASE}/billing", data=f"externalId={name}".encode(), headers=FORM)).status == 200
+    out = tmp_path / "green.yaml"
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "--state-namespace", "green",
+                                          "-o", str(out)]) == 0
+    assert [r.request.form.get("externalId") for r in storage.load(out).interactions] == ["green"]
 
 
 async def test_the_journal_counts_the_whole_cluster(aiohttp_client, redis) -> None:
@@ -247,12 +269,12 @@ async def test_a_reset_on_one_instance_makes_the_others_mark_what_they_play_agai
 
     a, b = RedisState(redis.url, "ns", 60), RedisState(redis.url, "ns", 60)
     try:
-        assert await b.take("s", "get", 1) == 0
+        assert (await b.take("s", "get", 1)).position == 0
         await b.mark_played("c.yaml", 0)
         assert await a.played() == {("c.yaml", 0)}
         await a.reset()  # everything: positions and what was played
         assert await a.played() == set()
-        assert await b.take("s", "get", 1) == 0  # played from the start again, through b ...
+        assert (await b.take("s", "get", 1)).position == 0  # played from the start again, through b ...
         await b.mark_played("c.yaml", 0)
         assert await a.played() == {("c.yaml", 0)}  # ... and marked again
     finally:

@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -58,11 +58,11 @@ class Guard(asyncio.Protocol):
         self.head_started: float | None = self.last  # a new connection owes a request head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
         front = self.front
         if len(front.open) >= front.config.max_connections or front.stopping:
-            self.transport.write(OVERLOADED)
-            self.transport.close()
+            stream.write(OVERLOADED)
+            stream.close()
             front.refused += 1
             return
         front.open[transport] = self

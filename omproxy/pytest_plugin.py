@@ -4,8 +4,8 @@
     def test_order_flow(omproxy_url):   # base URL of an omproxy serving that cassette
         ...
 
-`omproxy_url` starts omproxy in the test process (aiohttp's own server, on a thread with its own loop,
-so sync and async tests alike), one server per distinct cassette and settings for the whole session,
+`omproxy_url` starts omproxy in the test process (the command line's own front, `server.start`, on a
+thread with its own loop, so sync and async tests alike), one server per distinct cassette and settings for the whole session,
 and gives each test its own session (its node id, in the URL's path: `/_omproxy/session/<id>`), so
 playback positions and simulator state never leak between tests, in any order, under xdist too.
 `--omproxy-mode record --omproxy-upstream URL` re-records the same tests against a real GMS. In replay
@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from aiohttp import web
-
-from omproxy.app import RUNTIME, Runtime, build_app
+from omproxy import server
+from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Fallback, Mode
 from omproxy.configfile import load
 from omproxy.errors import UsageError
@@ -62,20 +61,17 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="omproxy", daemon=True)
         self.thread.start()
-        self.runner: web.AppRunner | None = None
+        self.listener: server.Listener | None = None
         self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     async def _start(self) -> str:
-        self.runner = web.AppRunner(build_app(self.config, self.mode), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.listener = await server.start(build_runtime(self.config, self.mode), self.config)
+        return f"http://127.0.0.1:{self.listener.port}"
 
     @property
     def runtime(self) -> Runtime:
-        assert self.runner is not None
-        return self.runner.app[RUNTIME]
+        assert self.listener is not None
+        return self.listener.front.rt
 
     def read(self, what: Callable[[Runtime], T]) -> T:
         """`what` of the runtime, read on omproxy's own loop once what it answered is observed (the
@@ -87,8 +83,8 @@ class Server:
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(10)
 
     def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+        if self.listener is not None:
+            asyncio.run_coroutine_threadsafe(self.listener.close(), self.loop).result(60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
@@ -158,11 +154,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     found = item.stash.get(SESSION, None)
     if found is not None:
         server, session = found
-        misses = server.read(lambda rt: [ex.miss for ex in rt.journal.of_session(session)
-                                         if ex.outcome is Outcome.MISSED])
-        if misses:
-            pytest.fail("omproxy: a request matched no recording (fallback none):\n" + "\n".join(
-                m for m in misses if m), pytrace=False)
+        count, reports = server.read(lambda rt: rt.journal.misses_of(session))
+        if count:
+            more = f"\n... and {count - len(reports)} more" if count > len(reports) else ""
+            pytest.fail(f"omproxy: {count} request(s) matched no recording (fallback none):\n" + "\n".join(
+                reports) + more, pytrace=False)
     return result
 
 

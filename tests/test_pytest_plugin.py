@@ -75,8 +75,26 @@ def test_a_miss_with_fallback_none_fails_the_test_with_the_report(project) -> No
     '''))
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*a request matched no recording*", "*externalId: recorded 'xy932', received "
+    result.stdout.fnmatch_lines(["*1 request(s) matched no recording*", "*externalId: recorded 'xy932', received "
                                  "'someone-else'*"])
+
+
+def test_a_miss_followed_by_many_requests_still_fails_its_test(project) -> None:
+    """Misses are counted per session, never looked for among the recent exchanges (a ring of 200)."""
+    project.makepyfile(test_busy=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_off_script_then_busy(omproxy_url):
+            post(omproxy_url + SVC, b"externalId=someone-else")
+            for _ in range(500):
+                post(omproxy_url + SVC + "/01QG0Q2S5S50G000/get")
+
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_on_script_after_it(omproxy_url):
+            assert post(omproxy_url + SVC, CREATE)[0] == 200
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["FAILED test_busy.py::test_off_script_then_busy - Failed: omproxy: 1 request(s)*"])
 
 
 def test_record_mode_records_against_a_real_upstream_then_replays(project) -> None:

@@ -94,7 +94,7 @@ def test_a_miss_followed_by_many_requests_still_fails_its_test(project) -> None:
     '''))
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1, passed=1)
-    result.stdout.fnmatch_lines(["FAILED test_busy.py::test_off_script_then_busy - Failed: omproxy: 1 request(s)*"])
+    result.stdout.fnmatch_lines(["*_ test_off_script_then_busy _*", "omproxy: 1 request(s) matched no recording*"])
 
 
 def test_record_mode_records_against_a_real_upstream_then_replays(project) -> None:

@@ -105,9 +105,6 @@ class Runtime:
             await self._later  # what was left to write for a next start is written whole
         for close in self.closers:
             await close()
-        closing = getattr(self.state, "close", None)
-        if closing is not None:
-            await closing()
         if self.playback is not None:
             try:
                 played = await self.state.played()
@@ -119,6 +116,9 @@ class Runtime:
             if stale:
                 log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
                             f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+        closing = getattr(self.state, "close", None)
+        if closing is not None:  # last: asking a closed Redis client opens a connection never closed
+            await closing()
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -198,7 +198,9 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         from omproxy.redisstate import RedisState, SharedCounts
 
         assert isinstance(state, RedisState)
-        rt.pipeline.observers.append(SharedCounts(state))
+        counts = SharedCounts(state)
+        rt.pipeline.observers.append(counts)
+        rt.closers.append(counts.drain)
     rt.metrics = metrics.make(mode.value)
     if rt.metrics is not None:
         rt.pipeline.observers.append(rt.metrics)

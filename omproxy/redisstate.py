@@ -196,6 +196,11 @@ class SharedCounts:
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
+    async def drain(self) -> None:
+        """Wait for the counts still being added (at a stop, before the state is closed)."""
+        while self.pending:
+            await asyncio.gather(*self.pending)
+
     async def _add(self, outcomes: list[str]) -> None:
         try:
             await self.state.count(outcomes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from omproxy.simulator import Simulator
 
@@ -169,3 +171,41 @@ class ThreadedApp:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+class Redis:
+    """A real redis-server (Debian's package) on a unix socket of its own, started and stopped by a test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.socket = folder / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.proc: Any = None  # a subprocess.Popen
+
+    def start(self) -> None:
+        import shutil
+        import subprocess
+        import threading
+
+        server = shutil.which("redis-server")
+        assert server is not None
+        self.proc = subprocess.Popen([server, "--port", "0", "--unixsocket", str(self.socket), "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        watchdog = threading.Timer(30, self.proc.kill)  # a server that never says it is ready is stopped
+        watchdog.start()
+        try:
+            for line in self.proc.stdout:  # its own "ready" line, not a guess at how long it takes
+                if "ready to accept connections" in line.lower():
+                    return
+        finally:
+            watchdog.cancel()
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)  # it removes its socket file on the way out
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            self.proc = None

@@ -7,14 +7,13 @@ import asyncio
 import json
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from omproxy.app import build_app
 from omproxy.config import Config, Mode
-from tests.support import BASE, FORM
+from tests.support import BASE, FORM, Redis
 
 pytest.importorskip("redis", reason="the redis package (omproxy[redis]) is not installed")
 SERVER = shutil.which("redis-server")
@@ -24,37 +23,6 @@ STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "ref
 SVC = f"{BASE}/customer-support"
 CREATE = (b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
           b"&userData%5BKeyToDelete%5D=value+to+delete")
-
-
-class Redis:
-    def __init__(self, folder: Path) -> None:
-        self.socket = folder / "redis.sock"
-        self.url = f"unix://{self.socket}"
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        assert SERVER is not None
-        self.proc = subprocess.Popen([SERVER, "--port", "0", "--unixsocket", str(self.socket), "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        watchdog = threading.Timer(30, self.proc.kill)  # a server that never says it is ready is stopped
-        watchdog.start()
-        try:
-            for line in self.proc.stdout:  # its own "ready" line, not a guess at how long it takes
-                if "ready to accept connections" in line.lower():
-                    return
-        finally:
-            watchdog.cancel()
-        self.stop()
-        pytest.fail("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)  # it removes its socket file on the way out
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-            self.proc = None
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from collections import Counter, deque
 
 from omproxy.exchange import Exchange, Outcome
 
-
 MISS_REPORTS = 5  # a session's first miss reports kept whole (the rest are counted)
 MISSING_SESSIONS = 10_000  # sessions whose misses are kept, at most (the oldest forgotten first)
 

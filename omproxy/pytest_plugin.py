@@ -5,7 +5,8 @@
         ...
 
 `omproxy_url` starts omproxy in the test process (the command line's own front, `server.start`, on a
-thread with its own loop, so sync and async tests alike), one server per distinct cassette and settings for the whole session,
+thread with its own loop, so sync and async tests alike), one server per distinct cassette and settings
+for the whole session,
 and gives each test its own session (its node id, in the URL's path: `/_omproxy/session/<id>`), so
 playback positions and simulator state never leak between tests, in any order, under xdist too.
 `--omproxy-mode record --omproxy-upstream URL` re-records the same tests against a real GMS. In replay
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from omproxy import server
+
+from omproxy import server as front
 from omproxy.app import Runtime, build_runtime
 from omproxy.config import Config, Fallback, Mode
 from omproxy.configfile import load
@@ -61,11 +63,11 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="omproxy", daemon=True)
         self.thread.start()
-        self.listener: server.Listener | None = None
+        self.listener: front.Listener | None = None
         self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     async def _start(self) -> str:
-        self.listener = await server.start(build_runtime(self.config, self.mode), self.config)
+        self.listener = await front.start(build_runtime(self.config, self.mode), self.config)
         return f"http://127.0.0.1:{self.listener.port}"
 
     @property

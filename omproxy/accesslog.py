@@ -18,6 +18,14 @@ from omproxy.redaction import Redactor
 log = logging.getLogger("omproxy.access")
 
 
+SHOWN = 80  # characters of a value a line shows
+
+
+def short(value: str) -> str:
+    """A value as a log line shows it: whole when short, else its start and how long it was."""
+    return value if len(value) <= SHOWN else f"{value[:SHOWN - 3]}... ({len(value)} characters)"
+
+
 def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
     req, resp = ex.request, ex.response
     assert resp is not None, "an exchange is rendered once answered"
@@ -29,7 +37,8 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
         "path": redactor.target(req.path, req.query),
         "operation": op.kind if op else None,
         "service": op.service if op else req.service,
-        "form": {} if req.form.not_form else formcodec.bracket_view(redactor.fields(req.form.fields)),
+        "form": {} if req.form.not_form else formcodec.bracket_view(
+            [(k, short(v)) for k, v in redactor.fields(req.form.fields)]),
         "status": resp.status,
         "statusCode": reply.get("statusCode"),
         "interactionId": reply.get("interactionId") or req.interaction_id,
@@ -48,6 +57,8 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
         out["miss"] = ex.miss
     if ex.near_misses:
         out["nearMisses"] = [m.as_dict() for m in ex.near_misses]
+    if ex.cut:
+        out["bytes_not_kept"] = ex.cut  # of big bodies, kept only in part
     if verbose:
         out["request_headers"] = dict(redactor.headers(req.headers.items()))
         out["response_headers"] = dict(redactor.headers(resp.headers.items()))

@@ -6,7 +6,7 @@ Pure."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ class Exchange:
     append_ms: float | None = None  # how long appending to the cassette took
     appended_bytes: int = 0
     error: str | None = None  # the omproxy error the answer reports
+    cut: int = 0  # bytes of its bodies not kept (`summary`)
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -69,3 +70,19 @@ class Exchange:
         if self.owned:
             return "consistency rule: the simulator changed this interaction, so it answers for it"
         return self.miss or self.error or ""
+
+
+KEPT_BODY = 16 * 1024  # bytes of each body kept by what keeps exchanges for later (journal, inspector)
+
+
+def summary(ex: Exchange) -> Exchange:
+    """The exchange as kept for later: bodies beyond KEPT_BODY bytes cut there (and `cut` says how
+    much is not kept), so that what is kept is bounded by bytes, not only by a count of exchanges."""
+    req, resp = ex.request, ex.response
+    request_over = len(req.body) - KEPT_BODY
+    response_over = len(resp.body) - KEPT_BODY if resp is not None else 0
+    if request_over <= 0 and response_over <= 0:
+        return ex
+    return replace(ex, request=replace(req, body=req.body[:KEPT_BODY]) if request_over > 0 else req,
+                   response=replace(resp, body=resp.body[:KEPT_BODY]) if resp is not None and response_over > 0
+                   else resp, cut=max(request_over, 0) + max(response_over, 0))

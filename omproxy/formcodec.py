@@ -20,6 +20,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 _HEX = b"0123456789abcdefABCDEF"
 # Bytes that a form encoder must percent-encode but that lenient servers (Jetty) accept literally.
 _MUST_ENCODE = set(b' "#<>\\^`{|}') | set(range(0x00, 0x20)) | {0x7F} | set(range(0x80, 0x100))
+_MAY_STAY = bytes(b for b in range(256) if b not in _MUST_ENCODE)
 _BRACKET_KEY = re.compile(r"^([^\[\]]+)\[([^\[\]]*)\]$")
 _ESCAPE_AFTER_DECODE = re.compile(r"%[0-9A-Fa-f]{2}")
 
@@ -141,23 +142,21 @@ def bracket_view(fields: tuple[tuple[str, str], ...] | list[tuple[str, str]]) ->
 
 def unescape(raw: bytes) -> tuple[bytes, list[str]]:
     """Percent-decode one key or value (`+` is a space); invalid escapes kept literally."""
+    if b"%" not in raw:
+        return raw.replace(b"+", b" ") if b"+" in raw else raw, []
     out = bytearray()
     bad: list[str] = []
     i, n = 0, len(raw)
-    while i < n:
-        b = raw[i]
-        if b == 0x25:  # %
-            if i + 2 < n and raw[i + 1] in _HEX and raw[i + 2] in _HEX:
-                out.append(int(raw[i + 1 : i + 3], 16))
-                i += 3
-                continue
-            bad.append(raw[i : i + 3].decode("latin-1"))
-            out.append(b)
-        elif b == 0x2B:  # +
-            out.append(0x20)
+    while (j := raw.find(b"%", i)) >= 0:  # the text between escapes copied whole, not byte by byte
+        out += raw[i:j].replace(b"+", b" ")
+        if j + 2 < n and raw[j + 1] in _HEX and raw[j + 2] in _HEX:
+            out.append(int(raw[j + 1 : j + 3], 16))
+            i = j + 3
         else:
-            out.append(b)
-        i += 1
+            bad.append(raw[j : j + 3].decode("latin-1"))
+            out.append(0x25)
+            i = j + 1
+    out += raw[i:].replace(b"+", b" ")
     return bytes(out), bad
 
 
@@ -369,7 +368,7 @@ def _double_encoded(text: str, what: str, charset: str) -> Finding | None:
 def _literal_findings(body: bytes) -> list[Finding]:
     findings = []
     for segment in body.split(b"&"):
-        chars = sorted({b for b in segment if b in _MUST_ENCODE})
+        chars = sorted(set(segment.translate(None, _MAY_STAY)))  # the bytes that must be encoded
         if not chars:
             continue
         shown = segment.decode("utf-8", "replace")

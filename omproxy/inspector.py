@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from omproxy import accesslog, formcodec, gms
-from omproxy.exchange import Exchange
+from omproxy.exchange import Exchange, summary
 from omproxy.model import Recorded, Request, Response, headers_of
 from omproxy.redaction import Redactor
 
@@ -62,6 +62,7 @@ class Live:
 
     def __call__(self, ex: Exchange) -> None:
         number = next(self.numbers)
+        ex = summary(ex)
         self.kept.append((number, ex))
         if self.pages:
             event = self.event(number, ex)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-from omproxy.exchange import Exchange, Outcome
+from omproxy.exchange import Exchange, Outcome, summary
 
 MISS_REPORTS = 5  # a session's first miss reports kept whole (the rest are counted)
 MISSING_SESSIONS = 10_000  # sessions whose misses are kept, at most (the oldest forgotten first)
@@ -21,7 +21,7 @@ class Journal:
         self.misses: dict[str, tuple[int, list[str]]] = {}
 
     def __call__(self, ex: Exchange) -> None:
-        self.entries.append(ex)
+        self.entries.append(summary(ex))
         for outcome in ex.counts():
             self.counts[outcome] += 1
         if ex.outcome is Outcome.MISSED:

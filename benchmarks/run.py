@@ -42,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from omproxy import cassette, yamlformat  # noqa: E402
+from omproxy.cassette import entry as cassette  # noqa: E402
+from omproxy.cassette import yamlformat  # noqa: E402
 from omproxy.model import Request, Response, headers_of  # noqa: E402
 
 FORM = "application/x-www-form-urlencoded"
@@ -375,7 +376,7 @@ def workers(workdir: Path, small: Path, measure: Measure) -> None:
 
 async def appends(path: Path, count: int = 200) -> float:
     """Seconds per append of one interaction, as `record` appends them (flock, write, fsync)."""
-    from omproxy import storage
+    from omproxy.cassette import storage
 
     writer = storage.CassetteWriter(storage.Template(str(path)))
     headers = headers_of({"Content-Type": FORM})

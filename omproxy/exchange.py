@@ -8,12 +8,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any
 
 from omproxy.model import Recorded, Request, Response
 
-if TYPE_CHECKING:
-    from omproxy.matching import NearMiss
+
+@dataclass(frozen=True)
+class NearMiss:
+    recorded: Recorded
+    differences: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cassette": self.recorded.cassette, "index": self.recorded.index, "line": self.recorded.line,
+                "differences": list(self.differences)}
 
 
 class Outcome(Enum):

@@ -12,7 +12,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from omproxy import formcodec, gms
+from omproxy.gms import formcodec
+from omproxy.gms import vocabulary as gms
 
 T = TypeVar("T")
 

@@ -26,13 +26,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from omproxy import server as front
-from omproxy.app import Runtime, build_runtime
-from omproxy.config import Config, Fallback, Mode
-from omproxy.configfile import load
+from omproxy.config.file import load
+from omproxy.config.options import Config, Fallback, Mode
 from omproxy.errors import UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
+from omproxy.serve.http import front
+from omproxy.serve.runtime import Runtime, build_runtime
 
 T = TypeVar("T")
 

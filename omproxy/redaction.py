@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from omproxy.config import Redaction
-from omproxy.formcodec import charset_of, split_key, unescape
+from omproxy.config.options import Redaction
+from omproxy.gms.formcodec import charset_of, split_key, unescape
 from omproxy.model import Request, Response, headers_of
 
 MASK = "REDACTED"

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
 
+from omproxy.gms.simulator import Simulator
 from tests.support import deterministic_simulator
 
 pytest_plugins = ["pytester"]
@@ -17,12 +19,12 @@ settings.load_profile("omproxy")
 
 
 @pytest.fixture
-def make_simulator():
+def make_simulator() -> Callable[..., Simulator]:
     return deterministic_simulator
 
 
 @pytest.fixture
-def refused_port():
+def refused_port() -> Iterator[int]:
     """A port nothing listens on, held for the test: bound but not listening, so connecting is
     refused and no other process can take it meanwhile (unlike a port found free and released)."""
     with socket.socket() as sock:

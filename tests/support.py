@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omproxy.simulator import Simulator
+from omproxy.gms.simulator import Simulator
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BASE = "/genesys/2/openmedia"
@@ -27,7 +27,8 @@ def fixed_clock() -> datetime:
     return datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)
 
 
-def deterministic_simulator(sections=None, prefix: str = "01QG0Q2S5S50G") -> Simulator:
+def deterministic_simulator(sections: dict[str, dict[str, Any]] | None = None,
+                            prefix: str = "01QG0Q2S5S50G") -> Simulator:
     n = itertools.count(0)
     return Simulator(sections, clock=fixed_clock, new_id=lambda: f"{prefix}{next(n):03d}")
 
@@ -40,7 +41,7 @@ class FakeGms:
 
         from aiohttp import web
 
-        self.received: list[dict] = []
+        self.received: list[dict[str, Any]] = []
         self.connections = 0
         self.never = asyncio.Event()  # a slow upstream waits on this; nobody sets it
         self.holding = asyncio.Event()  # set when a /hold request has arrived
@@ -49,7 +50,7 @@ class FakeGms:
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
 
-    async def handle(self, request):
+    async def handle(self, request: Any) -> Any:
         import gzip
         import zlib
 
@@ -78,13 +79,13 @@ class FakeGms:
             resp.headers.add("Set-Cookie", "b=2; Path=/")
             return resp
         if path == "/chunked":
-            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-            resp.enable_chunked_encoding()
-            await resp.prepare(request)
+            streamed = web.StreamResponse(headers={"Content-Type": "application/json"})
+            streamed.enable_chunked_encoding()
+            await streamed.prepare(request)
             for part in (b'{"statusCode":', b"0,", b'"chunked":true}'):
-                await resp.write(part)
-            await resp.write_eof()
-            return resp
+                await streamed.write(part)
+            await streamed.write_eof()
+            return streamed
         if path.startswith("/genesys/2/openmedia/"):
             answer = await self.simulator.handle(Request(request.method, request.raw_path.split("?")[0], "",
                                                    headers_of(request.headers), body))
@@ -105,7 +106,7 @@ class RawUpstream:
     async def start(self) -> str:
         import asyncio
 
-        async def handle(reader, writer) -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
@@ -150,7 +151,7 @@ class ThreadedApp:
     """A real aiohttp app on its own thread and event loop, for tests whose own thread blocks (a
     subprocess, a sync client)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: Any) -> None:
         import asyncio
         import threading
 

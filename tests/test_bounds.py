@@ -12,16 +12,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-from omproxy import server
-from omproxy.app import build_runtime
-from omproxy.config import Config, Mode
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http import front as server
+from omproxy.serve.runtime import build_runtime
 
 STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 
 BIG_REQUESTS = textwrap.dedent('''
     import asyncio, gc, json, sys, tracemalloc
-    from omproxy.app import build_runtime
-    from omproxy.config import Config, Fallback, Mode
+    from omproxy.serve.runtime import build_runtime
+    from omproxy.config.options import Config, Fallback, Mode
     from omproxy.model import Request, headers_of
 
     async def main():

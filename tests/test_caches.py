@@ -8,8 +8,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omproxy import compare, formcodec, gms, model, yamlformat
+from omproxy import model
+from omproxy.cassette import yamlformat
+from omproxy.gms import formcodec
+from omproxy.gms import vocabulary as gms
 from omproxy.model import Request, headers_of
+from omproxy.tools import compare
 
 FORM = "application/x-www-form-urlencoded"
 CONTENT_TYPES = st.sampled_from([FORM, f"{FORM}; charset=utf-8", f"{FORM}; charset=iso-8859-1", "application/json",

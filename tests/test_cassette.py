@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omproxy import cassette, storage, yamlformat
+from omproxy.cassette import entry as cassette
+from omproxy.cassette import storage, yamlformat
 from omproxy.errors import CassetteChanged, CassetteError
 from omproxy.model import Recorded, Request, Response, headers_of
 
@@ -76,7 +77,7 @@ def test_a_last_entry_missing_its_newline_is_torn_even_when_it_parses(tmp_path) 
 
 
 def test_a_big_capture_is_remembered_by_content_and_never_believed_when_it_changed(tmp_path, monkeypatch) -> None:
-    from omproxy import indexcache
+    from omproxy.cassette import indexcache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "big.yaml"
@@ -207,7 +208,7 @@ def test_cassette_merge_orders_by_recorded_at_keeping_each_files_order(tmp_path)
        extra=st.dictionaries(st.text(max_size=8), documents, max_size=3), view=documents, status=st.integers(100, 599))
 def test_the_quick_reader_reads_what_pyyaml_reads_or_declines(body, headers, extra, view, status) -> None:
     """Whatever the writer writes, the quick reader gives what PyYAML gives (views skipped alike), or None."""
-    from omproxy import quickyaml
+    from omproxy.cassette import quickyaml
 
     entry = {"recorded_at": "2026-11-28T10:00:00.000Z", "request": {"method": "POST", "path": "/p", "query": "",
                                                                    "headers": headers, "body": body, "form": view},
@@ -232,7 +233,7 @@ def test_the_quick_reader_reads_what_pyyaml_reads_or_declines(body, headers, ext
     "-   a: 1\n",  # another indentation
 ])
 def test_the_quick_reader_declines_what_it_does_not_know(text) -> None:
-    from omproxy import quickyaml
+    from omproxy.cassette import quickyaml
 
     assert quickyaml.entries(text) is None
 
@@ -276,7 +277,7 @@ def test_a_torn_tail_is_dropped_and_the_rest_read_lazily(tmp_path) -> None:
 
 def test_a_big_capture_replayed_lazily_is_remembered_with_where_each_answer_is(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    from omproxy import indexcache
+    from omproxy.cassette import indexcache
 
     path = tmp_path / "big.yaml"
     entries = [yamlformat.dump_entry(cassette.to_entry(Request("POST", f"/p/{i}"), Response(
@@ -317,8 +318,8 @@ def test_an_entry_is_stamped_to_the_millisecond_in_utc() -> None:
 def test_an_answer_nested_near_pythons_stack_limit_is_recorded_so_that_it_loads_back(tmp_path, depth) -> None:
     """Near the limit an entry's sections may be written in block style where the entry written whole
     goes to the safe dumper: other bytes, the same data, read back alike."""
-    from omproxy.config import Redaction
-    from omproxy.record import encode
+    from omproxy.config.options import Redaction
+    from omproxy.modes.record import encode
     from omproxy.redaction import Redactor
 
     body = (b'{"a":' * depth) + b"1" + b"}" * depth

@@ -83,7 +83,7 @@ def test_missing_config_file_and_bad_flag_exit_2(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid_and_on_parses_as_a_key() -> None:
-    from omproxy.configfile import load
+    from omproxy.config.file import load
 
     config = load(Path(__file__).parent.parent / "config.yaml")
     assert config.match.on == ("method", "path", "query", "form")
@@ -95,8 +95,8 @@ def test_every_option_has_a_commented_line_in_config_yaml_with_its_default() -> 
     import dataclasses
 
     from omproxy import yamlsafe
-    from omproxy.config import OPTIONS, Config
-    from omproxy.configfile import load
+    from omproxy.config.file import load
+    from omproxy.config.options import OPTIONS, Config
 
     path = Path(__file__).parent.parent / "config.yaml"
     lines = path.read_text().splitlines()
@@ -219,7 +219,7 @@ def test_an_empty_cassette_spec_is_a_usage_error(tmp_path: Path, spec: str, mess
 
 
 def test_paths_in_a_config_file_are_relative_to_its_folder(tmp_path: Path) -> None:
-    from omproxy.configfile import load
+    from omproxy.config.file import load
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -22,11 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omproxy import cassette, server, yamlformat
-from omproxy.app import RUNTIME, Runtime, build_app, build_runtime
-from omproxy.config import Config, Fallback, Matching, Mode, Repeat
+from omproxy.cassette import entry as cassette
+from omproxy.cassette import yamlformat
+from omproxy.config.options import Config, Fallback, Matching, Mode, Repeat
 from omproxy.model import SESSION_HEADER, Request, Response, headers_of
-from omproxy.proxy import assemble
+from omproxy.serve.http import front as server
+from omproxy.serve.http.convert import assemble
+from omproxy.serve.http.front import RUNTIME, build_app
+from omproxy.serve.runtime import Runtime, build_runtime
 from tests.support import BASE, Redis
 
 IID = "01QG0Q2S5S50G000"
@@ -213,7 +216,7 @@ async def appended(config: Config, mode: Mode, recorded: str) -> list[bytes]:
         return entries(Path(config.cassette).read_bytes())[before:]
     import redis.asyncio as aioredis
 
-    from omproxy.redisstate import stream_key
+    from omproxy.state.redis import stream_key
 
     client = aioredis.from_url(config.state)
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omproxy import storage
-from omproxy.app import build_app
-from omproxy.config import Config, Mode
+from omproxy.cassette import storage
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM
 
 EXAMPLE = Path(__file__).parent.parent / "cassettes" / "examples" / "reference-story.yaml"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omproxy import formcodec
-from omproxy.formcodec import FORM_TYPE, decode, encode
+from omproxy.gms import formcodec
+from omproxy.gms.formcodec import FORM_TYPE, decode, encode
 
 
 def kinds(body: bytes, content_type: str | None = FORM_TYPE) -> list[str]:
@@ -264,6 +264,6 @@ def _unescape_byte_by_byte(raw: bytes) -> tuple[bytes, list[str]]:
 
 @given(st.binary(max_size=40) | st.lists(st.sampled_from([b"%", b"+", b"2", b"B", b"g", b"%4", b"x"])).map(b"".join))
 def test_unescape_is_the_byte_by_byte_rule(raw: bytes) -> None:
-    from omproxy.formcodec import unescape
+    from omproxy.gms.formcodec import unescape
 
     assert unescape(raw) == _unescape_byte_by_byte(raw)

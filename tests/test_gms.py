@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from omproxy import formcodec, gms
-from omproxy.formcodec import decode
+from omproxy.gms import formcodec
+from omproxy.gms import vocabulary as gms
+from omproxy.gms.formcodec import decode
 from omproxy.model import Request, headers_of
 from tests.support import BASE
 
@@ -91,7 +92,7 @@ def test_a_repeated_unknown_parameter_is_reported_once() -> None:
 
 
 def test_target_of_names_the_interaction_by_id_or_by_external_id() -> None:
-    from omproxy.gms import Target, parse_path, target_of
+    from omproxy.gms.vocabulary import Target, parse_path, target_of
 
     base = "/genesys/2/openmedia/s"
     assert target_of(parse_path(base), decode(b"externalId=x")) is None
@@ -102,7 +103,7 @@ def test_target_of_names_the_interaction_by_id_or_by_external_id() -> None:
 
 
 def test_ids_in_reply_and_with_id_rewrite_only_the_id_segment() -> None:
-    from omproxy.gms import ids_in_reply, is_not_found, parse_path, with_id
+    from omproxy.gms.vocabulary import ids_in_reply, is_not_found, parse_path, with_id
 
     base = "/genesys/2/openmedia/s"
     assert ids_in_reply(parse_path(base), {"statusCode": 0, "interactionId": "A1"}) == ["A1"]
@@ -117,7 +118,7 @@ def test_ids_in_reply_and_with_id_rewrite_only_the_id_segment() -> None:
 
 
 def test_one_rule_is_both_a_finding_and_the_simulators_refusal() -> None:
-    from omproxy.gms import bad_boolean, empty_update, not_form, parse_path
+    from omproxy.gms.vocabulary import bad_boolean, empty_update, not_form, parse_path
 
     update = parse_path("/genesys/2/openmedia/s/ID/update")
     get = parse_path("/genesys/2/openmedia/s/ID/get")
@@ -134,7 +135,7 @@ def test_one_rule_is_both_a_finding_and_the_simulators_refusal() -> None:
     (b"change[Note=v", "/genesys/2/openmedia/s/ID/update", None),
 ])
 def test_a_malformed_or_twice_encoded_key_never_suggests_an_empty_bracket(body, path, suggestion) -> None:
-    from omproxy.gms import findings, parse_path
+    from omproxy.gms.vocabulary import findings, parse_path
 
     messages = [f.message for f in findings(parse_path(path), decode(body))]
     assert not any("[]'" in m for m in messages), messages
@@ -143,7 +144,7 @@ def test_a_malformed_or_twice_encoded_key_never_suggests_an_empty_bracket(body, 
 
 
 def test_the_word_after_a_raw_ampersand_is_not_also_an_unknown_parameter() -> None:
-    from omproxy.gms import findings, parse_path
+    from omproxy.gms.vocabulary import findings, parse_path
 
     got = findings(parse_path("/genesys/2/openmedia/s"), decode(b"userData%5BCompany%5D=Smith&Sons"))
     assert not [f for f in got if f.kind == "unknown-parameter"]

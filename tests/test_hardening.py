@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omproxy import cassette, storage, yamlformat
-from omproxy.app import build_app
-from omproxy.config import Config, Mode, Redaction
+from omproxy.cassette import entry as cassette
+from omproxy.cassette import storage, yamlformat
+from omproxy.config.options import Config, Mode, Redaction
 from omproxy.errors import CassetteError
 from omproxy.model import Request, Response, headers_of
-from omproxy.state import MemoryState
+from omproxy.serve.http.front import build_app
+from omproxy.state.memory import MemoryState
 from tests.support import BASE, FORM, FakeGms, RawUpstream, raw_answer, send_raw
 
 OK = b'{"statusCode":0,"interactionId":"ABCDEFGHIJKLMNOP"}'
@@ -53,7 +54,7 @@ DISK_FULL = textwrap.dedent("""
     import asyncio, resource, signal, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    from omproxy import storage
+    from omproxy.cassette import storage
     from tests.test_hardening import entry_bytes
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # past the limit, write() fails with EFBIG
     path, limit = Path(sys.argv[1]), int(sys.argv[2])
@@ -308,7 +309,7 @@ async def test_a_state_change_a_browser_form_could_send_is_refused(aiohttp_clien
 
 
 def test_listening_beyond_loopback_is_warned_about() -> None:
-    from omproxy.server import beyond_loopback
+    from omproxy.serve.process import beyond_loopback
 
     assert beyond_loopback("0.0.0.0") and beyond_loopback("192.168.1.5") and beyond_loopback("gms-proxy.local")
     assert not beyond_loopback("127.0.0.1") and not beyond_loopback("::1") and not beyond_loopback("localhost")
@@ -358,9 +359,9 @@ async def test_control_characters_from_a_path_are_escaped_in_the_log(aiohttp_cli
 
 
 def test_scan_for_a_miss_is_bounded() -> None:
-    from omproxy import matching
-    from omproxy.config import Matching
+    from omproxy.config.options import Matching
     from omproxy.model import Recorded
+    from omproxy.modes import matching
 
     recs = [Recorded("c", i, 0, Request("POST", f"{BASE}/s", "", headers_of(FORM), f"externalId=e{i}".encode()),
                      Response(200, OK)) for i in range(2000)]
@@ -382,8 +383,8 @@ async def test_an_unsupported_request_encoding_is_a_415_and_a_gzip_bomb_a_413(ai
 async def test_answers_with_other_header_lines_are_each_forwarded_with_their_own(raw_upstream) -> None:
     """Header lines an upstream repeats are made into omproxy's headers (and a head) once; an answer
     whose lines differ — a value, an encoding — is never sent another's."""
-    from omproxy import server
-    from omproxy.app import build_runtime
+    from omproxy.serve.http import front as server
+    from omproxy.serve.runtime import build_runtime
     from tests.test_server import read_answer
 
     JSON_TYPE = b"Content-Type: application/json"

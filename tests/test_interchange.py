@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import interchange, storage, yamlsafe
+from omproxy import yamlsafe
+from omproxy.cassette import interchange, storage
 from omproxy.cli import main
 
 STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"

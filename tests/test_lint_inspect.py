@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import cassette, storage, yamlformat
+from omproxy.cassette import entry as cassette
+from omproxy.cassette import storage, yamlformat
 from omproxy.cli import main
 from omproxy.errors import CassetteChanged, CassetteError
 from omproxy.model import Request, Response, headers_of

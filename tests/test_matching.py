@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from omproxy.cassette import Recorded
-from omproxy.config import Matching
-from omproxy.matching import Index, Rules, differences, key, miss_report, views
+from omproxy.cassette.entry import Recorded
+from omproxy.config.options import Matching
 from omproxy.model import Request, Response, headers_of
+from omproxy.modes.matching import Index, Rules, differences, key, miss_report, views
 from tests.support import BASE, FORM
 
 RULES = Rules.of(Matching())

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import logging
 
-from omproxy.config import Redaction
+from omproxy.config.options import Redaction
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response, Source, headers_of
-from omproxy.pipeline import Counted, Pipeline
+from omproxy.modes import Counted
 from omproxy.redaction import Redactor
+from omproxy.serve.pipeline import Pipeline
 from tests.support import loop_turn
 
 REDACTOR = Redactor(Redaction(form_keys=("token",)))
@@ -69,8 +70,8 @@ async def test_an_observer_that_fails_does_not_change_the_answer(caplog) -> None
 
 
 async def test_metrics_without_prometheus_client_say_what_to_install() -> None:
-    from omproxy.app import build_runtime
-    from omproxy.config import Config, Mode
+    from omproxy.config.options import Config, Mode
+    from omproxy.serve.runtime import build_runtime
 
     rt = build_runtime(Config(), Mode.SIMULATE)
     rt.metrics = None  # as when the optional extra is not installed
@@ -104,7 +105,7 @@ async def test_access_lines_are_written_in_batches_in_the_text_format() -> None:
 
 
 def test_an_access_line_shows_its_own_answer_and_never_a_secret() -> None:
-    from omproxy.accesslog import AccessLog
+    from omproxy.serve.observers.accesslog import AccessLog
 
     lines: list[tuple[int, float, str, float, str]] = []
     log = AccessLog("passthrough", REDACTOR, write=lambda *line: lines.append(line))
@@ -129,7 +130,7 @@ def test_an_access_line_shows_its_own_answer_and_never_a_secret() -> None:
 def test_durations_are_counted_in_the_buckets_prometheus_reads() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from omproxy.metrics import Collected, Timings
+    from omproxy.serve.observers.metrics import Collected, Timings
 
     timings = Timings("omproxy_upstream_seconds", "Time to the upstream GMS's answer")
     for seconds in (0.001, 0.005, 0.0051, 0.3, 20.0):  # a bound belongs to its bucket (le: <=)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import storage
+from omproxy.cassette import storage
 from tests.support import FakeGms, ThreadedApp
 
 STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from omproxy import storage, yamlformat
-from omproxy.app import build_app
-from omproxy.config import Config, Mode, Redaction
+from omproxy.cassette import storage, yamlformat
+from omproxy.config.options import Config, Mode, Redaction
+from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM, FakeGms, loop_turn
 
 

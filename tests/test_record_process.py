@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from omproxy import storage
+from omproxy.cassette import storage
 from tests.support import BASE, FORM, FakeGms
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import storage, yamlformat
-from omproxy.app import build_app
+from omproxy.cassette import storage, yamlformat
 from omproxy.cli import main
-from omproxy.config import Config, Matching, Mode, Redaction
+from omproxy.config.options import Config, Matching, Mode, Redaction
+from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM, FakeGms
 
 SVC = f"{BASE}/customer-support"

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from omproxy import cassette, server, yamlformat
-from omproxy.app import build_runtime
-from omproxy.config import Config, Mode
+from omproxy.cassette import entry as cassette
+from omproxy.cassette import yamlformat
+from omproxy.config.options import Config, Mode
 from omproxy.exchange import Outcome
 from omproxy.model import Request, Response, headers_of
+from omproxy.serve.http import front as server
+from omproxy.serve.runtime import build_runtime
 from tests.support import BASE, loop_turn
 from tests.test_server import read_answer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import random
 
-from omproxy import storage
-from omproxy.app import build_app
-from omproxy.config import Config, Mode
+from omproxy.cassette import storage
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http.front import build_app
 
 SEGMENTS = ["genesys", "2", "openmedia", "customer-support", "01QG0Q2S5S50G000", "get", "update", "stop", "..",
             "%2F", "%00", "%zz", "é", "a b", "%252F", "", "_omproxy"]

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from omproxy import server
-from omproxy.app import build_runtime
-from omproxy.config import Config, Mode
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http import front as server
+from omproxy.serve.runtime import build_runtime
 from tests.support import BASE, send_raw
 
 

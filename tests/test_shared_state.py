@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from omproxy.app import build_app
-from omproxy.config import Config, Mode
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM, Redis
 
 pytest.importorskip("redis", reason="the redis package (omproxy[redis]) is not installed")
@@ -56,7 +56,7 @@ async def test_a_create_on_one_instance_is_read_updated_and_stopped_through_the_
 
 async def test_playback_positions_advance_once_across_instances_and_reset_from_either(aiohttp_client,
                                                                                     redis) -> None:
-    from omproxy import storage
+    from omproxy.cassette import storage
 
     a, b = await two(aiohttp_client, Mode.REPLAY, redis, cassette=str(STORY), fallback="none")
     story = storage.load(STORY).interactions
@@ -155,7 +155,7 @@ def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_s
 
 
 async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tmp_path) -> None:
-    from omproxy import storage
+    from omproxy.cassette import storage
     from omproxy.cli import main
 
     a, b = await two(aiohttp_client, Mode.RECORD, redis, cassette=str(tmp_path / "unused" / "{service}.yaml"))
@@ -186,7 +186,7 @@ async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tm
 
 
 async def test_two_clusters_on_one_redis_keep_their_recordings_apart(aiohttp_client, redis, tmp_path) -> None:
-    from omproxy import storage
+    from omproxy.cassette import storage
     from omproxy.cli import main
 
     for name in ("blue", "green"):
@@ -199,8 +199,8 @@ async def test_two_clusters_on_one_redis_keep_their_recordings_apart(aiohttp_cli
 
 
 async def test_the_journal_counts_the_whole_cluster(aiohttp_client, redis) -> None:
-    from omproxy.app import RUNTIME
-    from omproxy.redisstate import SharedCounts
+    from omproxy.serve.http.front import RUNTIME
+    from omproxy.state.redis import SharedCounts
 
     a, b = await two(aiohttp_client, Mode.SIMULATE, redis)
     for client in (a, b, b):
@@ -233,7 +233,7 @@ async def test_no_wrong_answer_while_redis_goes_away_under_load(aiohttp_client, 
 async def test_a_reset_on_one_instance_makes_the_others_mark_what_they_play_again(redis) -> None:
     """What an instance marked played before another one reset everything is marked again when played
     again: the never-played report at the end is the cluster's, not what a stale memory says."""
-    from omproxy.redisstate import RedisState
+    from omproxy.state.redis import RedisState
 
     a, b = RedisState(redis.url, "ns", 60), RedisState(redis.url, "ns", 60)
     try:
@@ -256,7 +256,8 @@ async def test_a_recorded_get_replayed_again_writes_nothing_and_keeps_the_intera
     request less: replay on Redis +20%), and the interactions are still kept alive by the reads."""
     import redis.asyncio as aioredis
 
-    from omproxy import cassette, storage
+    from omproxy.cassette import entry as cassette
+    from omproxy.cassette import storage
 
     story = storage.load(STORY).interactions[:2]  # create, get
     path = tmp_path / "two.yaml"
@@ -282,7 +283,8 @@ async def test_a_replayed_get_on_redis_is_one_round_trip_its_interaction_read_wi
     one round trip to Redis (EVALSHA), as Redis's own MONITOR shows — no read of its own."""
     import redis.asyncio as aioredis
 
-    from omproxy import cassette, storage
+    from omproxy.cassette import entry as cassette
+    from omproxy.cassette import storage
 
     story = storage.load(STORY).interactions[:2]  # create, get
     path = tmp_path / "two.yaml"
@@ -315,7 +317,7 @@ async def test_a_replayed_get_on_redis_is_one_round_trip_its_interaction_read_wi
 async def test_the_consistency_rule_holds_across_instances(aiohttp_client, redis, tmp_path) -> None:
     """An interaction the simulator took over on one instance (an update off the recording) is the
     simulator's on the other too, by id and by external id: asked in the same step as the take."""
-    from omproxy import yamlformat
+    from omproxy.cassette import yamlformat
 
     rid, props = "REC0000000000001", {"interactionUserData": [{"key": "A", "type": "str", "value": "1"},
                                                               {"key": "ExternalId", "type": "str", "value": "e1"}]}

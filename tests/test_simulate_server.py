@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from omproxy.app import build_app
-from omproxy.config import Config, Mode
+from omproxy.config.options import Config, Mode
+from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM
 
 

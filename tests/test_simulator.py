@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from omproxy.gms.simulator import Simulator
 from omproxy.model import Request, headers_of
-from omproxy.simulator import Simulator
 from tests.support import BASE, FORM
 
 

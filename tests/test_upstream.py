@@ -10,7 +10,7 @@ import gzip
 import pytest
 
 from omproxy.errors import UpstreamTimeout, UpstreamTooLarge, UpstreamUnreachable
-from omproxy.upstream import Client
+from omproxy.serve.http.upstream import Client
 from tests.support import loop_turn
 
 
@@ -224,7 +224,7 @@ async def test_an_https_upstream_is_verified_against_the_system_certificates(cer
 
 
 async def test_at_most_limit_connections_are_opened_and_more_requests_wait_for_one(upstream, monkeypatch) -> None:
-    from omproxy import upstream as module
+    from omproxy.serve.http import upstream as module
 
     monkeypatch.setattr(module, "LIMIT", 2)
     up, client = await upstream(*(ok(b"%d" % n) for n in range(6)))
@@ -239,7 +239,7 @@ def test_every_client_error_aiohttp_exports_has_a_row_in_the_table() -> None:
 
     import aiohttp
 
-    from omproxy.upstream import FAILURES
+    from omproxy.serve.http.upstream import FAILURES
 
     exported = [getattr(aiohttp, name) for name in aiohttp.__all__]
     errors = [e for e in exported if inspect.isclass(e) and issubclass(e, aiohttp.ClientError)]

@@ -145,8 +145,8 @@ def noisy_gms():
 
     from aiohttp import web
 
+    from omproxy.gms.simulator import Simulator
     from omproxy.model import Request, headers_of
-    from omproxy.simulator import Simulator
 
     simulator, counter = Simulator({"openmedia": {"queue": "Inbound"}}), itertools.count()
 
@@ -192,9 +192,9 @@ async def test_speed_keeps_the_recorded_gaps_divided_by_x() -> None:
     """Pure: the Verifier with a sender that is a function (no socket needed to keep time)."""
     import time as clock
 
-    from omproxy.compare import Noise
     from omproxy.model import Recorded, Request, Response
-    from omproxy.verify import Verifier
+    from omproxy.tools.compare import Noise
+    from omproxy.tools.verify import Verifier
 
     answer = Response(200, b'{"statusCode":0}')
     recorded = [Recorded("c.yaml", i, 0, Request("POST", f"{BASE}/s/ID{i:014d}/get"), answer,
@@ -213,14 +213,14 @@ async def test_speed_keeps_the_recorded_gaps_divided_by_x() -> None:
 async def test_verify_and_diff_read_each_answer_from_disk_and_keep_none(recorded) -> None:
     """A capture's answers stay on disk while it is verified or diffed (a day of traffic need not fit
     in memory twice over): each is read when compared, and not kept."""
-    from omproxy import storage
-    from omproxy.app import SimulatorResponder
-    from omproxy.compare import Noise
+    from omproxy.cassette import storage
     from omproxy.exchange import Exchange
+    from omproxy.gms.simulator import Simulator
     from omproxy.model import Request, Response
-    from omproxy.simulator import Simulator
-    from omproxy.state import MemoryState
-    from omproxy.verify import Verifier, diff
+    from omproxy.serve.runtime import SimulatorResponder
+    from omproxy.state.memory import MemoryState
+    from omproxy.tools.compare import Noise
+    from omproxy.tools.verify import Verifier, diff
 
     simulating = SimulatorResponder(Simulator(), MemoryState())
 
@@ -238,14 +238,14 @@ async def test_verify_and_diff_read_each_answer_from_disk_and_keep_none(recorded
 async def test_verify_reads_a_capture_at_most_a_window_ahead_of_what_it_verified(recorded, monkeypatch) -> None:
     """A day of traffic is verified as it is read: at most Verifier.AHEAD recordings read and not yet
     verified (the rest stay on disk), each story still in order, every result reported in file order."""
-    from omproxy import storage
-    from omproxy.app import SimulatorResponder
-    from omproxy.compare import Noise
+    from omproxy.cassette import storage
     from omproxy.exchange import Exchange
+    from omproxy.gms.simulator import Simulator
     from omproxy.model import Request, Response
-    from omproxy.simulator import Simulator
-    from omproxy.state import MemoryState
-    from omproxy.verify import Verifier
+    from omproxy.serve.runtime import SimulatorResponder
+    from omproxy.state.memory import MemoryState
+    from omproxy.tools.compare import Noise
+    from omproxy.tools.verify import Verifier
 
     def sender():
         simulating = SimulatorResponder(Simulator(), MemoryState())
@@ -274,9 +274,9 @@ async def test_verify_reads_a_capture_at_most_a_window_ahead_of_what_it_verified
 def test_diff_read_as_it_pairs_finds_what_diff_of_captures_held_whole_finds(recorded, tmp_path) -> None:
     """`omproxy diff` reads the first capture as it compares and keeps of the second only what its
     requests are paired by (each recording read again when it pairs): the same results as holding both."""
-    from omproxy import storage
-    from omproxy.compare import Noise
-    from omproxy.verify import diff, pair, shape
+    from omproxy.cassette import storage
+    from omproxy.tools.compare import Noise
+    from omproxy.tools.verify import diff, pair, shape
 
     (tmp_path / "config.yaml").write_text(SECTIONS.format(queue="Elsewhere"))
     again = record_stories(tmp_path, tmp_path / "again.yaml")
@@ -294,9 +294,9 @@ async def test_a_story_that_fails_outright_raises_and_does_not_stall_the_reading
     window of recordings read ahead held by stories that died."""
     import asyncio
 
-    from omproxy.compare import Noise
     from omproxy.model import Recorded, Request, Response
-    from omproxy.verify import Verifier
+    from omproxy.tools.compare import Noise
+    from omproxy.tools.verify import Verifier
 
     monkeypatch.setattr(Verifier, "AHEAD", 1)
     answer = Response(200, b'{"statusCode":0}')

@@ -1,0 +1,560 @@
+"""The command line: argparse subcommands (each mode's flags come from `config.OPTIONS`), config
+resolution (defaults < config.yaml < flags, once), logging set-up and exit codes: 0 ok; 1 `decode`
+found anomalies; 2 a user error (one line on stderr). The server side (aiohttp) is imported only
+when serving: `--help` and `decode` stay quick."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from omproxy import __version__
+from omproxy.config.file import load
+from omproxy.config.options import OPTIONS, Config, LogFormat, Mode
+from omproxy.errors import ConfigError, UsageError
+from omproxy.exchange import Outcome
+from omproxy.gms import formcodec
+from omproxy.gms import vocabulary as gms
+from omproxy.model import Request, headers_of
+
+if TYPE_CHECKING:
+    from omproxy.model import Recorded
+    from omproxy.redaction import Redactor
+    from omproxy.serve.observers.accesslog import Write
+
+log = logging.getLogger("omproxy")
+DEFAULT_CONFIG = Path("config.yaml")
+
+MODES = {
+    Mode.SIMULATE: "serve a stateful GMS Open Media simulator",
+    Mode.RECORD: "forward to GMS and record every exchange into a cassette",
+    Mode.PASSTHROUGH: "forward to GMS and log decoded bodies; record nothing",
+    Mode.REPLAY: "serve recorded answers offline; the simulator answers what was not recorded",
+    Mode.AUTO: "replay what was recorded; forward and record the rest (used-up recordings too)",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _flag_type(option: Any) -> Any:
+    """The option's own checker as an argparse type: one rule for the file and the flag."""
+    def convert(value: str) -> Any:
+        try:
+            return option.check(option.flag, value)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(e.message.split(": ", 1)[1]) from None
+    convert.__name__ = option.key  # argparse names the type in its message
+    return convert
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="omproxy", description="Record, replay and explain Genesys Mobile Services "
+                    "Open Media traffic.", formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
+  omproxy record                                  # record through the built-in simulator (config.yaml)
+  omproxy record --upstream http://gms.example:8080 --cassette cassettes/prod.yaml
+  omproxy replay --cassette cassettes/ --fallback none
+  omproxy decode 'reason%3DRSN-123' --path /genesys/2/openmedia/svc/ID/stop
+  omproxy verify --upstream http://staging-gms:8080 --report verify.xml
+  omproxy lint cassettes/ && omproxy inspect cassettes/customer-support.yaml
+
+Settings: ./config.yaml (every key commented), overridden by flags. Exit status: 0 ok,
+1 decode or lint found something, or verify or diff a difference; 2 a usage, config or cassette error.""")
+    parser.add_argument("--version", action="version", version=f"omproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
+    for mode, help in MODES.items():
+        p = sub.add_parser(mode.value, help=help, description=help)
+        p.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
+        for option in OPTIONS:
+            if option.flag and mode in option.modes:
+                p.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
+                               metavar=option.attr.upper())
+        p.add_argument("-v", "--verbose", action="count", default=None,
+                       help="-v adds headers to each log line; -vv logs at DEBUG")
+        p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
+
+    d = sub.add_parser("decode", help="decode a form body and explain its encoding mistakes",
+                       description="Decode an application/x-www-form-urlencoded body, show it readably "
+                       "and name every encoding anomaly. Exit 0 when clean, 1 when there are findings.")
+    d.add_argument("body", nargs="?", default="-", help="the body as sent on the wire, or - for stdin")
+    d.add_argument("--path", help="the request path, to check parameters against the Open Media operation")
+    d.add_argument("--content-type", default=formcodec.FORM_TYPE, help="the request's Content-Type")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+
+    v = sub.add_parser("verify", help="re-send recorded requests to a GMS and report what answers differently",
+                       description="Re-send every recorded request to a live GMS (a URL, or builtin for the "
+                       "simulator), translating interaction ids, and compare each answer with the recorded one, "
+                       "ignoring ids, timestamps and sequence numbers. Exit 0 when nothing differs, 1 when "
+                       "something does, 2 on a usage error.")
+    v.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
+    for option in OPTIONS:
+        if option.flag and option.key in ("cassette", "upstream", "upstream_timeout", "max_response_body"):
+            v.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
+                           metavar=option.attr.upper())
+    v.add_argument("--concurrency", type=_positive(int), default=1,
+                   help="interactions verified at once; each interaction's requests stay in order (default 1)")
+    v.add_argument("--speed", type=_positive(float, zero=True), default=0.0,
+                   help="keep the recorded gaps between requests divided by X (default 0: as fast as answers come)")
+    v.add_argument("--learn-noise", action="store_true",
+                   help="first create each service's interaction twice and ignore the fields that differ")
+    v.add_argument("--report", type=Path, help="also write the results as JUnit XML to this file")
+    v.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    f = sub.add_parser("diff", help="compare two recordings of the same story",
+                       description="Pair the interactions of two cassettes by order and request (ids "
+                       "translated) and report the answers that differ, as verify does. Exit 0 when nothing "
+                       "differs, 1 when something does, 2 on a usage error.")
+    f.add_argument("first", type=Path, help="the earlier recording")
+    f.add_argument("second", type=Path, help="the later one (another GMS, another configuration)")
+    f.add_argument("--config", type=Path, help="config file, for verify.ignore (default: ./config.yaml)")
+    f.add_argument("--report", type=Path, help="also write the results as JUnit XML to this file")
+    f.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    lint = sub.add_parser("lint", help="find what is wrong in cassettes: encoding, ids, failures, secrets",
+                          description="Check every recorded exchange: the decoder's findings, Open Media "
+                          "parameters, ids that break GMS's pattern, answers recorded while GMS was failing, "
+                          "secrets redaction missed (keys named, never values), duplicates and, given a journal, "
+                          "recordings never played. Exit 0 when clean, 1 when anything is found, 2 on a usage "
+                          "error.")
+    lint.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
+    lint.add_argument("--journal", type=Path, help="the JSON of GET /_omproxy/journal or /_omproxy/cassettes")
+    lint.add_argument("--json", action="store_true", help="print one JSON object a finding, a line each")
+
+    show = sub.add_parser("inspect", help="list a cassette's interactions as a table",
+                          description="One row per recorded interaction: index, time, operation, service, "
+                          "interaction id, user data, HTTP status, GMS statusCode, duration. Several cassettes "
+                          "(or a folder): a table each, under its file's name.")
+    show.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
+    show.add_argument("--operation", choices=("create", "get", "update", "stop"), help="only this operation")
+    show.add_argument("--service", help="only this service")
+    show.add_argument("--id", help="only this interaction id")
+    show.add_argument("--status", type=int, help="only this HTTP status")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    out = sub.add_parser("export", help="write a cassette as a VCR.py cassette or a HAR 1.2 file",
+                         description="Write a cassette (file, folder or template) in another tool's format: "
+                         "vcr (VCR.py replays it with its default matchers) or har (HAR 1.2: browsers' developer "
+                         "tools, mitmproxy).")
+    out.add_argument("cassette", help="a cassette file, a folder of them, or a {service} template")
+    out.add_argument("--format", choices=("vcr", "har"), required=True, help="vcr or har")
+    out.add_argument("--base-url", default="http://localhost:8080",
+                     help="the GMS base URL the requests go to (default http://localhost:8080)")
+    out.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
+
+    into = sub.add_parser("import", help="turn a VCR.py cassette or a HAR file into an omproxy cassette",
+                          description="Read a VCR.py cassette or a HAR 1.2 capture (browser, mitmproxy, "
+                          "Charles) and write an omproxy cassette: form bodies decoded, base64 content honoured, "
+                          "redaction of config.yaml applied.")
+    into.add_argument("file", type=Path, help="the VCR.py cassette (.yaml) or HAR (.har, .json)")
+    into.add_argument("--from", dest="source", choices=("vcr", "har"), help="its format (default: by its name)")
+    into.add_argument("--all", action="store_true", help="HAR: every entry, not only those under /genesys/")
+    into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
+    into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+
+    tools = sub.add_parser("cassette", help="work on cassette files: merge")
+    tool = tools.add_subparsers(dest="tool", metavar="TOOL", parser_class=Parser, required=True)
+    merge = tool.add_parser("merge", help="merge cassettes by recorded_at, each file's order kept",
+                            description="Merge cassettes (say, one per omproxy instance) into one, ordered by "
+                            "recorded_at, keeping the order within each file. The output is written atomically.")
+    merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE")
+    merge.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+    pull = tool.add_parser("pull", help="write what instances recorded into a shared state into cassettes",
+                           description="Append what every omproxy recording with --state recorded since the "
+                           "last pull into one cassette (or one per service), in arrival order. Pulling twice "
+                           "writes nothing twice.")
+    pull.add_argument("--state", required=True, help="the Redis URL the instances recorded into")
+    pull.add_argument("-o", "--output", type=Path, required=True, help="the cassette (or, split, the folder)")
+    pull.add_argument("--split-by", choices=("service",), help="one cassette per service, in the output folder")
+    pull.add_argument("--state-namespace", default="omproxy", help="the cluster's state_namespace (default omproxy)")
+    return parser
+
+
+def run_cassette(args: argparse.Namespace) -> int:
+    import heapq
+
+    if args.tool == "pull":
+        from omproxy.state.redis import pull
+
+        written, files = pull(args.state, args.output, args.split_by == "service", args.state_namespace)
+        print(f"pulled {written} interactions into {files} cassette(s) at {args.output}", file=sys.stderr)
+        return 0
+
+    from omproxy.cassette import storage
+
+    streams = [storage.stream(p) for p in args.cassettes]  # each read as it is merged: never held whole
+    merged = heapq.merge(*streams, key=lambda r: r.recorded_at)  # each file's own order is kept
+    count = _save(args.output, merged, None)
+    print(f"merged {count} interactions from {len(streams)} cassettes into {args.output}", file=sys.stderr)
+    return 0
+
+
+def _save(output: Path, recorded: Iterable[Recorded], redactor: Redactor | None) -> int:
+    """Recorded interactions written as one cassette, an entry at a time as they come, redacted on the
+    way when asked; atomically (a failure on the way leaves `output` as it was)."""
+    from omproxy.cassette import entry as cassette
+    from omproxy.cassette import storage, yamlformat
+
+    count = 0
+
+    def entries() -> Iterator[bytes]:
+        nonlocal count
+        yield yamlformat.HEADER.encode()
+        for r in recorded:
+            yield yamlformat.dump_entry(cassette.to_entry(redactor.request(r.request) if redactor else r.request,
+                                                          redactor.response(r.response) if redactor else r.response,
+                                                          r.duration_ms, r.recorded_at or None))
+            count += 1
+
+    try:
+        storage.write_atomically(output, entries())
+    except OSError as e:
+        raise UsageError(f"{output}: cannot write it: {e.strerror or e}") from None
+    return count
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Read a cassette as it is written out (a capture of any size: never held whole); the output is
+    written atomically, so a failure (a broken entry, a full disk) leaves no half-written file."""
+    from omproxy.cassette import interchange, storage
+
+    paths = storage.files_of(storage.Template(args.cassette), must_exist=True)
+    count = 0
+
+    def recorded() -> Iterator[Recorded]:
+        nonlocal count
+        for path in paths:
+            for rec in storage.stream(path):
+                count += 1
+                yield rec
+
+    text = (interchange.har_text if args.format == "har" else interchange.vcr_text)(recorded(), args.base_url)
+    try:
+        storage.write_atomically(args.output, (part.encode("utf-8") for part in text))
+    except OSError as e:
+        raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
+    print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from omproxy import yamlsafe
+    from omproxy.cassette import interchange
+    from omproxy.redaction import Redactor
+
+    config = resolve(args)
+    source = args.source or ("har" if args.file.suffix.lower() in (".har", ".json") else "vcr")
+    try:
+        raw = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{args.file}: cannot read it: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(raw) if source == "har" else yamlsafe.load(raw)
+    except Exception as e:  # JSON or YAML: either way one line, never a traceback
+        raise UsageError(f"{args.file}: not valid {'JSON' if source == 'har' else 'YAML'}: {e}") from None
+    name = str(args.file)
+    recorded = (interchange.from_har(data, name, everything=args.all) if source == "har"
+                else interchange.from_vcr(data, name))
+    count = _save(args.output, recorded, Redactor(config.redact))
+    print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_lint(args: argparse.Namespace) -> int:
+    from omproxy.cassette import storage
+    from omproxy.tools import lint
+
+    played = None
+    if args.journal is not None:
+        try:
+            played = lint.played_in(json.loads(args.journal.read_bytes()))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{args.journal}: cannot read the journal: {getattr(e, 'strerror', None) or e}") from None
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    torn: list[tuple[str, dict[str, Any]]] = []  # a torn last entry is a finding too
+
+    def read(path: Path) -> Iterator[Recorded]:  # as it is checked: never held whole
+        return storage.stream(path, lambda report: torn.append(lint.torn_tail(str(path), report)))
+
+    recorded = (r for path in paths for r in read(path))
+    found = 0
+    for problem in lint.lint(recorded, played):
+        found += 1
+        print(json.dumps(problem.as_dict(), ensure_ascii=False) if args.json else problem.line())
+    for line, as_json in torn:
+        found += 1
+        print(json.dumps(as_json, ensure_ascii=False) if args.json else line)
+    if not args.json:
+        print(f"lint: {found} finding{'' if found == 1 else 's'}", file=sys.stderr)
+    return 1 if found else 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from omproxy.cassette import storage
+    from omproxy.tools import inspect as listing
+
+    filters = listing.Filters(args.operation, args.service, args.id, args.status)
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    for n, path in enumerate(paths):
+        if len(paths) > 1 and not args.json:  # JSON rows name their cassette
+            print(("\n" if n else "") + str(path))
+        for line in listing.lines(storage.stream(path), filters, args.json):
+            print(line, flush=False)
+    return 0
+
+
+def _positive(kind: type[int] | type[float], zero: bool = False) -> Any:
+    def convert(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {value!r}") from None
+        if number < 0 or (number == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be more than 0{' or 0' if zero else ''}, not {value}")
+        return number
+    return convert
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    if path is not None and not path.is_file():
+        raise UsageError(f"{path}: config file not found")
+    overrides = {o.attr: getattr(args, o.attr, None) for o in OPTIONS if o.flag}
+    overrides["verbose"] = getattr(args, "verbose", None)
+    return load(path, overrides)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                                "level": record.levelname.lower(), "logger": record.name}
+        entry = getattr(record, "entry", None)
+        data.update(entry if isinstance(entry, dict) else {"message": record.getMessage()})
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines written in batches — every FLUSH_EVERY seconds, or at once when BATCH lines are waiting —
+    in one write, rather than one write and flush each: under load the log costs a fraction. An
+    access line is kept as its parts and its time, and formatted with its batch. Outside a running
+    loop (start-up, shutdown) a line is written at once; `flush` (logging.shutdown at a clean stop, a
+    second signal) writes whatever is pending. A process killed outright loses at most the last
+    FLUSH_EVERY seconds of log lines (never a cassette entry: those are fsync'd before the answer)."""
+
+    FLUSH_EVERY = 0.1
+    BATCH = 512
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.pending: list[str | tuple[float, int, str, float, str]] = []
+        self.second, self.stamp = 0, ""
+        self.millis, self.level, self.start = 0, 0, ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._add(line)
+
+    def access(self, level: int, when: float, before: str, duration_ms: float, after: str) -> None:
+        """An access line without a LogRecord, in the text format's `asctime levelname message`:
+        the one line every request writes costs a fraction of what `logging` would."""
+        self._add((when, level, before, duration_ms, after))
+
+    def _add(self, line: str | tuple[float, int, str, float, str]) -> None:
+        pending = self.pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_EVERY, self.flush)
+            except RuntimeError:
+                self.flush()
+        elif len(pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            lines, self.pending = self.pending, []
+            self.stream.write("\n".join(line if isinstance(line, str) else self._text(*line) for line in lines) + "\n")
+        self.stream.flush()
+
+    def _text(self, when: float, level: int, before: str, duration_ms: float, after: str) -> str:
+        millis = int(when * 1000)
+        if millis != self.millis or level != self.level:  # the lines of one millisecond share their start
+            second = millis // 1000
+            if second != self.second:
+                self.second, self.stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self.millis, self.level = millis, level
+            self.start = f"{self.stamp},{millis % 1000:03d} {_LEVELS[level]} "
+        return f"{self.start}{before}{duration_ms:.1f}ms{after}"
+
+
+_LEVELS = {level: logging.getLevelName(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING,
+                                                            logging.ERROR, logging.CRITICAL)}
+
+
+def setup_logging(config: Config) -> Write | None:
+    """Configure omproxy's log; for the text format, the handler's direct access-line writer."""
+    handler = BatchingHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.log_format is LogFormat.JSON
+                         else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # What a record costs beyond its message: the caller's frame, thread and process (the logging
+    # HOWTO's "Optimization"); omproxy's lines name none of them.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    root = logging.getLogger("omproxy")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if (config.verbose or 0) > 1 else logging.INFO)
+    root.propagate = False
+    return handler.access if config.log_format is LogFormat.TEXT else None
+
+
+SUMMARY: dict[Mode, tuple[Outcome, ...]] = {
+    Mode.SIMULATE: (Outcome.SIMULATED,),
+    Mode.PASSTHROUGH: (Outcome.FORWARDED, Outcome.FAILED_UPSTREAM),
+    Mode.RECORD: (Outcome.FORWARDED, Outcome.RECORDED, Outcome.FAILED_UPSTREAM),
+    Mode.REPLAY: (Outcome.FROM_CASSETTE, Outcome.SIMULATED, Outcome.MISSED, Outcome.NEVER_PLAYED),
+    Mode.AUTO: (Outcome.FROM_CASSETTE, Outcome.FORWARDED, Outcome.RECORDED, Outcome.FAILED_UPSTREAM,
+                Outcome.NEVER_PLAYED),
+}
+
+
+def summary(counts: dict[Outcome, int], mode: Mode) -> str:
+    extra = [o for o, n in counts.items() if n and o not in SUMMARY[mode]]  # e.g. "write failed"
+    return "summary: " + ", ".join(f"{o.value} {counts.get(o, 0)}" for o in (*SUMMARY[mode], *extra))
+
+
+def startup_line(config: Config, mode: Mode) -> str:
+    """What this run will do, in one line (credentials in the upstream URL are not shown)."""
+    upstream = config.upstream
+    if "@" in upstream:
+        scheme, _, rest = upstream.partition("://")
+        upstream = f"{scheme}://{rest.rpartition('@')[2]}"
+    parts = [f"mode {mode.value}", f"config {config.source}"]
+    if mode in (Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO):
+        parts.append(f"upstream {upstream}")
+    if mode in (Mode.RECORD, Mode.AUTO):
+        parts.append(f"recording to {config.cassette}")
+    if mode in (Mode.REPLAY, Mode.AUTO):
+        parts.append(f"replaying {config.cassette}")
+    if mode is Mode.REPLAY:
+        parts.append(f"fallback {config.fallback.value}, repeat {config.repeat.value}")
+    return "; ".join(parts)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    from omproxy.serve import process
+
+    config = resolve(args)
+    mode = Mode(args.command)
+    access = setup_logging(config)
+    if config.workers > 1 and not args.worker:  # a worker never supervises: no process tree grows
+        from omproxy.serve import workers as supervisor
+
+        return supervisor.run(args.argv, config, mode, startup_line(config, mode), summary)
+    return process.run(config, mode, startup_line(config, mode), summary, access, worker=args.worker)
+
+
+def decode_input(args: argparse.Namespace) -> bytes:
+    if args.body != "-":
+        return os.fsencode(args.body)  # the argument's bytes as given, whatever the locale
+    if sys.stdin.isatty():
+        raise UsageError("give the body as an argument, or pipe it in: omproxy decode - < body.txt")
+    return sys.stdin.buffer.read().rstrip(b"\r\n")
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    body = decode_input(args)
+    req = Request("POST", args.path or "", "", headers_of({"Content-Type": args.content_type}), body)
+    findings = list(req.findings) + gms.path_findings(args.path or "")
+    op = req.operation
+    fixed = formcodec.repaired(req.form)
+    if args.json:
+        print(json.dumps({"operation": op.__dict__ if op else None, "fields": [list(f) for f in req.form.fields],
+                          "form": req.form.view(), "findings": [f.as_dict() for f in findings],
+                          "repaired": fixed.text if fixed else None,
+                          "unrepairable": fixed.reason if fixed and fixed.text is None else None},
+                         ensure_ascii=False, indent=2))
+        return 1 if findings else 0
+    if op:
+        print(f"operation: {op.kind} on service '{op.service}'" + (f", id {op.id}" if op.id else ""))
+    print(f"fields ({len(req.form.fields)}, charset {req.form.charset}):")
+    for key, value in req.form.fields:
+        print(f"  {key} = {value!r}")
+    if not req.form.not_form:
+        print("form:")
+        for line in json.dumps(req.form.view(), ensure_ascii=False, indent=2).splitlines():
+            print(f"  {line}")
+    if not findings:
+        print("findings: none — the body is cleanly encoded")
+        return 0
+    print(f"findings ({len(findings)}):")
+    for f in findings:
+        print(f"  {f.kind}: {f.message}")
+        if f.fragment:
+            print(f"    in: {f.fragment}")
+    if fixed is not None and fixed.text is not None:
+        print(f"correctly encoded, the body would read:\n  {fixed.text}")
+    elif fixed is not None:
+        print(f"no repair: {fixed.reason}")
+    return 1
+
+
+def run_holding(args: argparse.Namespace) -> int:
+    """The commands that hold much until they are done — diff a capture's request shapes and every
+    result, import a whole imported file — run with the cyclic GC off: it would walk all of that over
+    and over (two 100,000-interaction captures: diff 35.7 -> 33.8 s). Those that hold little (export,
+    lint, inspect, cassette merge, verify's window) keep it."""
+    from omproxy.cassette import storage
+
+    with storage.no_gc():
+        if args.command == "diff":
+            from omproxy.tools import regression
+
+            return regression.run(args, resolve(args))
+        return run_import(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # what `--workers N` runs again in each worker
+    try:
+        if args.command == "decode":
+            return run_decode(args)
+        if args.command == "export":
+            return run_export(args)
+        if args.command == "lint":
+            return run_lint(args)
+        if args.command == "cassette":
+            return run_cassette(args)
+        if args.command in ("import", "diff"):
+            return run_holding(args)
+        if args.command == "inspect":
+            return run_inspect(args)
+        if args.command == "verify":
+            from omproxy.tools import regression
+
+            return regression.run(args, resolve(args))
+        return run_server(args)
+    except UsageError as e:
+        print(f"omproxy {args.command}: error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `omproxy inspect big.yaml | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

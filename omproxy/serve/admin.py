@@ -1,0 +1,172 @@
+"""The admin API under /_omproxy/: never forwarded, recorded, matched or journaled; a thin view of the
+Runtime, answered by the pipeline before any responder (pure: any server front serves it).
+With `admin.token` set, every call but health needs `Authorization: Bearer TOKEN`. A call that
+changes state needs a JSON Content-Type or an X-Omproxy-Admin header, which a cross-site HTML form
+cannot send."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from omproxy import __version__
+from omproxy.cassette import entry as cassette_entry
+from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
+from omproxy.gms import vocabulary as gms
+from omproxy.gms.formcodec import media_type_of
+from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
+from omproxy.serve.observers import entry, inspector
+
+if TYPE_CHECKING:
+    from omproxy.serve.runtime import Runtime
+
+PREFIX = "/_omproxy/"
+
+
+def compact(data: Any, status: int = 200, **headers: str) -> Response:
+    """JSON as GMS writes it: no spaces (so `grep '"status":"ok"'` works)."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
+    return Response.json(status, body, Source.OMPROXY, **headers)
+
+
+class AdminNotFound(OmproxyError):
+    status = 404
+    code = "admin-not-found"
+    gms_code = gms.UNKNOWN_OPERATION
+
+
+class AdminMethod(OmproxyError):
+    status = 405
+    code = "method-not-allowed"
+    gms_code = gms.UNKNOWN_OPERATION
+
+
+class Admin:
+    """The responder for /_omproxy/...; errors are raised into the error tree like any other."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.endpoints: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "health": ("GET", self.health), "journal": ("GET", self.journal),
+            "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics),
+            "ui": ("GET", self.ui), "events": ("GET", self.events), "exchange": ("GET", self.exchange),
+            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode)}
+
+    async def __call__(self, req: Request) -> Response:
+        name = req.path[len(PREFIX):]
+        found = self.endpoints.get(name)
+        if found is None:
+            raise AdminNotFound(f"no admin endpoint {req.method} {req.path}; see {PREFIX}health, journal, "
+                                "cassettes, reset, metrics, ui")
+        method, endpoint = found
+        if req.method != method and not (method == "GET" and req.method == "HEAD" and name == "health"):
+            raise AdminMethod(f"{PREFIX}{name} takes {method}, not {req.method}")
+        if name != "health":
+            self.guard(req, changes=name == "reset")
+        return await endpoint(req)
+
+    def guard(self, req: Request, *, changes: bool) -> None:
+        token = self.rt.config.admin_token
+        if token is not None:
+            given = req.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") and req.method == "GET":  # the inspector page: ?token=
+                given = "Bearer " + dict(parse_qsl(req.query)).get("token", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise AdminRefused("the admin API needs 'Authorization: Bearer <admin.token>'")
+        json_type = media_type_of(req.headers.get("Content-Type")) == "application/json"
+        if changes and not (json_type or "X-Omproxy-Admin" in req.headers):
+            raise AdminRefused("a call that changes state needs Content-Type: application/json or an "
+                               "X-Omproxy-Admin header (so that no web page's form can send it)", 403)
+
+    async def health(self, req: Request) -> Response:
+        return compact({"status": "ok", "mode": self.rt.mode.value, "version": __version__})
+
+    async def journal(self, req: Request) -> Response:
+        """?session=NAME keeps one session's exchanges (and counts them); ?limit=N the last N."""
+        query = dict(parse_qsl(req.query, keep_blank_values=True))
+        journal = self.rt.journal
+        session = query.get("session")
+        kept = journal.of_session(session) if session is not None else list(journal.entries)
+        raw = query.get("limit", str(len(kept)))
+        if not raw.isdigit():
+            raise RequestRefused(f"limit must be a whole number of 0 or more, not {raw!r}")
+        kept = kept[len(kept) - int(raw):] if int(raw) else []
+        counts: dict[str, int] = {}
+        shared = getattr(self.rt.state, "counts", None)  # several instances: the cluster's counts
+        if session is None and shared is not None:
+            counts = await shared()
+        elif session is None:
+            counts = {o.value: n for o, n in journal.counts.items()}
+        else:
+            for ex in journal.of_session(session):
+                for o in ex.counts():
+                    counts[o.value] = counts.get(o.value, 0) + 1
+        entries = [entry(ex, self.rt.redactor, self.rt.config.verbose) for ex in kept]
+        return compact({"entries": entries, "counts": counts})
+
+    async def cassettes(self, req: Request) -> Response:
+        playback = self.rt.playback
+        return compact({"cassettes": playback.report(await self.rt.state.played()) if playback else []})
+
+    async def metrics(self, req: Request) -> Response:
+        """The Prometheus text format (with the `metrics` extra installed)."""
+        if self.rt.metrics is None:
+            raise AdminNotFound(f"{PREFIX}metrics needs the prometheus-client package: pip install "
+                                "'omproxy[metrics]'")
+        body, content_type = self.rt.metrics.exposition()
+        return Response(200, body, headers_of({"Content-Type": content_type}), Source.OMPROXY)
+
+    # ---- the web inspector (`inspector`, and the page `inspector.html`) ----------------------------
+    async def ui(self, req: Request) -> Response:
+        page = resources.files("omproxy.serve.observers").joinpath("inspector.html").read_bytes()
+        policy = "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+        return Response(200, page, headers_of({"Content-Type": "text/html; charset=utf-8",
+                                                "Content-Security-Policy": policy}), Source.OMPROXY)
+
+    async def events(self, req: Request) -> Response:
+        return Response(200, b"", headers_of({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}),
+                        Source.OMPROXY, stream=self.rt.live.stream())
+
+    async def exchange(self, req: Request) -> Response:
+        raw = dict(parse_qsl(req.query)).get("id", "")
+        found = self.rt.live.exchange(int(raw)) if raw.isdigit() else None
+        if found is None:
+            raise AdminNotFound(f"no exchange {raw!r} among the last {inspector.KEEP}")
+        return compact(found)
+
+    async def cassette(self, req: Request) -> Response:
+        """?file=PATH: its interactions as rows; &index=N: that one in detail."""
+        query = dict(parse_qsl(req.query))
+        playback = self.rt.playback
+        found = next((c for c in playback.cassettes if c.path == query.get("file")), None) if playback else None
+        if playback is None or found is None:
+            raise AdminNotFound(f"no loaded cassette {query.get('file')!r}; GET {PREFIX}cassettes lists them")
+        played = await self.rt.state.played()
+        if query.get("index", "").isdigit() and int(query["index"]) < len(found.interactions):
+            rec = found.interactions[int(query["index"])]
+            return compact(inspector.recorded(rec, self.rt.redactor, (rec.cassette, rec.index) in played))
+        rows = [{**cassette_entry.row(self._shown(r)), "played": (r.cassette, r.index) in played}
+                for r in found.interactions[:5000]]
+        return compact({"cassette": found.path, "interactions": rows})
+
+    def _shown(self, rec: Recorded) -> Recorded:
+        return replace(rec, request=self.rt.redactor.request(rec.request))
+
+    async def decode(self, req: Request) -> Response:
+        try:
+            data = json.loads(req.body or b"{}")
+            body = str(data.get("body", "")).encode("utf-8")
+        except (ValueError, AttributeError):
+            raise RequestRefused('send {"body": "...", "path": "...", "content_type": "..."} as JSON') from None
+        return compact(inspector.decode_box(body, str(data.get("path") or ""), data.get("content_type")))
+
+    async def reset(self, req: Request) -> Response:
+        session = req.session if req.session or SESSION_HEADER in req.headers else None  # None: every session
+        await self.rt.state.reset(session)
+        self.rt.journal.clear(session)
+        return compact({"status": "reset", "session": session})

@@ -85,7 +85,7 @@ async def test_access_lines_are_written_in_batches_in_the_text_format() -> None:
     import re
     import time
 
-    from omproxy.cli import BatchingHandler
+    from omproxy.cli.logs import BatchingHandler
 
     stream = io.StringIO()
     handler = BatchingHandler(stream)
@@ -130,13 +130,13 @@ def test_an_access_line_shows_its_own_answer_and_never_a_secret() -> None:
 def test_durations_are_counted_in_the_buckets_prometheus_reads() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from omproxy.serve.observers.metrics import Collected, Timings
+    from omproxy.serve.observers.metrics import Timings, TimingsCollector
 
     timings = Timings("omproxy_upstream_seconds", "Time to the upstream GMS's answer")
     for seconds in (0.001, 0.005, 0.0051, 0.3, 20.0):  # a bound belongs to its bucket (le: <=)
         timings.observe(seconds)
     registry = CollectorRegistry()
-    registry.register(Collected([timings]))
+    registry.register(TimingsCollector([timings]))
     text = generate_latest(registry).decode()
     assert 'omproxy_upstream_seconds_bucket{le="0.005"} 2.0' in text
     assert 'omproxy_upstream_seconds_bucket{le="0.01"} 3.0' in text

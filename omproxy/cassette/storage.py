@@ -5,6 +5,10 @@ template), loading them (a torn last entry dropped and reported), the safe appen
 Appending: an entry is on disk (fsync'd) before its client gets an answer; concurrent entries are
 group-committed in one write; an flock lets two processes record into one file; a failed write is
 truncated back, so the file is exactly as it was; every append starts from a whole entry.
+
+Why one module of ~560 lines: the reader and the writer share the rule for a torn last entry and the
+layout of an entry in the file (where it starts, how it ends); kept side by side until that rule is
+one function both call.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ def load(path: Path, *, lazy: bool = False) -> Cassette:
     """Load and validate a cassette. A torn last entry (no final newline, or an entry omproxy wrote
     that lacks what it writes last) is dropped and reported in `dropped`; any other broken entry is
     refused with file:line. `lazy` (replay): a file in omproxy's layout keeps its answers on disk, each
-    read when first asked for (`Later`), checked against what was loaded."""
+    read when first asked for (`AnswerOnDisk`), checked against what was loaded."""
     name = str(path)
     try:
         raw = path.read_bytes()
@@ -202,7 +206,7 @@ def _on_disk(located: list[Any], name: str, path: Path, entries: list[Any] | Non
         if not (type(line) is int and type(start) is int and type(end) is int and type(crc) is int):
             raise ValueError("not where an entry is")
         out.append(cassette.from_entry(entries[i] if entries is not None else e, name, i, line,
-                                       Later(path, name, i, line, start, end, crc)))
+                                       AnswerOnDisk(path, name, i, line, start, end, crc)))
     return out
 
 
@@ -212,7 +216,7 @@ def _in_layout(raw: bytes, starts: list[int]) -> bool:
     return raw.startswith(header) and bool(starts) and starts[0] == len(header) and raw.endswith(b"\n")
 
 
-class Later:
+class AnswerOnDisk:
     """An answer left on disk: read from its entry's bytes when first played, and believed only if
     those bytes are still the ones loaded (a cassette changed while omproxy runs is said, not served)."""
 
@@ -252,10 +256,10 @@ BATCH = 250  # entries composed at a time: the YAML node graph of a big capture 
 def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool = False,
              key: str | None = None) -> tuple[list[Any], bool]:
     """The entries of a cassette, and whether each was read alone by the quick reader (so it can be
-    read again alone: see `Later`): remembered by content (`indexcache`), else parsed a batch of
+    read again alone: see `AnswerOnDisk`): remembered by content (`indexcache`), else parsed a batch of
     entries at a time when the file has omproxy's layout, else as one document (hand-written files,
     anchors across entries; and the precise file:line of any problem). `lazy`: entries read alone are
-    remembered by `_records`, with where each is (`Later` reads and checks their answers whole)."""
+    remembered by `_records`, with where each is (`AnswerOnDisk` reads and checks their answers whole)."""
     remembered = indexcache.get(key, lazy)
     if remembered is not None:
         return remembered
@@ -300,7 +304,7 @@ def stream(path: Path, torn: Callable[[str], None] | None = None) -> Iterator[Re
 
 
 def _placed(path: Path, torn: Callable[[str], None] | None = None, *,
-            locate: bool = True) -> Iterator[tuple[Recorded, Later | None]]:
+            locate: bool = True) -> Iterator[tuple[Recorded, AnswerOnDisk | None]]:
     """`stream`, each recording with where its entry is in the file (with `locate`; None from a file
     loaded whole)."""
     name = str(path)
@@ -331,8 +335,8 @@ def _placed(path: Path, torn: Callable[[str], None] | None = None, *,
                         parsed = quick or yamlformat.parse_entries(text, name)
                         bounds, view = [*mine, whole], memoryview(chunk)
                         for entry, first, start, end in zip(parsed, firsts, bounds[:-1], bounds[1:], strict=True):
-                            # where it is, for an entry the quick reader can read again alone (`Later`)
-                            at = Later(path, name, done, first, offset + start, offset + end,
+                            # where it is, for an entry the quick reader can read again alone (`AnswerOnDisk`)
+                            at = AnswerOnDisk(path, name, done, first, offset + start, offset + end,
                                        zlib.crc32(view[start:end])) if locate and quick else None
                             yield cassette.from_entry(entry, name, done, first), at
                             done += 1

@@ -5,6 +5,9 @@ Pure and generic: it knows nothing of GMS operations (that is `gms`) and never r
 Defined behaviour for bad input: an invalid `%` escape is kept literally (`%zz` stays `%zz`); bytes
 that are not valid in the charset decode to U+FFFD. Both are reported as findings; the raw bytes are
 always kept by the caller, so nothing is lost.
+
+One job, ~410 lines: the decoder, its findings and the repair belong together (a finding is what
+the repair fixes); property-tested as one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Named matchers, the lookup index and the near-miss report. Pure.
+"""RecordingRef matchers, the lookup index and the near-miss report. Pure.
 
 A request's key is one value per matcher in `match.on` (+ named headers). The form is compared as
 a multiset of decoded (key, value) pairs, so parameter order, `%5B` versus `[`, `+` versus `%20`
@@ -54,7 +54,7 @@ def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(f for f in req.query_form.exact if f[0] not in ignore))
 
 
-# Each matcher: the request's view of it, given the keys to ignore. Named in `config.MATCHERS`.
+# Each matcher: the request's view of it, given the keys to ignore. RecordingRef in `config.MATCHERS`.
 VIEWS: dict[str, Callable[[Request, frozenset[str]], Any]] = {
     "method": lambda req, ignore: req.method.upper(),
     "path": lambda req, ignore: unquote(req.path),

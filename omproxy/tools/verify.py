@@ -40,7 +40,7 @@ class Verdict(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Named:
+class RecordingRef:
     """What a result says of its recording — where it is and what it asked — without holding it (a
     capture's results outlive its recordings)."""
 
@@ -50,7 +50,7 @@ class Named:
     name: str
 
     @classmethod
-    def of(cls, rec: Recorded) -> Named:
+    def of(cls, rec: Recorded) -> RecordingRef:
         op = rec.request.operation
         what = f"{op.kind}@{op.service}" if op else f"{rec.request.method} {rec.request.path}"
         return cls(rec.cassette, rec.index, rec.line, f"{rec.where} {what}")
@@ -58,7 +58,7 @@ class Named:
 
 @dataclass
 class Result:
-    recorded: Named
+    recorded: RecordingRef
     verdict: Verdict
     details: list[str] = field(default_factory=list)
 
@@ -187,19 +187,20 @@ class Verifier:
     async def step(self, rec: Recorded, broken: str | None) -> Result:
         hidden = masked(rec.request)
         if hidden:
-            return Result(Named.of(rec), Verdict.NOT_VERIFIABLE, [f"redacted {', '.join(dict.fromkeys(hidden))}"])
+            return Result(RecordingRef.of(rec), Verdict.NOT_VERIFIABLE,
+                          [f"redacted {', '.join(dict.fromkeys(hidden))}"])
         if broken is not None:
-            return Result(Named.of(rec), Verdict.NOT_VERIFIABLE,
+            return Result(RecordingRef.of(rec), Verdict.NOT_VERIFIABLE,
                           [f"its interaction's create ({broken}) was not verified"])
         try:
             answer = await self.send(rewrite(rec.request, self.ids))
         except OmproxyError as e:
-            return Result(Named.of(rec), Verdict.ERROR, [e.message])
+            return Result(RecordingRef.of(rec), Verdict.ERROR, [e.message])
         recorded = rec.read()
         self.ids.learn(recorded, answer, rec.request.operation)  # ids are never masked
         live = self.redactor.response(answer)
         found = compare.differences(recorded, live, self.ids, self.noise)
-        return Result(Named.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found)
+        return Result(RecordingRef.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found)
 
     async def learn_noise(self, recorded: Iterable[Recorded]) -> list[str]:
         """Send each service's first recorded create twice, read both new interactions back, and
@@ -256,14 +257,14 @@ def pair(a: Iterable[Recorded], b: Iterable[tuple[Shape, Callable[[], Recorded]]
     for rec in a:
         waiting = unpaired.get(shape(rec, ids))
         if not waiting:
-            results.append(Result(Named.of(rec), Verdict.DIFFERS, ["only in the first recording"]))
+            results.append(Result(RecordingRef.of(rec), Verdict.DIFFERS, ["only in the first recording"]))
             continue
         other = waiting.pop()()
         mine, theirs = rec.read(), other.read()
         ids.learn(mine, theirs, rec.request.operation)
         found = compare.differences(mine, theirs, ids, noise)
-        results.append(Result(Named.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found))
-    only_b = [Result(Named.of(again()), Verdict.DIFFERS, ["only in the second recording"])
+        results.append(Result(RecordingRef.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found))
+    only_b = [Result(RecordingRef.of(again()), Verdict.DIFFERS, ["only in the second recording"])
               for queue in unpaired.values() for again in reversed(queue)]
     return results, only_b
 

@@ -39,7 +39,7 @@ class Metrics:
         # Requests are counted in a plain dict (a replayed request costs one dict update, not a
         # Counter's lock) and read by the registry when scraped, as a custom collector.
         self.requests: Counter[tuple[str, str, str, str]] = Counter()
-        self.registry.register(Requests(self))
+        self.registry.register(RequestCounts(self))
         self.misses = p.Counter("omproxy_replay_misses", "Requests no recording matched (answered by the simulator "
                                 "or a 404)", ["service"], registry=self.registry)
         self.findings = p.Counter("omproxy_encoding_findings", "Encoding findings on requests, by kind", ["kind"],
@@ -47,7 +47,7 @@ class Metrics:
         self.upstream = Timings("omproxy_upstream_seconds", "Time to the upstream GMS's answer")
         self.appends = Timings("omproxy_cassette_append_seconds", "Time to append one exchange to its cassette "
                                "(written and fsync'd)")
-        self.registry.register(Collected([self.upstream, self.appends]))
+        self.registry.register(TimingsCollector([self.upstream, self.appends]))
         self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
                                  registry=self.registry)
         self.services: set[str] = set()
@@ -91,7 +91,7 @@ class Metrics:
         return prometheus_client.generate_latest(self.registry), str(prometheus_client.CONTENT_TYPE_LATEST)
 
 
-class Requests:
+class RequestCounts:
     """The `omproxy_requests` counter family, read from `Metrics.requests` when scraped."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -109,7 +109,7 @@ class Requests:
 
 class Timings:
     """A histogram of durations as plain counts (an observation: a bisection and two additions, no
-    lock: omproxy observes on its event loop), read when scraped by `Collected`."""
+    lock: omproxy observes on its event loop), read when scraped by `TimingsCollector`."""
 
     def __init__(self, name: str, documentation: str) -> None:
         self.name, self.documentation = name, documentation
@@ -126,7 +126,7 @@ class Timings:
                                      buckets=list(zip(bounds, accumulate(self.counts), strict=True)))
 
 
-class Collected:
+class TimingsCollector:
     """Histograms kept as `Timings`, for the registry."""
 
     def __init__(self, timings: list[Timings]) -> None:

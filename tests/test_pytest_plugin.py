@@ -141,3 +141,10 @@ def test_two_xdist_workers(project) -> None:
     '''))
     project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=6)
 
+
+
+def test_the_readmes_plugin_example_passes_as_written(project) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    project.makepyfile(test_readme=example.replace('"cassettes/examples/reference-story.yaml"', repr(str(STORY))))
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -30,3 +30,15 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def omproxy_logging_restored() -> Iterator[None]:
+    """The command line's `main` configures the "omproxy" logger for its process (a handler on the
+    stderr of the moment); a test that calls it in process must not leave that to the tests after it."""
+    import logging
+
+    logger = logging.getLogger("omproxy")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -385,7 +385,7 @@ async def test_answers_with_other_header_lines_are_each_forwarded_with_their_own
     whose lines differ — a value, an encoding — is never sent another's."""
     from omproxy.serve.http import front as server
     from omproxy.serve.runtime import build_runtime
-    from tests.test_server import read_answer
+    from tests.serve.test_server import read_answer
 
     JSON_TYPE = b"Content-Type: application/json"
     _, url = await raw_upstream({

@@ -53,7 +53,7 @@ async def test_random_requests_never_500_and_all_are_recorded(aiohttp_client, tm
 async def test_random_requests_in_replay_never_500(aiohttp_client) -> None:
     from pathlib import Path
 
-    example = Path(__file__).parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+    example = Path(__file__).parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
     rnd = random.Random(28112026)
     for fallback in ("simulator", "none"):
         client = await aiohttp_client(build_app(Config(cassette=str(example), fallback=fallback), Mode.REPLAY))

@@ -25,7 +25,7 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are "
                                 "not installed; .ci/run installs them")
 SVC = "/genesys/2/openmedia/customer-support"
-STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 
 
 @pytest.fixture(scope="module")

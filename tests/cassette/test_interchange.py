@@ -13,7 +13,7 @@ from omproxy import yamlsafe
 from omproxy.cassette import interchange, storage
 from omproxy.cli import main
 
-STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 BASE_URL = "http://gms.example:8080"
 SVC = "/genesys/2/openmedia/customer-support"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

@@ -19,7 +19,7 @@ pytest.importorskip("redis", reason="the redis package (omproxy[redis]) is not i
 SERVER = shutil.which("redis-server")
 pytestmark = pytest.mark.skipif(SERVER is None, reason="redis-server (Debian package redis-server) is not "
                                 "installed; .ci/run installs it")
-STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 SVC = f"{BASE}/customer-support"
 CREATE = (b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
           b"&userData%5BKeyToDelete%5D=value+to+delete")

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-PACKAGE = Path(__file__).resolve().parent.parent / "omproxy"
+PACKAGE = Path(__file__).resolve().parent.parent.parent / "omproxy"
 ALLOWED = {
     "aiohttp": {"web", "ClientSession", "TCPConnector", "DummyCookieJar", "ClientTimeout", "ClientError",
                 "ServerTimeoutError", "ClientConnectorCertificateError", "ClientSSLError", "ClientConnectorError",

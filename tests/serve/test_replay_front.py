@@ -21,7 +21,7 @@ from omproxy.model import Request, Response, headers_of
 from omproxy.serve.http import front as server
 from omproxy.serve.runtime import build_runtime
 from tests.support import BASE, loop_turn
-from tests.test_server import read_answer
+from tests.serve.test_server import read_answer
 
 IID = "01QG0Q2S5S50G000"
 GET = f"{BASE}/customer-support/{IID}/get"

@@ -16,7 +16,7 @@ from omproxy.config.options import Config, Mode
 from omproxy.serve.http import front as server
 from omproxy.serve.runtime import build_runtime
 
-STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 
 BIG_REQUESTS = textwrap.dedent('''
     import asyncio, gc, json, sys, tracemalloc

@@ -9,8 +9,9 @@ thread with its own loop, so sync and async tests alike), one server per distinc
 for the whole session,
 and gives each test its own session (its node id, in the URL's path: `/_omproxy/session/<id>`), so
 playback positions and simulator state never leak between tests, in any order, under xdist too.
-`--omproxy-mode record --omproxy-upstream URL` re-records the same tests against a real GMS. In replay
-mode nothing leaves the machine. A miss with fallback none fails the test with the near-miss report;
+Record modes by pytest-recording's names (`--omproxy-mode`, or the marker's `mode=`): none (replay, the
+default: nothing leaves the machine), once, new_episodes, all, rewrite (the run's recordings replace
+the cassette when the run ends). A miss with fallback none fails the test with the near-miss report;
 the terminal summary says per cassette what was played, simulated, missed and never played."""
 
 from __future__ import annotations
@@ -36,13 +37,25 @@ from omproxy.serve.runtime import Runtime, build_runtime
 
 T = TypeVar("T")
 
-MODES = ("replay", "record", "auto", "passthrough")
+# Record modes by pytest-recording's names, and the command line's words for the same: a mode and
+# whether the run's recordings replace the cassette. `once` is decided per cassette (`_mode_of`).
+MODES: dict[str, tuple[Mode, bool]] = {
+    "none": (Mode.REPLAY, False), "replay": (Mode.REPLAY, False),
+    "new_episodes": (Mode.AUTO, False), "auto": (Mode.AUTO, False),
+    "all": (Mode.RECORD, False), "record": (Mode.RECORD, False),
+    "rewrite": (Mode.RECORD, True),
+    "once": (Mode.REPLAY, False),
+    "passthrough": (Mode.PASSTHROUGH, False),
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("omproxy", "omproxy: record and replay GMS Open Media traffic")
-    group.addoption("--omproxy-mode", choices=MODES, default="replay",
-                    help="replay (default, offline), record, auto or passthrough: the CLI's words")
+    group.addoption("--omproxy-mode", choices=tuple(MODES), default=None,
+                    help="none (default: replay, offline), once (record a cassette that does not exist yet, "
+                    "replay one that does), new_episodes (replay, record what is new), all (record, appending), "
+                    "rewrite (record; the run's recordings replace the cassette), passthrough; replay, auto and "
+                    "record are the command line's words for none, new_episodes and all")
     group.addoption("--omproxy-upstream", default=None,
                     help="the GMS to record from (a base URL, or builtin); default: the config's upstream")
     group.addoption("--omproxy-fallback", choices=("simulator", "none"), default=None,
@@ -50,8 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "omproxy(cassette=None, fallback=None, match=None, config=None): serve "
-                            "this test's GMS traffic from a cassette (omproxy_url)")
+    config.addinivalue_line("markers", "omproxy(cassette=None, mode=None, fallback=None, match=None, config=None): "
+                            "serve this test's GMS traffic from a cassette (omproxy_url)")
     config.stash[SERVERS] = {}
 
 
@@ -124,12 +137,29 @@ def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Conf
         changes["upstream"] = options.omproxy_upstream
     if kwargs.get("match") is not None:
         changes["match"] = replace(base.match, **kwargs["match"])
-    return replace(base, **changes), Mode(options.omproxy_mode)
+    word = options.omproxy_mode or kwargs.get("mode") or "none"  # the command line's, else the marker's
+    if word not in MODES:
+        raise UsageError(f"mode={word!r} is not a record mode; use one of {', '.join(MODES)}")
+    mode, changes["rewrite"] = MODES[word]
+    if word == "once":
+        mode = Mode.REPLAY if _holds_recordings(cassette) else Mode.RECORD
+    return replace(base, **changes), mode
+
+
+def _holds_recordings(cassette: str) -> bool:
+    from omproxy.cassette.storage import Template
+
+    template = Template(cassette)
+    paths = template.files() if template.per_service else [Path(cassette)]
+    return any(p.is_file() and p.stat().st_size > 0 for p in paths)
 
 
 @pytest.fixture
 def omproxy_url(request: pytest.FixtureRequest, omproxy_config: Config | None) -> Iterator[str]:
-    config, mode = _settings(request, omproxy_config)
+    try:
+        config, mode = _settings(request, omproxy_config)
+    except UsageError as e:  # a config file or a marker that is wrong: one line, no traceback
+        pytest.fail(f"omproxy: {e.message}", pytrace=False)
     servers = request.config.stash[SERVERS]
     key = (repr(config), mode)
     if key not in servers:

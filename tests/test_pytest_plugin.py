@@ -148,3 +148,48 @@ def test_the_readmes_plugin_example_passes_as_written(project) -> None:
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]
     project.makepyfile(test_readme=example.replace('"cassettes/examples/reference-story.yaml"', repr(str(STORY))))
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_re_recording_with_rewrite_replaces_what_offline_tests_get(project) -> None:
+    """The newcomer's D1: GMS changes, the suite is re-recorded, offline replay must serve the new
+    answers. `all` appends (the old answers stay first); `rewrite` replaces them."""
+    from tests.support import deterministic_simulator
+
+    fake = FakeGms()
+    upstream = ThreadedApp(fake.app)
+    cassette = project.path / "cassettes" / "test_story" / "test_create.yaml"
+
+    def run(mode: str, expect: str, *more: str) -> None:
+        project.makepyfile(test_story=HELPERS + textwrap.dedent(f'''
+            @pytest.mark.omproxy(fallback="none")
+            def test_create(omproxy_url):
+                status, created = post(omproxy_url + SVC, b"externalId=d1")
+                assert created["interactionId"].startswith({expect!r})
+        '''))
+        project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-mode", mode, *more).assert_outcomes(passed=1)
+
+    try:
+        run("all", "FAKEGMS", "--omproxy-upstream", upstream.url)  # GMS v1
+        fake.simulator = deterministic_simulator(prefix="GMSVERSION2")  # GMS v2 answers otherwise
+        run("all", "GMSVERSION2", "--omproxy-upstream", upstream.url)
+        assert len(storage.load(cassette).interactions) == 2
+        run("none", "FAKEGMS")  # appended: offline, the old answer comes first
+        run("rewrite", "GMSVERSION2", "--omproxy-upstream", upstream.url)
+        assert len(storage.load(cassette).interactions) == 1
+        run("none", "GMSVERSION2")  # offline, the new answer
+        run("once", "GMSVERSION2")  # the cassette exists: replayed, nothing recorded
+        assert len(storage.load(cassette).interactions) == 1
+    finally:
+        upstream.stop()
+
+
+def test_a_mode_that_is_not_one_fails_in_one_line(project) -> None:
+    project.makepyfile(test_bad=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY, mode="sometimes")
+        def test_it(omproxy_url):
+            pass
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*omproxy: mode='sometimes' is not a record mode*"])
+    assert "Traceback" not in result.stdout.str()

@@ -465,9 +465,20 @@ def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
 
 # ---- appending ------------------------------------------------------------------------------
 
+def partial_of(path: Path) -> Path:
+    """Where a rewrite writes `path`'s new entries until it ends cleanly (not a cassette: not loaded)."""
+    return path.with_name(path.name + ".partial")
+
+
 class CassetteWriter:
-    def __init__(self, template: Template) -> None:
+    """Appends entries to cassettes, group-committed and fsync'd. With `rewrite`, each cassette's entries
+    go to its `partial_of` file, renamed over the cassette by `close` (a clean stop): a run that dies
+    leaves the old cassette whole and the partial one beside it."""
+
+    def __init__(self, template: Template, *, rewrite: bool = False) -> None:
         self.template = template
+        self.rewrite = rewrite
+        self.partials: dict[Path, Path] = {}  # a cassette being rewritten -> where its new entries are
         self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
         self._flushing: dict[Path, asyncio.Task[None]] = {}
         self._checked: set[Path] = set()
@@ -509,9 +520,32 @@ class CassetteWriter:
         while self._flushing:
             await asyncio.gather(*self._flushing.values(), return_exceptions=True)
 
+    async def close(self) -> None:
+        """At a clean stop: every entry written, then each rewritten cassette replaced by its new one."""
+        await self.drain()
+        for target, partial in self.partials.items():
+            os.replace(partial, target)
+            _fsync_folder(target.parent)
+            log.info("rewrote %s", target)
+        self.partials.clear()
+
     def _write(self, path: Path, data: bytes) -> None:
+        if self.rewrite:
+            partial = self.partials.get(path)
+            if partial is None:  # the first entry of this run: a partial an earlier run left is replaced
+                partial = self.partials[path] = partial_of(path)
+                partial.unlink(missing_ok=True)
+            path = partial
         append_locked(path, data, self.template.per_service, path not in self._checked)
         self._checked.add(path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from omproxy import __version__
 from omproxy.cli.logs import setup_logging
 from omproxy.config.file import load
-from omproxy.config.options import OPTIONS, Config, Mode
+from omproxy.config.options import OPTIONS, Config, Mode, boolean
 from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.gms import formcodec
@@ -76,7 +76,9 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
         p = sub.add_parser(mode.value, help=help, description=help)
         p.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
         for option in OPTIONS:
-            if option.flag and mode in option.modes:
+            if option.flag and mode in option.modes and option.check is boolean:
+                p.add_argument(option.flag, dest=option.attr, action="store_const", const=True, help=option.help)
+            elif option.flag and mode in option.modes:
                 p.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
                                metavar=option.attr.upper())
         p.add_argument("-v", "--verbose", action="count", default=None,

@@ -86,6 +86,14 @@ def _number(where: str, value: Any, kind: type[int] | type[float], what: str) ->
     return value
 
 
+def boolean(where: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
 def whole(minimum: int, maximum: int | None = None) -> Check:
     def check(where: str, value: Any) -> int:
         number: int = _number(where, value, int, "a whole number")
@@ -208,6 +216,9 @@ OPTIONS: tuple[Option, ...] = (
            "(default 8 MiB)", "--max-response-body", FORWARDING),
     Option("cassette", text, "a cassette file, a folder of them, or a template with {service} "
            "(default cassettes/{service}.yaml)", "--cassette", CASSETTES, path=True),
+    Option("rewrite", boolean, "record and auto: this run's recordings replace the cassette (written beside it, "
+           "renamed over it when omproxy stops cleanly) instead of being appended (default false)", "--rewrite",
+           frozenset({Mode.RECORD, Mode.AUTO})),
     Option("log_format", choice(LogFormat), "log lines as text or JSON lines (default text)", "--log-format"),
     Option("idle_timeout", seconds, "seconds an idle keep-alive connection is kept open (default 75)",
            "--idle-timeout"),
@@ -252,6 +263,7 @@ class Config:
     max_body: int = 1024 * 1024
     max_response_body: int = 8 * 1024 * 1024
     cassette: str = "cassettes/{service}.yaml"
+    rewrite: bool = False
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0
     header_timeout: float = 10.0

@@ -20,9 +20,10 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from omproxy.cassette import indexcache, storage
+from omproxy.cassette import indexcache, storage, yamlformat
 from omproxy.config.options import Config, Fallback, Mode, Repeat
 from omproxy.errors import OmproxyError, UsageError
 from omproxy.exchange import Exchange, Outcome
@@ -150,8 +151,17 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             return Recorder(inner, StreamWriter(state), redactor)
         template = storage.Template(config.cassette)
         storage.check_writable(template)
-        writer = storage.CassetteWriter(template)
-        rt.closers.append(writer.drain)
+        writer = storage.CassetteWriter(template, rewrite=config.rewrite)
+        rt.closers.append(writer.close)
+        holding = [p for p in (template.files() if template.per_service else [Path(template.spec)])
+                   if p.is_file() and p.stat().st_size > len(yamlformat.HEADER)]
+        if config.rewrite:
+            log.info("rewriting: this run's recordings go to <cassette>.partial, renamed over the cassette "
+                     "when omproxy stops cleanly")
+        elif holding and mode is Mode.RECORD:
+            log.warning("recording appends to %s, which already holds recordings; to replace them instead, "
+                        "record with --rewrite", ", ".join(str(p) for p in holding[:3]) +
+                        (f" and {len(holding) - 3} more" if len(holding) > 3 else ""))
         return Recorder(inner, writer, redactor)
 
     def playback(*, must_exist: bool) -> Playback:

@@ -129,3 +129,48 @@ async def test_a_second_signal_stops_at_once(aiohttp_server, tmp_path: Path) -> 
             pass  # the connection went away: nobody was told the request succeeded
     fake.release.set()
     assert not (tmp_path / "c.yaml").exists()
+
+
+async def record_some(target: Path, cwd: Path, *flags: str, ids: range, stop: signal.Signals | None) -> str:
+    """`omproxy record` of creates with these external ids, stopped by `stop` (None: killed); its stderr."""
+    proc, base = await start("record", "--upstream", "builtin", "--cassette", str(target), *flags, cwd=cwd)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in ids:
+                async with http.post(f"{base}{BASE}/s", data=f"externalId=e{i}".encode(), headers=FORM) as resp:
+                    assert (await resp.json())["statusCode"] == 0
+    finally:
+        if stop is None:
+            proc.kill()
+        else:
+            proc.send_signal(stop)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    return err.decode()
+
+
+def external_ids(target: Path) -> list[str | None]:
+    return [r.request.form.get("externalId") for r in storage.load(target).interactions]
+
+
+async def test_recording_again_appends_and_says_so_and_rewrite_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "c.yaml"
+    await record_some(target, tmp_path, ids=range(0, 2), stop=signal.SIGTERM)
+    err = await record_some(target, tmp_path, ids=range(2, 3), stop=signal.SIGTERM)
+    assert "recording appends to" in err and "--rewrite" in err  # said at start
+    assert external_ids(target) == ["e0", "e1", "e2"]
+    err = await record_some(target, tmp_path, "--rewrite", ids=range(3, 5), stop=signal.SIGTERM)
+    assert "rewriting" in err and f"rewrote {target}" in err
+    assert external_ids(target) == ["e3", "e4"]  # the old recordings are gone: replay serves the new
+    assert not (tmp_path / "c.yaml.partial").exists()
+
+
+async def test_a_rewrite_that_dies_leaves_the_old_cassette_whole_and_the_new_one_beside_it(tmp_path: Path) -> None:
+    target = tmp_path / "c.yaml"
+    await record_some(target, tmp_path, ids=range(0, 2), stop=signal.SIGTERM)
+    before = target.read_bytes()
+    await record_some(target, tmp_path, "--rewrite", ids=range(5, 8), stop=None)  # SIGKILL
+    assert target.read_bytes() == before
+    partial = tmp_path / "c.yaml.partial"
+    assert external_ids(partial) == ["e5", "e6", "e7"]  # what was answered is on disk, beside
+    await record_some(target, tmp_path, "--rewrite", ids=range(9, 10), stop=signal.SIGTERM)
+    assert external_ids(target) == ["e9"] and not partial.exists()  # a next rewrite starts anew

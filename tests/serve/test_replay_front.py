@@ -20,8 +20,8 @@ from omproxy.exchange import Outcome
 from omproxy.model import Request, Response, headers_of
 from omproxy.serve.http import front as server
 from omproxy.serve.runtime import build_runtime
-from tests.support import BASE, loop_turn
 from tests.serve.test_server import read_answer
+from tests.support import BASE, loop_turn
 
 IID = "01QG0Q2S5S50G000"
 GET = f"{BASE}/customer-support/{IID}/get"

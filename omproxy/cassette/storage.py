@@ -172,13 +172,17 @@ def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:
 
 def _cut_short(last: bytes) -> bool:
     """Whether a last entry that ends with a newline was cut short while omproxy wrote it: it starts as
-    omproxy's entries do, and is not valid YAML or lacks what omproxy writes last."""
+    omproxy's entries do and lacks what omproxy writes last (`duration_ms`). One that has it was
+    written whole: if it does not read, it was edited, and that is an error to show, never a tail to
+    drop."""
     if not last.startswith(b"- recorded_at:"):
         return False
+    if b"\n  duration_ms:" not in last:
+        return True
     try:
         (entry,) = yamlsafe.load(last)
     except (yaml.YAMLError, ValueError, TypeError):
-        return True
+        return False
     return not cassette.whole(entry)
 
 

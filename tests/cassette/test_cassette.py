@@ -328,3 +328,25 @@ def test_an_answer_nested_near_pythons_stack_limit_is_recorded_so_that_it_loads_
     path.write_bytes(yamlformat.HEADER.encode() + encode(Redactor(Redaction()), Request("POST", "/x"), resp, 1.0))
     (rec,) = storage.load(path).interactions
     assert rec.response.body == body and rec.request.path == "/x"
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_last_entry_written_whole_then_edited_wrong_is_refused_not_dropped(tmp_path, lazy, capsys) -> None:
+    """Torn means cut while writing: no final newline, or no `duration_ms` (written last). A last entry
+    with both that does not read was edited: an error naming file:line, never "one fewer, exit 0"."""
+    from omproxy.cli import main
+
+    path = tmp_path / "c.yaml"
+    entries = [yamlformat.dump_entry(cassette.to_entry(Request("POST", f"/x/{i}"), Response(200, b"{}"), 1.0))
+               for i in range(2)]
+    edited = entries[1].replace(b"    method: POST", b"    method: [POST")  # a hand edit that breaks it
+    assert b"\n  duration_ms:" in edited and edited.endswith(b"\n")
+    path.write_bytes(yamlformat.HEADER.encode() + entries[0] + edited)
+    with pytest.raises(CassetteError, match=r"c\.yaml:\d+"):
+        storage.load(path, lazy=lazy)
+    assert main(["inspect", str(path)]) == 2
+    assert "c.yaml:" in capsys.readouterr().err
+    torn = entries[1].split(b"  duration_ms:")[0]  # cut before what is written last: torn, dropped
+    path.write_bytes(yamlformat.HEADER.encode() + entries[0] + torn)
+    got = storage.load(path, lazy=lazy)
+    assert len(got.interactions) == 1 and got.dropped is not None

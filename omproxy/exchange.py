@@ -56,6 +56,7 @@ class Exchange:
     appended_bytes: int = 0
     error: str | None = None  # the omproxy error the answer reports
     cut: int = 0  # bytes of its bodies not kept (`summary`)
+    repeat: bool = False  # answered by the last recording again, its recordings used up
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -69,7 +70,7 @@ class Exchange:
     def note(self) -> str:
         """One human line on where the answer came from, for the log."""
         if self.matched is not None:
-            return self.matched.where
+            return f"{self.matched.where} (repeat)" if self.repeat else self.matched.where
         if self.record_error is not None:
             return f"NOT recorded: {self.record_error}"
         if self.recorded_to is not None:

@@ -80,6 +80,7 @@ class Replayer:
             if self.playback.repeat is not Repeat.LAST:
                 return None
             position = len(found) - 1
+            ex.repeat = True  # its recordings are used up: the last one again (replay.repeat: last)
         rec = found[position]
         if self.simulator is not None:
             store = state.interactions(req.session)

@@ -124,6 +124,9 @@ async def test_identical_requests_get_recorded_answers_in_order_then_repeat_last
     gets = [await (await client.post(f"{SVC}/{iid}/get")).read() for _ in range(4)]
     assert gets[:3] == [recorded[1][1][1], recorded[1][3][1], recorded[1][5][1]]
     assert gets[3] == recorded[1][5][1]
+    journal = (await (await client.get("/_omproxy/journal")).json())["entries"]
+    assert [e.get("repeat", False) for e in journal if e.get("operation") == "get"] == [False, False, False, True]
+    assert journal[-1]["note"].endswith("(repeat)")  # the log line says so too
 
 
 async def test_repeat_miss_treats_used_up_as_a_miss(replay, recorded) -> None:

@@ -83,7 +83,7 @@ def state_of(body: bytes) -> str:
     return json.loads(body)["interactionProperties"]["interactionState"]
 
 
-async def test_a_settled_answer_is_the_same_bytes_counted_journaled_and_logged(replaying) -> None:
+async def test_a_repeated_answer_is_the_same_bytes_counted_journaled_and_logged(replaying) -> None:
     listener = await replaying()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     heads, bodies = [], []
@@ -102,8 +102,8 @@ async def test_a_settled_answer_is_the_same_bytes_counted_journaled_and_logged(r
     assert journal.counts[Outcome.FROM_CASSETTE] == 5
     assert [e.matched.index for e in journal.entries] == [0, 1, 1, 1, 1]  # type: ignore[union-attr]
     lines = replaying.lines
-    assert len(lines) == 5 and lines[3][2] == lines[1][2] and lines[4][4] == lines[1][4]
-    assert "#1]" in lines[4][2] and "get@customer-support" in lines[4][2]
+    assert len(lines) == 5 and lines[3][2] == lines[2][2] != lines[1][2] and lines[4][4] == lines[1][4]
+    assert "#1 (repeat)]" in lines[4][2] and "get@customer-support" in lines[4][2]
 
 
 async def test_pipelined_answers_keep_request_order(replaying) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import re
 import threading
+import tomllib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +29,8 @@ from typing import Any, TypeVar
 import pytest
 
 from omproxy.config.file import load
-from omproxy.config.options import Config, Fallback, Mode
-from omproxy.errors import UsageError
+from omproxy.config.options import Config, Fallback, Mode, from_mapping
+from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
 from omproxy.serve.http import front
@@ -110,9 +111,27 @@ SERVERS = pytest.StashKey[dict[tuple[Any, ...], Server]]()
 
 @pytest.fixture
 def omproxy_config() -> Config | None:
-    """The project's defaults (override it in a conftest.py): a Config, or None for ./config.yaml when
-    present, else the built-in defaults."""
+    """The project's defaults (override it in a conftest.py): a Config, or None for `omproxy.yaml` or
+    `[tool.omproxy]` in pyproject.toml when present, else the built-in defaults."""
     return None
+
+
+def project_config(root: Path) -> Config:
+    """The project's omproxy settings: `omproxy.yaml` at its root, else `[tool.omproxy]` in its
+    pyproject.toml, else the defaults — never an application's own `config.yaml`."""
+    own = root / "omproxy.yaml"
+    if own.is_file():
+        return load(own, {})
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{pyproject}: not valid TOML ({e})") from None
+        section = data.get("tool", {}).get("omproxy")
+        if section is not None:
+            return from_mapping(section, f"{pyproject} [tool.omproxy]", root)
+    return Config()
 
 
 def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Config, Mode]:
@@ -122,8 +141,7 @@ def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Conf
     if kwargs.get("config"):
         base = load(Path(kwargs["config"]), {})
     elif base is None:
-        default = Path(request.config.rootpath) / "config.yaml"
-        base = load(default, {}) if default.is_file() else Config()
+        base = project_config(Path(request.config.rootpath))
     module = Path(str(request.node.path)).stem
     test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
     cassette = str(kwargs.get("cassette") or f"cassettes/{module}/{test}.yaml")

@@ -193,3 +193,22 @@ def test_a_mode_that_is_not_one_fails_in_one_line(project) -> None:
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*omproxy: mode='sometimes' is not a record mode*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_the_plugin_reads_its_own_settings_never_an_applications_config_yaml(project) -> None:
+    """The newcomer's D12: an application's config.yaml broke every test with a traceback."""
+    project.makefile(".yaml", config="database:\n  url: postgres://db/app\n")  # the application's own
+    project.makefile(".toml", pyproject='[tool.omproxy]\nreplay = {fallback = "none"}\n')
+    project.makepyfile(test_own=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_a_miss_is_a_failure_by_the_projects_setting(omproxy_url):
+            post(omproxy_url + SVC, b"externalId=someone-else")
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)  # fallback none came from [tool.omproxy]; config.yaml was not read
+    result.stdout.fnmatch_lines(["*1 request(s) matched no recording*"])
+    project.makefile(".yaml", omproxy="replay:\n  fallbak: none\n")  # omproxy.yaml wins, and is wrong
+    result = project.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*omproxy: *omproxy.yaml: replay.fallbak: unknown key — did you mean 'fallback'?"])
+    assert "Traceback" not in result.stdout.str()

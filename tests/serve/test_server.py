@@ -280,6 +280,15 @@ async def test_a_stop_finishes_the_request_in_flight_then_closes(aiohttp_server)
     await asyncio.wait_for(stopping, 10)
 
 
+async def test_omproxys_answers_name_no_library_or_version(listening) -> None:
+    listener = await listening()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, headers, _ = await read_answer(reader)
+    writer.close()
+    assert headers["server"] == "omproxy"  # aiohttp would send "Python/3.11 aiohttp/3.14.x"
+
+
 async def test_the_date_header_is_now(listening) -> None:
     from email.utils import parsedate_to_datetime
 

@@ -117,6 +117,7 @@ def to_web(resp: Response) -> web.Response:
     for name in ("Content-Length", "Content-Encoding", "Transfer-Encoding"):
         headers.popall(name, None)
     headers["X-Omproxy-Source"] = resp.source.value
+    headers.setdefault("Server", "omproxy")  # else aiohttp names itself and its version
     return web.Response(status=resp.status, reason=resp.reason, body=resp.body, headers=headers)
 
 

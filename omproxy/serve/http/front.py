@@ -222,6 +222,7 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
     # Server-Sent Events: sent as they come, delimited by closing the connection
     streamed = web.StreamResponse(status=ex.response.status, headers=ex.response.headers)
     streamed.headers["X-Omproxy-Source"] = ex.response.source.value
+    streamed.headers.setdefault("Server", "omproxy")
     streamed.force_close()
     await streamed.prepare(request)
     task = asyncio.current_task()

@@ -84,7 +84,7 @@ class Replayer:
         rec = found[position]
         if self.simulator is not None:
             store = state.interactions(req.session)
-            if taken.read and target is not None and not target.external:
+            if taken.read and target is not None:  # read by id, with the take
                 store = Prefetched(store, target.id, taken.interaction)
             await self.simulator.observe(req, rec.response, store)
         await state.mark_played(rec.cassette, rec.index)

@@ -1,10 +1,8 @@
 """The aiohttp edge: turn an aiohttp request into a `Request` (refusing what omproxy must not
-handle), forward a `Request` to the upstream GMS, and turn a `Response` back into an aiohttp one.
-The client itself is `upstream.Client` (aiohttp's ClientSession; its errors are omproxy's)."""
+handle) and a `Response` back into an aiohttp one; the header rules a reverse proxy follows."""
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections.abc import Iterable, Mapping
 
@@ -13,8 +11,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from omproxy.errors import BodyTooLarge, NotAnOpenProxy, RequestRefused, UnsupportedEncoding
 from omproxy.model import SESSION_HEADER, Request, Response, headers_of, session_of
-
-log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
@@ -72,7 +68,7 @@ async def to_request(request: web.BaseRequest, max_body: int) -> Request:
 
 def assemble(method: str, target: str, headers: Mapping[str, str], body: bytes, max_body: int,
              peer: str) -> Request:
-    """A request as read off the wire (by either server front) as omproxy handles it: header values as
+    """A request as read off the wire, as omproxy handles it: header values as
     lossless text, a gzip or deflate body decompressed (then forwarded and recorded plain, without
     its Content-Encoding), the raw target split, the session named by its header or its path."""
     encoding = headers.get("Content-Encoding", "identity").strip().lower()
@@ -112,12 +108,18 @@ def too_large(limit: int) -> BodyTooLarge:
                         "config.yaml if GMS really takes it (Jetty's default form limit is 200000 bytes)")
 
 
-def to_web(resp: Response) -> web.Response:
+def web_headers(resp: Response) -> CIMultiDict[str]:
+    """An answer's headers as sent: its own (but the framing aiohttp sets), where it came from, and a
+    Server header (else aiohttp names itself and its version)."""
     headers = CIMultiDict(resp.headers)
     for name in ("Content-Length", "Content-Encoding", "Transfer-Encoding"):
         headers.popall(name, None)
     headers["X-Omproxy-Source"] = resp.source.value
-    headers.setdefault("Server", "omproxy")  # else aiohttp names itself and its version
-    return web.Response(status=resp.status, reason=resp.reason, body=resp.body, headers=headers)
+    headers.setdefault("Server", "omproxy")
+    return headers
+
+
+def to_web(resp: Response) -> web.Response:
+    return web.Response(status=resp.status, reason=resp.reason, body=resp.body, headers=web_headers(resp))
 
 

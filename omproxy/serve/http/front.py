@@ -27,7 +27,7 @@ from omproxy.errors import OmproxyError, UsageError
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.simulator import Simulator
 from omproxy.modes import error_response, escape
-from omproxy.serve.http.convert import to_request, to_web
+from omproxy.serve.http.convert import to_request, to_web, web_headers
 from omproxy.serve.runtime import Runtime, build_runtime
 from omproxy.state import State
 
@@ -206,7 +206,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Task[Any]] | None = None
                  ) -> web.StreamResponse:
     """Every request, whatever its target (CONNECT and absolute-form included): read it once, serve it,
-    write the answer. The one request handler of both fronts (`server` and `build_app`). `streams`
+    write the answer. The one request handler, of `Front` and of `build_app`. `streams`
     holds the tasks sending Server-Sent Events, for a stop to cancel."""
     try:
         req = await to_request(request, rt.config.max_body)
@@ -220,9 +220,7 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
     if ex.response.stream is None:
         return to_web(ex.response)
     # Server-Sent Events: sent as they come, delimited by closing the connection
-    streamed = web.StreamResponse(status=ex.response.status, headers=ex.response.headers)
-    streamed.headers["X-Omproxy-Source"] = ex.response.source.value
-    streamed.headers.setdefault("Server", "omproxy")
+    streamed = web.StreamResponse(status=ex.response.status, headers=web_headers(ex.response))
     streamed.force_close()
     await streamed.prepare(request)
     task = asyncio.current_task()
@@ -243,7 +241,7 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
               state: State | None = None) -> web.Application:
     """`handle` as an aiohttp web application, for tests driven by aiohttp's test client: no
-    behaviour of its own (the command line and the pytest plugin serve through `server`)."""
+    behaviour of its own (the command line and the pytest plugin serve through `start`)."""
     rt = build_runtime(config, mode, simulator=simulator, state=state)
 
     @web.middleware
@@ -251,7 +249,7 @@ def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,
         return await handle(rt, request)
 
     app = web.Application(middlewares=[every], client_max_size=config.max_body,
-                          handler_args={"auto_decompress": False})  # proxy.to_request checks and decompresses
+                          handler_args={"auto_decompress": False})  # to_request checks and decompresses
     app[RUNTIME] = rt
     app.cleanup_ctx.append(lifecycle)
     return app

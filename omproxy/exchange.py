@@ -57,6 +57,7 @@ class Exchange:
     error: str | None = None  # the omproxy error the answer reports
     cut: int = 0  # bytes of its bodies not kept (`summary`)
     repeat: bool = False  # answered by the last recording again, its recordings used up
+    restart: bool = False  # a create played again: its session's recorded stories start over
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -70,7 +71,9 @@ class Exchange:
     def note(self) -> str:
         """One human line on where the answer came from, for the log."""
         if self.matched is not None:
-            return f"{self.matched.where} (repeat)" if self.repeat else self.matched.where
+            again = " (repeat)" if self.repeat else " (restart: the session's recordings play again)" if (
+                self.restart) else ""
+            return self.matched.where + again
         if self.record_error is not None:
             return f"NOT recorded: {self.record_error}"
         if self.recorded_to is not None:

@@ -168,6 +168,7 @@ class Recorded:
     answer: Response | Callable[[], Response]
     recorded_at: str = ""
     duration_ms: float = 0.0
+    recorded_from: str = ""  # the upstream that answered (a URL, or builtin), when the entry says
 
     @property
     def response(self) -> Response:
@@ -188,8 +189,9 @@ class Recorded:
         if not isinstance(other, Recorded):
             return NotImplemented
         return (self.cassette, self.index, self.line, self.request, self.response, self.recorded_at,
-                self.duration_ms) == (other.cassette, other.index, other.line, other.request, other.response,
-                                      other.recorded_at, other.duration_ms)
+                self.duration_ms, self.recorded_from) == (other.cassette, other.index, other.line, other.request,
+                                                          other.response, other.recorded_at, other.duration_ms,
+                                                          other.recorded_from)
 
     def __hash__(self) -> int:
         return hash((self.cassette, self.index))

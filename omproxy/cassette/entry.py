@@ -5,6 +5,7 @@ from the model (`Recorded`). No file, no YAML, no redaction: values arrive here 
     version: 1
     interactions:
     - recorded_at: '2026-11-28T10:15:02.114Z'
+      recorded_from: http://gms.example:8080   # the upstream that answered, or builtin (the simulator)
       request:  {method, path, query, headers, body | body_base64, form}
       response: {status, headers, body | body_base64, content_encoding?, json?}
       duration_ms: 12.4          # written last: an entry without it was cut short while being written
@@ -80,10 +81,14 @@ def _body(target: dict[str, Any], body: bytes) -> None:
 _NOT_RECORDED = frozenset({"content-length", SESSION_HEADER.lower(), "connection", "keep-alive"})
 
 
-def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None) -> dict[str, Any]:
+def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None,
+             recorded_from: str | None = None) -> dict[str, Any]:
     """The entry for an exchange. Redact the request and response before: this stores what it gets."""
-    return {"recorded_at": recorded_at or now_stamp(), "request": request_part(req), "response": response_part(resp),
-            "duration_ms": round(duration_ms, 1)}
+    entry: dict[str, Any] = {"recorded_at": recorded_at or now_stamp()}
+    if recorded_from:
+        entry["recorded_from"] = recorded_from
+    entry.update(request=request_part(req), response=response_part(resp), duration_ms=round(duration_ms, 1))
+    return entry
 
 
 def request_part(req: Request) -> dict[str, Any]:
@@ -202,7 +207,8 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
             _read_body(where, rs)
         elif not isinstance(rs.get("body", ""), str):
             raise _problem(where, f"body must be a string (quote it), not {type(rs.get('body')).__name__}")
-        return Recorded(cassette, index, line, request, later, str(data.get("recorded_at") or ""), duration)
+        return Recorded(cassette, index, line, request, later, str(data.get("recorded_at") or ""), duration,
+                        str(data.get("recorded_from") or ""))
     body = _read_body(where, rs)
     headers = _read_headers(where, rs.get("headers"))
     if "Content-Type" not in headers and ("json" in rs or body.lstrip()[:1] in (b"{", b"[")):
@@ -210,7 +216,8 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
     encoding = rs.get("content_encoding")
     response = Response(status, body, headers, Source.CASSETTE,
                         content_encoding=str(encoding) if encoding else None)
-    return Recorded(cassette, index, line, request, response, str(data.get("recorded_at") or ""), duration)
+    return Recorded(cassette, index, line, request, response, str(data.get("recorded_at") or ""), duration,
+                    str(data.get("recorded_from") or ""))
 
 
 def entries_of(data: Any, name: str) -> list[Any]:

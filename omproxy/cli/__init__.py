@@ -77,7 +77,8 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
         p.add_argument("--config", type=Path, help="config file (default: ./config.yaml when present)")
         for option in OPTIONS:
             if option.flag and mode in option.modes and option.check is boolean:
-                p.add_argument(option.flag, dest=option.attr, action="store_const", const=True, help=option.help)
+                p.add_argument(option.flag, dest=option.attr, action=argparse.BooleanOptionalAction, default=None,
+                               help=option.help)
             elif option.flag and mode in option.modes:
                 p.add_argument(option.flag, dest=option.attr, type=_flag_type(option), help=option.help,
                                metavar=option.attr.upper())

@@ -245,6 +245,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("match.ignore", strings, "form keys left out of matching"),
     Option("replay.repeat", choice(Repeat), "when a request's recordings are used up: repeat the last, or "
            "miss (default last)", "--repeat", frozenset({Mode.REPLAY})),
+    Option("replay.restart", boolean, "a create whose recordings this session has all played starts the "
+           "session's recordings again (the session is reset first), so a story run twice gets the same answers "
+           "twice; false: the create gets its last recording again (default true)", "--restart",
+           frozenset({Mode.REPLAY})),
     Option("replay.fallback", choice(Fallback), "who answers a request no recording matches: simulator or "
            "none (a 404 with the nearest recordings; default simulator)", "--fallback", frozenset({Mode.REPLAY})),
     Option("simulator.sections", sections, "GMS option sections: openmedia and openmedia.<service>"),
@@ -276,6 +280,7 @@ class Config:
     session_idle: float = 3600.0
     verbose: int = 0
     repeat: Repeat = Repeat.LAST
+    restart: bool = True
     fallback: Fallback = Fallback.SIMULATOR
     verify_ignore: tuple[str, ...] = ()
     redact: Redaction = field(default_factory=Redaction)

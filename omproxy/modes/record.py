@@ -30,8 +30,9 @@ class Writer(Protocol):
 
 
 class Recorder:
-    def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor) -> None:
-        self.upstream, self.writer, self.redactor = upstream, writer, redactor
+    def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor, origin: str = "") -> None:
+        """`origin`: the upstream's URL (no credentials) or builtin, kept in each entry (`recorded_from`)."""
+        self.upstream, self.writer, self.redactor, self.origin = upstream, writer, redactor, origin
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
 
     async def __call__(self, ex: Exchange) -> Response | None:
@@ -65,11 +66,11 @@ class Recorder:
         return resp
 
     def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> bytes:
-        return encode(self.redactor, ex.request, resp, duration_ms)
+        return encode(self.redactor, ex.request, resp, duration_ms, recorded_from=self.origin)
 
 
 def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
-           recorded_at: str | None = None) -> bytes:
+           recorded_at: str | None = None, recorded_from: str | None = None) -> bytes:
     """An exchange's cassette entry, redacted."""
     return yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), duration_ms,
-                                                   recorded_at))
+                                                   recorded_at, recorded_from))

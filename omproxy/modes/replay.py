@@ -28,11 +28,13 @@ FALLBACK_HINT_SCAN = 200  # candidates looked at for the simulator fallback's on
 
 @dataclass(frozen=True)
 class Playback:
-    """What replay knows, fixed at start: the cassettes, their index and the repeat rule."""
+    """What replay knows, fixed at start: the cassettes, their index, the repeat rule and whether a
+    create played again starts its session over (`replay.restart`)."""
 
     cassettes: tuple[Cassette, ...]
     index: matching.Index
     repeat: Repeat
+    restart: bool = False
 
     @classmethod
     def of(cls, cassettes: Iterable[Cassette], config: Config, also_ignore: Iterable[str] = ()) -> Playback:
@@ -40,7 +42,7 @@ class Playback:
         cassettes = tuple(cassettes)
         recorded = [r for c in cassettes for r in c.interactions]
         rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore))
-        return cls(cassettes, matching.Index(recorded, rules), config.repeat)
+        return cls(cassettes, matching.Index(recorded, rules), config.repeat, config.restart)
 
     def report(self, played: set[tuple[str, int]]) -> list[dict[str, object]]:
         out = []
@@ -76,6 +78,11 @@ class Replayer:
         if taken.owned:
             return None
         position = taken.position
+        if position is None and self.playback.restart and req.operation is not None and (
+                req.operation.kind == "create"):  # the story again: the session starts over (replay.restart)
+            await state.reset(req.session)
+            taken = await state.take(req.session, k, len(found))
+            position, ex.restart = taken.position, True
         if position is None:
             if self.playback.repeat is not Repeat.LAST:
                 return None

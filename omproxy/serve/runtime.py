@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from omproxy.cassette import indexcache, storage, yamlformat
 from omproxy.config.options import Config, Fallback, Mode, Repeat
@@ -148,7 +149,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             from omproxy.state.redis import RedisState, StreamWriter
 
             assert isinstance(state, RedisState)
-            return Recorder(inner, StreamWriter(state), redactor)
+            return Recorder(inner, StreamWriter(state), redactor, origin(config.upstream))
         template = storage.Template(config.cassette)
         storage.check_writable(template)
         writer = storage.CassetteWriter(template, rewrite=config.rewrite)
@@ -162,7 +163,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             log.warning("recording appends to %s, which already holds recordings; to replace them instead, "
                         "record with --rewrite", ", ".join(str(p) for p in holding[:3]) +
                         (f" and {len(holding) - 3} more" if len(holding) > 3 else ""))
-        return Recorder(inner, writer, redactor)
+        return Recorder(inner, writer, redactor, origin(config.upstream))
 
     def playback(*, must_exist: bool) -> Playback:
         # A big capture's index is written once serving. What is loaded and indexed lives as long as
@@ -215,6 +216,12 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
     rt.pipeline.observers.append(rt.live)
     rt.pipeline.admin = Admin(rt)
     return rt
+
+
+def origin(upstream: str) -> str:
+    """The upstream as an entry's `recorded_from` says it: builtin, or its URL without credentials."""
+    parts = urlsplit(upstream)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else upstream
 
 
 def _cassette_set(config: Config, mode: Mode) -> list[tuple[str, int]]:

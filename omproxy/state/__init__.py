@@ -66,7 +66,8 @@ class State(Protocol):
         """The simulator changed this interaction: from now on it answers for it (consistency rule)."""
     async def owns(self, session: str, target: Target) -> bool: ...
     async def reset(self, session: str | None = None) -> None:
-        """Rewind playback and empty the simulator: of one session, or (None) of all."""
+        """Rewind playback and empty the simulator: of one session, or (None) of all. Which recordings
+        were ever played, and what was counted, are the run's: a reset keeps them."""
 
 
 class Prefetched:

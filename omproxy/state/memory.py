@@ -118,8 +118,7 @@ class MemoryState:
         return target.id in (s.diverged_external if target.external else s.diverged)
 
     async def reset(self, session: str | None = None) -> None:
-        if session is None:
+        if session is None:  # which recordings were played is the run's, and stays
             self._sessions.clear()
-            self._played.clear()
         else:
             self._sessions.pop(session, None)

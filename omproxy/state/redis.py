@@ -40,27 +40,25 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Take the next position of a key if one is left: atomically, whichever instance asks — unless the
-# simulator owns the interaction asked about (ARGV[4], in the set KEYS[3]): -2, nothing taken. With it,
-# how many times the whole state was reset (by any instance): what each instance remembers of it is
-# then stale; and, when ARGV[5] names one, that interaction of the session's simulator (in the hash
-# KEYS[4], whose expiry is refreshed: it is in use) or false — read in the same round trip.
+# simulator owns the interaction asked about (ARGV[4], in the set KEYS[2]): -2, nothing taken. With it,
+# when ARGV[5] names one, that interaction of the session's simulator (in the hash KEYS[3], whose
+# expiry is refreshed: it is in use) or false — read in the same round trip.
 _TAKE = """
-local resets = redis.call('GET', KEYS[2]) or '0'
-if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
-  return {-2, resets, false}
+if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
+  return {-2, false}
 end
 local read = false
 if ARGV[5] ~= '' then
-  read = redis.call('HGET', KEYS[4], ARGV[5])
-  redis.call('EXPIRE', KEYS[4], ARGV[3])
+  read = redis.call('HGET', KEYS[3], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
 local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
 if position >= tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-  return {-1, resets, read}
+  return {-1, read}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {position, resets, read}
+return {position, read}
 """
 
 
@@ -77,9 +75,7 @@ class RedisState:
         self.ns = f"omproxy:{namespace}:"
         self.ttl = max(1, int(session_idle))
         self._take = self.client.register_script(_TAKE)
-        self.marked: set[tuple[str, int]] = set()  # marked played in Redis since the last reset seen
-        # outside the namespace's keys, which a reset deletes: the count of resets survives them
-        self.resets_key, self.resets = f"omproxy:resets:{namespace}", b"0"
+        self.marked: set[tuple[str, int]] = set()  # marked played in Redis by this instance (a reset keeps them)
         self.stream = stream_key(name)  # what recording instances of this cluster append to
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
@@ -107,12 +103,9 @@ class RedisState:
         base = self._session(session)
         owners = base + ("diverged-external" if about is not None and about.external else "diverged")
         reading = about.id if read and about is not None and not about.external else ""
-        position, resets, raw = await self.call(lambda: self._take(
-            keys=[base + "positions", self.resets_key, owners, base + "interactions"],
+        position, raw = await self.call(lambda: self._take(
+            keys=[base + "positions", owners, base + "interactions"],
             args=[digest(key), count, self.ttl, about.id if about is not None else "", reading]))
-        if resets != self.resets:  # another instance reset everything: what was marked played is not
-            self.resets = resets
-            self.marked.clear()
         position = int(position)
         if position == -2:
             return Take(None, owned=True)
@@ -148,18 +141,13 @@ class RedisState:
         return bool(await self.call(lambda: self.client.sismember(key, target.id)))
 
     async def reset(self, session: str | None = None) -> None:
-        pattern = (self._session(session) if session is not None else self.ns) + "*"
-        if session is None:
-            self.marked.clear()
+        """The sessions' keys go; which recordings were played, and the counts, are the run's and stay."""
+        pattern = (self._session(session) if session is not None else self.ns + "s:") + "*"
 
         async def wipe() -> None:
             keys = [k async for k in self.client.scan_iter(match=pattern, count=500)]
-            async with self.client.pipeline(transaction=True) as tx:  # deleted and counted as one
-                if keys:
-                    tx.delete(*keys)
-                if session is None:
-                    tx.incr(self.resets_key)
-                await tx.execute()
+            if keys:
+                await self.client.delete(*keys)
 
         await self.call(wipe)
 

@@ -465,3 +465,21 @@ async def test_headers_a_connection_header_names_are_not_forwarded_nor_stood_in_
     headers = {k.lower(): v for k, v in gms.received[0]["headers"]}
     assert headers["x-forwarded-for"] == "127.0.0.1"  # the hop's own, not carried on
     assert "br" not in headers.get("accept-encoding", "")  # never asked of the upstream
+
+
+async def test_each_entry_says_where_it_was_recorded_from(proxy, gms, tmp_path) -> None:
+    """D19: a recording of the built-in simulator looked like one of GMS. Each entry names its upstream
+    (without credentials), or builtin, and reads back as `Recorded.recorded_from`."""
+    url = gms.url.replace("http://", "http://agent:secret@")
+    client = await proxy(upstream=url)
+    assert (await client.post(f"{BASE}/customer-support", data=b"externalId=a", headers=FORM)).status == 200
+    builtin = await proxy(upstream="builtin", cassette=str(tmp_path / "sim.yaml"))
+    assert (await builtin.post(f"{BASE}/customer-support", data=b"externalId=a", headers=FORM)).status == 200
+    await client.close()
+    await builtin.close()
+    (entry,) = loaded(tmp_path / "cassettes" / "customer-support.yaml")
+    assert entry["recorded_from"] == gms.url and "secret" not in (tmp_path / "cassettes" / "customer-support.yaml"
+                                                                  ).read_text()
+    assert loaded(tmp_path / "sim.yaml")[0]["recorded_from"] == "builtin"
+    (rec,) = storage.load(tmp_path / "sim.yaml").interactions
+    assert rec.recorded_from == "builtin"

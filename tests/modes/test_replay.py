@@ -131,8 +131,10 @@ async def test_identical_requests_get_recorded_answers_in_order_then_repeat_last
 
 async def test_repeat_miss_treats_used_up_as_a_miss(replay, recorded) -> None:
     client = await replay(fallback="none", repeat="miss")
-    assert (await client.post(SVC, data=CREATE, headers=FORM)).status == 200
-    resp = await client.post(SVC, data=CREATE, headers=FORM)
+    iid = json.loads(recorded[1][0][1])["interactionId"]
+    for _ in range(3):  # the story's three gets
+        assert (await client.post(f"{SVC}/{iid}/get")).status == 200
+    resp = await client.post(f"{SVC}/{iid}/get")
     assert resp.status == 404
     assert "used up" in (await resp.json())["errors"][0]["advice"]
 
@@ -224,6 +226,39 @@ async def test_reset_of_one_session_leaves_the_others(replay, recorded) -> None:
     got_a = await (await client.post(f"{SVC}/{iid}/get", headers={"X-Omproxy-Session": "a"})).read()
     got_b = await (await client.post(f"{SVC}/{iid}/get", headers={"X-Omproxy-Session": "b"})).read()
     assert got_a == recorded[1][1][1] and got_b == recorded[1][3][1]
+
+
+async def test_a_story_run_twice_gets_the_same_answers_twice(replay, recorded, caplog) -> None:
+    """D8: the second run got create 0, update 0, get 248 (the last recording of each again). A create
+    whose recordings this session played starts the session's recordings over, and the log says so."""
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await replay(fallback="none")
+    assert await play_story(client) == recorded[1]
+    assert await play_story(client) == recorded[1]
+    assert any("(restart: the session's recordings play again)" in r.getMessage() for r in caplog.records)
+    entries = (await (await client.get("/_omproxy/journal")).json())["entries"]
+    assert [e.get("restart", False) for e in entries] == [False] * 6 + [True] + [False] * 5
+
+
+async def test_without_restart_a_story_run_twice_gets_the_last_recordings(replay, recorded, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await replay(fallback="none", restart=False)
+    await play_story(client)
+    again = await play_story(client)
+    assert again[1] == again[3] == recorded[1][-1]  # each get: its last recording, "not found"
+    assert any("#0 (repeat)" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_reset_keeps_what_was_played_for_the_never_played_report(replay, recorded, caplog) -> None:
+    """D11: plays before a reset were forgotten, so the shutdown said "never played 6" after 6 answers."""
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await replay(fallback="none")
+    await play_story(client)
+    await client.post("/_omproxy/reset", json={})
+    report = (await (await client.get("/_omproxy/cassettes")).json())["cassettes"]
+    assert report[0]["played"] == 6 and report[0]["never_played"] == []
+    await client.close()
+    assert not [r for r in caplog.records if "never played" in r.getMessage()]
 
 
 async def test_never_played_recordings_are_listed_at_shutdown(replay, recorded, caplog) -> None:

@@ -48,6 +48,8 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
         out["cassette"], out["index"] = ex.matched.cassette, ex.matched.index
         if ex.repeat:
             out["repeat"] = True
+        if ex.restart:
+            out["restart"] = True
     if ex.miss is not None:
         out["miss"] = ex.miss
     if ex.near_misses:

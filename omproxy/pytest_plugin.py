@@ -21,6 +21,7 @@ import hashlib
 import re
 import threading
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
 from omproxy.serve.http import front
+from omproxy.serve.observers import entry
 from omproxy.serve.runtime import Runtime, build_runtime
 
 T = TypeVar("T")
@@ -81,7 +83,9 @@ class Server:
         self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     async def _start(self) -> str:
-        self.listener = await front.start(build_runtime(self.config, self.mode), self.config)
+        rt = build_runtime(self.config, self.mode)
+        rt.warn_stale = False  # the run's summary says what was never played, over every process
+        self.listener = await front.start(rt, self.config)
         return f"http://127.0.0.1:{self.listener.port}"
 
     @property
@@ -134,6 +138,9 @@ def project_config(root: Path) -> Config:
     return Config()
 
 
+RECORDING = (Mode.RECORD, Mode.AUTO, Mode.PASSTHROUGH)  # the modes that ask an upstream
+
+
 def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Config, Mode]:
     marker = request.node.get_closest_marker("omproxy")
     kwargs = dict(marker.kwargs) if marker else {}
@@ -142,17 +149,21 @@ def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Conf
         base = load(Path(kwargs["config"]), {})
     elif base is None:
         base = project_config(Path(request.config.rootpath))
-    module = Path(str(request.node.path)).stem
+    here = Path(str(request.node.path))
     test = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
-    cassette = str(kwargs.get("cassette") or f"cassettes/{module}/{test}.yaml")
-    if not Path(cassette).is_absolute():
-        cassette = str(Path(request.config.rootpath) / cassette)
-    changes: dict[str, Any] = {"cassette": cassette, "host": "127.0.0.1", "port": 0}
+    if kwargs.get("cassette"):
+        cassette = Path(str(kwargs["cassette"]))
+        if not cassette.is_absolute():
+            cassette = Path(request.config.rootpath) / cassette
+    else:  # beside the test, as pytest-recording keeps them
+        cassette = here.parent / "cassettes" / here.stem / f"{test}.yaml"
+    changes: dict[str, Any] = {"cassette": str(cassette), "host": "127.0.0.1", "port": 0}
     fallback = options.omproxy_fallback or kwargs.get("fallback")
     if fallback:
         changes["fallback"] = Fallback(fallback)
-    if options.omproxy_upstream:
-        changes["upstream"] = options.omproxy_upstream
+    named = options.omproxy_upstream or kwargs.get("upstream")
+    if named:
+        changes["upstream"] = named
     if kwargs.get("match") is not None:
         changes["match"] = replace(base.match, **kwargs["match"])
     word = options.omproxy_mode or kwargs.get("mode") or "none"  # the command line's, else the marker's
@@ -160,8 +171,13 @@ def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Conf
         raise UsageError(f"mode={word!r} is not a record mode; use one of {', '.join(MODES)}")
     mode, changes["rewrite"] = MODES[word]
     if word == "once":
-        mode = Mode.REPLAY if _holds_recordings(cassette) else Mode.RECORD
-    return replace(base, **changes), mode
+        mode = Mode.REPLAY if _holds_recordings(str(cassette)) else Mode.RECORD
+    config = replace(base, **changes)
+    if mode in RECORDING and config.upstream == "builtin" and named != "builtin" and "upstream" not in (
+            base.given):
+        raise UsageError(f"mode {word} needs the GMS to record from: --omproxy-upstream URL (or the marker's "
+                         "upstream=); to record the built-in simulator, name it: --omproxy-upstream builtin")
+    return config, mode
 
 
 def _holds_recordings(cassette: str) -> bool:
@@ -198,35 +214,142 @@ def omproxy_url(request: pytest.FixtureRequest, omproxy_config: Config | None) -
 SESSION = pytest.StashKey[tuple[Server, str]]()
 
 
+class Playback:
+    """The `omproxy` fixture: the test's omproxy (`url`) and what its session has done so far, for
+    assertions — `played` (the recordings it was answered from), `all_played`, `misses` (the miss
+    reports), `exchanges` (the journal's rows of its session: its last 200 requests at most)."""
+
+    def __init__(self, url: str, server: Server, session: str) -> None:
+        self.url, self.server, self.session = url, server, session
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def played(self) -> list[str]:
+        """`cassette #index` of every recording this test was answered from, in cassette order."""
+        played = self.server.read(lambda rt: rt.journal.session(self.session))
+        return [f"{c} #{i}" for c, i in sorted(played.recordings)]
+
+    @property
+    def all_played(self) -> bool:
+        """Whether this test played every recording of its cassette(s)."""
+        def read(rt: Runtime) -> bool:
+            pb = rt.playback
+            return pb is not None and rt.journal.session(self.session).recordings >= {
+                (r.cassette, r.index) for r in pb.index.all}
+
+        return self.server.read(read)
+
+    @property
+    def misses(self) -> list[str]:
+        """The reports of this test's requests no recording matched (fallback none; the first 5)."""
+        return self.server.read(lambda rt: rt.journal.session(self.session).reports)
+
+    @property
+    def exchanges(self) -> list[dict[str, Any]]:
+        def read(rt: Runtime) -> list[dict[str, Any]]:
+            return [entry(ex, rt.redactor) for ex in rt.journal.of_session(self.session)]
+
+        return self.server.read(read)
+
+
+@pytest.fixture
+def omproxy(request: pytest.FixtureRequest, omproxy_url: str) -> Playback:
+    """`omproxy_url` and what the test's session played: `omproxy.url`, `.played`, `.all_played`, `.misses`,
+    `.exchanges`."""
+    server, session = request.node.stash[SESSION]
+    return Playback(omproxy_url, server, session)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     result = yield
     found = item.stash.get(SESSION, None)
     if found is not None:
         server, session = found
-        count, reports = server.read(lambda rt: rt.journal.misses_of(session))
-        if count:
-            more = f"\n... and {count - len(reports)} more" if count > len(reports) else ""
-            pytest.fail(f"omproxy: {count} request(s) matched no recording (fallback none):\n" + "\n".join(
-                reports) + more, pytrace=False)
+        played = server.read(lambda rt: rt.journal.session(session))
+        if played.misses:
+            left = played.misses - len(played.reports)
+            more = f"\n... and {left} more" if left else ""
+            pytest.fail(f"omproxy: {played.misses} request(s) matched no recording (fallback none):\n" + "\n".join(
+                played.reports) + more, pytrace=False)
     return result
 
 
+# ---- the summary: one section for the run, whichever process served ----------------------------
+
+REPORTS = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def _report(server: Server, root: Path) -> dict[str, Any]:
+    """What one server did, as plain data (an xdist worker sends it to the controller)."""
+    def read(rt: Runtime) -> dict[str, Any]:
+        return {o.value: n for o, n in rt.journal.counts.items()}
+
+    counts = server.read(read)
+    never: dict[str, list[int]] = {}
+    rt = server.runtime
+    if rt.playback is not None:
+        played = asyncio.run_coroutine_threadsafe(rt.state.played(), server.loop).result(10)
+        for c in rt.playback.cassettes:
+            never[c.path] = [r.index for r in c.interactions if (c.path, r.index) not in played]
+    cassette = server.config.cassette
+    if Path(cassette).is_relative_to(root):
+        cassette = str(Path(cassette).relative_to(root))
+    settings = f", fallback {server.config.fallback.value}" if server.mode is Mode.REPLAY else ""
+    return {"line": f"{server.mode.value} {cassette}{settings}", "counts": counts, "never": never}
+
+
+def summary_lines(reports: list[dict[str, Any]]) -> list[str]:
+    """One line per cassette and settings (sorted), counts added up over every process; a recording is never
+    played when no test of the run played it, in any process, under any settings."""
+    never: dict[str, set[int]] = {}
+    for r in reports:
+        for path, indexes in r["never"].items():
+            never[path] = never[path] & set(indexes) if path in never else set(indexes)
+    lines: dict[str, tuple[Counter[str], set[str]]] = {}
+    for r in reports:
+        counts, paths = lines.setdefault(r["line"], (Counter(), set()))
+        counts.update(r["counts"])
+        paths.update(r["never"])
+    out = []
+    for line, (counts, paths) in sorted(lines.items()):
+        text = f"{line}: " + ", ".join(f"{o.value} {counts[o.value]}" for o in (
+            Outcome.FROM_CASSETTE, Outcome.SIMULATED, Outcome.MISSED, Outcome.RECORDED))
+        if paths:
+            stale = [f"{Path(p).name} #{i}" for p in sorted(paths) for i in sorted(never[p])]
+            text += f", never played {len(stale)}"
+            if stale:
+                text += f" ({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''})"
+        out.append(text)
+    return out
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    reports = [_report(s, Path(config.rootpath)) for s in config.stash.get(SERVERS, {}).values()]
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller prints the run's one section
+        workeroutput["omproxy"] = reports
+    else:
+        config.stash.setdefault(REPORTS, []).extend(reports)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist: a worker finished; what its servers did joins the run's summary."""
+    reports = getattr(node, "workeroutput", {}).get("omproxy")
+    if reports:
+        node.config.stash.setdefault(REPORTS, []).extend(reports)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    servers = config.stash.get(SERVERS, {})
-    if not servers:
-        return
-    terminalreporter.section("omproxy")
-    for server in servers.values():
-        rt = server.runtime
-        counts = server.read(lambda rt: dict(rt.journal.counts))
-        line = (f"{server.mode.value} {server.config.cassette}: from cassette {counts.get(Outcome.FROM_CASSETTE, 0)}, "
-                f"simulated {counts.get(Outcome.SIMULATED, 0)}, missed {counts.get(Outcome.MISSED, 0)}, "
-                f"recorded {counts.get(Outcome.RECORDED, 0)}")
-        if rt.playback is not None:
-            played = asyncio.run_coroutine_threadsafe(rt.state.played(), server.loop).result(10)
-            line += f", never played {len(rt.playback.never_played(played))}"
-        terminalreporter.write_line(line)
+    reports = config.stash.get(REPORTS, [])
+    if reports:
+        terminalreporter.section("omproxy")
+        for line in summary_lines(reports):
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -15,6 +15,8 @@ from tests.support import FakeGms, ThreadedApp
 STORY = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 CREATE = (b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
           b"&userData%5BKeyToDelete%5D=value+to+delete")
+UPDATE = b"change%5BOrderNumber%5D=ABC123456780&change%5BTestKey2%5D=Test+value+2&delete%5BKeyToDelete%5D="
+STOP = b"reasonSystemName=RSN-123&reasonDescription=ORDER+CANCELLED"
 HELPERS = f'''
 import json, urllib.request
 import aiohttp
@@ -22,6 +24,7 @@ import pytest
 
 STORY = {str(STORY)!r}
 CREATE = {CREATE!r}
+BODIES = {{"update": {UPDATE!r}, "stop": {STOP!r}}}
 SVC = "/genesys/2/openmedia/customer-support"
 
 def post(url, body=b""):
@@ -64,7 +67,7 @@ def test_sync_and_async_tests_replay_offline_each_in_its_own_session(project) ->
     '''))
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*omproxy*", f"replay {STORY}: from cassette 4, simulated 0, missed 0*"])
+    result.stdout.fnmatch_lines(["*omproxy*", f"replay {STORY}, fallback none: from cassette 4, simulated 0*"])
 
 
 def test_a_miss_with_fallback_none_fails_the_test_with_the_report(project) -> None:
@@ -141,6 +144,104 @@ def test_two_xdist_workers(project) -> None:
     '''))
     project.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=6)
 
+
+
+PARTS = HELPERS + textwrap.dedent('''
+    ID = "01QG0Q2S5S50G000"
+
+    @pytest.mark.omproxy(cassette=STORY, fallback="none")
+    def test_create_and_get(omproxy_url):  # recordings #0 and #1
+        assert post(omproxy_url + SVC, CREATE)[1]["interactionId"] == ID
+        assert post(omproxy_url + SVC + f"/{ID}/get")[1]["statusCode"] == 0
+
+    @pytest.mark.omproxy(cassette=STORY)
+    def test_the_rest(omproxy_url):  # #2 and #4, and the three gets #1, #3, #5 (another setting)
+        for op in ("update", "get", "stop", "get", "get"):
+            post(omproxy_url + SVC + f"/{ID}/{op}", BODIES.get(op, b""))
+''')
+
+
+@pytest.mark.parametrize("workers", [(), ("-p", "xdist", "-n", "2")], ids=["one process", "xdist -n 2"])
+def test_one_summary_for_the_run_and_never_played_means_by_no_one(project, workers) -> None:
+    """D7: under xdist the summary was missing and each worker printed "never played" for what the other
+    had played; two settings of one cassette each said the other's plays were never played."""
+    if workers:
+        pytest.importorskip("xdist")
+    project.makepyfile(test_parts=PARTS)
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", *workers)
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert out.count("= omproxy =") == 1 and "recorded but never played" not in out
+    result.stdout.fnmatch_lines([f"replay {STORY}, fallback none: from cassette 2, *, never played 0",
+                                 f"replay {STORY}, fallback simulator: from cassette 5, simulated 0, *, never played 0"
+                                 ],
+                                consecutive=True)
+
+
+def test_the_summary_adds_up_every_process_and_intersects_never_played() -> None:
+    from omproxy.pytest_plugin import summary_lines
+
+    a = {"line": "replay s.yaml", "counts": {"from cassette": 2}, "never": {"/p/s.yaml": [2, 3]}}
+    b = {"line": "replay s.yaml", "counts": {"from cassette": 3, "missed": 1}, "never": {"/p/s.yaml": [0, 1, 3]}}
+    c = {"line": "replay s.yaml, other", "counts": {}, "never": {"/p/s.yaml": [0, 1, 2, 3, 4]}}
+    assert summary_lines([a, b, c]) == [
+        "replay s.yaml: from cassette 5, simulated 0, missed 1, recorded 0, never played 1 (s.yaml #3)",
+        "replay s.yaml, other: from cassette 0, simulated 0, missed 0, recorded 0, never played 1 (s.yaml #3)"]
+
+
+def test_the_omproxy_fixture_tells_the_test_what_it_played(project) -> None:
+    project.makepyfile(test_fixture=HELPERS + textwrap.dedent('''
+        ID = "01QG0Q2S5S50G000"
+
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_played(omproxy):
+            post(omproxy.url + SVC, CREATE)
+            post(f"{omproxy}{SVC}/{ID}/get")
+            assert [p.rsplit(" ", 1)[1] for p in omproxy.played] == ["#0", "#1"]
+            assert not omproxy.all_played and omproxy.misses == []
+            assert [e["operation"] for e in omproxy.exchanges] == ["create", "get"]
+            assert omproxy.exchanges[0]["cassette"] == STORY
+
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_all_played(omproxy):
+            post(omproxy.url + SVC, CREATE)
+            for op in ("get", "update", "get", "stop", "get"):
+                post(f"{omproxy}{SVC}/{ID}/{op}", BODIES.get(op, b""))
+            assert omproxy.all_played
+
+        @pytest.mark.omproxy(cassette=STORY, fallback="none")
+        def test_misses(omproxy):
+            post(omproxy.url + SVC, b"externalId=nobody")
+            assert len(omproxy.misses) == 1 and "externalId: recorded 'xy932', received 'nobody'" in omproxy.misses[0]
+            pytest.skip("checked; the plugin would fail it for the miss")
+    '''))
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2, skipped=1)
+
+
+def test_recording_needs_an_upstream_named_and_entries_say_which(project) -> None:
+    """D19: `--omproxy-mode record` with no upstream recorded the built-in simulator, as if it were GMS."""
+    project.makepyfile(test_rec=HELPERS + textwrap.dedent('''
+        def test_recorded(omproxy_url):
+            post(omproxy_url + SVC, b"externalId=rec-1")
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-mode", "record")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*omproxy: mode record needs the GMS to record from: --omproxy-upstream URL*"])
+    project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-mode", "record", "--omproxy-upstream",
+                                 "builtin").assert_outcomes(passed=1)
+    (rec,) = storage.load(project.path / "cassettes" / "test_rec" / "test_recorded.yaml").interactions
+    assert rec.recorded_from == "builtin"
+
+
+def test_cassettes_go_beside_the_tests_by_default(project) -> None:
+    project.mkdir("tests").joinpath("test_orders.py").write_text(HELPERS + textwrap.dedent('''
+        def test_create(omproxy_url):
+            post(omproxy_url + SVC, b"externalId=o-1")
+    '''))
+    project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-mode", "once", "--omproxy-upstream",
+                                 "builtin").assert_outcomes(passed=1)
+    assert (project.path / "tests" / "cassettes" / "test_orders" / "test_create.yaml").is_file()
+    project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)  # replayed from there
 
 
 def test_the_readmes_plugin_example_passes_as_written(project) -> None:

@@ -287,6 +287,7 @@ class Config:
     match: Matching = field(default_factory=Matching)
     sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {CATCH_ALL: dict(DEFAULT_SECTION)})
     source: str = "built-in defaults"
+    given: frozenset[str] = frozenset()  # the options `source` names (Config attributes; redact/match as groups)
 
     def __post_init__(self) -> None:  # enums may be given by value (Config(fallback="none"))
         for name, enum in (("log_format", LogFormat), ("repeat", Repeat), ("fallback", Fallback)):
@@ -318,4 +319,5 @@ def from_mapping(data: Any, source: str, base: Path | None = None) -> Config:
             nested[head][tail] = value
         else:
             values[option.attr] = value
-    return Config(**values, redact=Redaction(**nested["redact"]), match=Matching(**nested["match"]))
+    given = frozenset(values) - {"source"} | {h for h, v in nested.items() if v}
+    return Config(**values, redact=Redaction(**nested["redact"]), match=Matching(**nested["match"]), given=given)

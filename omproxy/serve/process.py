@@ -72,6 +72,7 @@ def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcom
     """Serve until a signal. A worker (of `supervisor`) shares its port and, instead of the summary line,
     ends with its counts as one JSON line on stdout for the supervisor to add up."""
     rt = build_runtime(config, mode, access=access)
+    rt.warn_stale = not worker  # the supervisor warns once for all
     started = time.monotonic()
     try:
         import uvloop  # the `fast` extra: a faster event loop, used when installed
@@ -81,7 +82,8 @@ def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcom
         log.debug("event loop: uvloop")
         uvloop.run(serve(rt, config, mode, startup, worker))
     if worker:
-        print(json.dumps({"counts": {o.value: n for o, n in rt.journal.counts.items()}}), flush=True)
+        print(json.dumps({"counts": {o.value: n for o, n in rt.journal.counts.items()}, "stale": rt.stale[:10]}),
+              flush=True)
     else:
         log.info("%s (%.0f s)", summary(rt.journal.counts, mode), time.monotonic() - started)
     return 0

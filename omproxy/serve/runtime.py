@@ -75,6 +75,8 @@ class Runtime:
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     later: list[Callable[[], Iterator[None]]] = field(default_factory=list)  # once serving, step by step
+    warn_stale: bool = True  # log the recordings never played at close (else its caller reports `stale`)
+    stale: list[str] = field(default_factory=list)  # at close: the recordings no session ever played
     _later: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -113,14 +115,22 @@ class Runtime:
             except OmproxyError as e:  # a shared state gone at shutdown: say so, stop anyway
                 log.warning("cannot tell which recordings were never played: %s", e.message)
                 played = None
-            stale = self.playback.never_played(played) if played is not None else []
-            self.journal.count(Outcome.NEVER_PLAYED, len(stale))
-            if stale:
-                log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
-                            f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+            self.stale = self.playback.never_played(played) if played is not None else []
+            self.journal.count(Outcome.NEVER_PLAYED, len(self.stale))
+            if self.warn_stale:
+                warn_stale(self.stale)
         closing = getattr(self.state, "close", None)
         if closing is not None:  # last: asking a closed Redis client opens a connection never closed
             await closing()
+
+
+def warn_stale(stale: list[str], total: int | None = None) -> None:
+    """One warning naming the first 10 recordings never played; `total`: how many there are, when more
+    than `stale` lists."""
+    total = len(stale) if total is None else total
+    if total:
+        log.warning("recorded but never played (a stale cassette?): %s%s", ", ".join(stale[:10]),
+                    f" and {total - 10} more" if total > 10 else "")
 
 
 def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = None,

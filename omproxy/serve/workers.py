@@ -1,6 +1,7 @@
 """`--workers N`: N omproxy processes on one port (SO_REUSEPORT: the kernel spreads connections), started,
 watched and stopped by this parent. A worker that dies is started again; Ctrl-C or SIGTERM stops them
-all (each finishes its requests in flight) and the parent prints one summary, their counts added up.
+all (each finishes its requests in flight) and the parent prints one summary, their counts added up
+(but "never played", which every worker reads from the one shared state: the last worker's count).
 Workers are the same command line re-run with `--workers 1 --worker`, so they read the same config."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from omproxy.config.options import Config, Mode
 from omproxy.errors import UsageError
 from omproxy.exchange import Outcome
+from omproxy.serve.runtime import warn_stale
 
 log = logging.getLogger("omproxy")
 SHARED = (Mode.REPLAY, Mode.AUTO, Mode.SIMULATE)  # their state must be one for all workers
@@ -34,6 +36,9 @@ class Supervisor:
     def __init__(self, argv: list[str], config: Config, mode: Mode) -> None:
         self.argv, self.config, self.mode = argv, config, mode
         self.counts: Counter[str] = Counter()
+        # Never played, as the last worker to stop saw it (what all workers played, in the shared state):
+        # a count each worker reads, not one to add up.
+        self.never: tuple[int, list[str]] | None = None
         self.stopping = False
         self.restarts = 0
         self.procs: set[asyncio.subprocess.Process] = set()
@@ -66,7 +71,12 @@ class Supervisor:
                 if " listening on " in line and ready is not None and not ready.done():
                     ready.set_result(None)
                 elif line.startswith("{"):
-                    self.counts.update(json.loads(line).get("counts", {}))
+                    report = json.loads(line)
+                    counts = report.get("counts", {})
+                    never = counts.pop(Outcome.NEVER_PLAYED.value, None)
+                    self.counts.update(counts)
+                    if never is not None and (self.never is None or never <= self.never[0]):
+                        self.never = (never, report.get("stale", []))
             code = await proc.wait()
             self.procs.discard(proc)
             if ready is not None and not ready.done():
@@ -111,6 +121,9 @@ def run(argv: list[str], config: Config, mode: Mode, startup: str,
     started = time.monotonic()
     asyncio.run(supervisor.run())
     counts = {o: supervisor.counts.get(o.value, 0) for o in Outcome if supervisor.counts.get(o.value)}
+    if supervisor.never is not None:
+        counts[Outcome.NEVER_PLAYED] = supervisor.never[0]
+        warn_stale(supervisor.never[1], supervisor.never[0])
     log.info("%s (%.0f s, %d workers, %d restarted)", summary(counts, mode), time.monotonic() - started,
              config.workers, supervisor.restarts)
     return 0

@@ -101,45 +101,52 @@ def test_workers_without_a_shared_state_are_refused_saying_why(tmp_path, capsys)
     assert "needs --state redis://" in capsys.readouterr().err
 
 
-def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_summary(redis, tmp_path) -> None:
-    import os
+def two_workers(mode: str, redis: Redis, tmp_path: Path, *more: str) -> tuple[subprocess.Popen[str], str, list[int]]:
+    """`omproxy MODE --workers 2` on a shared Redis: the process, its URL, its workers' pids."""
     import select
-    import signal
     import sys
-    import urllib.request
 
     (tmp_path / "empty.yaml").write_text("{}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "omproxy", "simulate", "--workers", "2", "--port", "0",
-                             "--state", redis.url, "--config", str(tmp_path / "empty.yaml")],
+    proc = subprocess.Popen([sys.executable, "-m", "omproxy", mode, "--workers", "2", "--port", "0",
+                             "--state", redis.url, "--config", str(tmp_path / "empty.yaml"), *more],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    assert ready, "no ready line"
+    line = proc.stdout.readline()
+    assert "(2 workers)" in line, line
+    pids: list[int] = []
+    while len(pids) < 2:  # "... INFO worker PID started", logged before the ready line
+        words = proc.stderr.readline().split()
+        assert words, "the supervisor ended"
+        if words[-1] == "started" and words[-3] == "worker":
+            pids.append(int(words[-2]))
+    return proc, line.split(" ")[4], pids
+
+
+def post(url: str, body: bytes = b"") -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers=FORM)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_summary(redis, tmp_path) -> None:
+    import os
+    import signal
+
+    proc, url, pids = two_workers("simulate", redis, tmp_path)
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "no ready line"
-        line = proc.stdout.readline()
-        assert "(2 workers)" in line, line
-        url = line.split(" ")[4]
-        pids: list[int] = []
-        while len(pids) < 2:  # "... INFO worker PID started", logged before the ready line
-            words = proc.stderr.readline().split()
-            assert words, "the supervisor ended"
-            if words[-1] == "started" and words[-3] == "worker":
-                pids.append(int(words[-2]))
-
-        def post(path: str, body: bytes = b"") -> dict:
-            request = urllib.request.Request(url + path, data=body, method="POST", headers=FORM)
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return json.loads(answer.read())
-
-        iid = post(SVC, b"externalId=w1")["interactionId"]
-        assert all(post(f"{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # whichever worker answers
+        iid = post(url + SVC, b"externalId=w1")["interactionId"]
+        assert all(post(f"{url}{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # whichever worker answers
         os.kill(pids[0], signal.SIGKILL)
         line = ""
         while "starting another" not in line:  # the supervisor saw it die (its socket is gone with it)
             line = proc.stderr.readline()
             assert line, "the supervisor ended"
-        assert all(post(f"{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # the other, then a new one
+        assert all(post(f"{url}{SVC}/{iid}/get")["statusCode"] == 0 for _ in range(6))  # the other, then a new one
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -152,6 +159,29 @@ def test_two_workers_serve_the_story_survive_a_killed_worker_and_stop_with_one_s
     # the killed worker's own count is lost with it; the six after the kill are the survivors' (the seven
     # before may all have gone to the killed one: the kernel spreads connections, ~1 run in 128)
     assert int(summaries[0].split("simulated ")[1].split()[0].rstrip(",")) >= 6
+
+
+def test_workers_count_each_recording_never_played_once(redis, tmp_path) -> None:
+    """D7's twin: two replay workers over a story of 6 each said "never played" for the same recordings
+    of the one shared state, and the supervisor added them up (88 of a cassette of 45)."""
+    import os
+    import signal
+
+    proc, url, _ = two_workers("replay", redis, tmp_path, "--cassette", str(STORY))
+    try:
+        for _ in range(4):  # over new connections: the kernel spreads them between the workers
+            post(f"{url}{SVC}/01QG0Q2S5S50G000/get")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    summaries = [x for x in err.splitlines() if "summary:" in x]
+    assert len(summaries) == 1 and "from cassette 4" in summaries[0], err
+    assert "never played 3" in summaries[0], summaries  # the create, the update, the stop
+    warnings = [x for x in err.splitlines() if "recorded but never played" in x]
+    assert len(warnings) == 1 and "#0" in warnings[0] and "#1" not in warnings[0], err
 
 
 async def test_two_recording_instances_then_pull_twice(aiohttp_client, redis, tmp_path) -> None:

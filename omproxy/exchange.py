@@ -58,6 +58,7 @@ class Exchange:
     cut: int = 0  # bytes of its bodies not kept (`summary`)
     repeat: bool = False  # answered by the last recording again, its recordings used up
     restart: bool = False  # a create played again: its session's recorded stories start over
+    too_old: str | None = None  # the recording is older than replay.max_age: what to say of it
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -73,7 +74,7 @@ class Exchange:
         if self.matched is not None:
             again = " (repeat)" if self.repeat else " (restart: the session's recordings play again)" if (
                 self.restart) else ""
-            return self.matched.where + again
+            return self.matched.where + again + (f"; {self.too_old}" if self.too_old else "")
         if self.record_error is not None:
             return f"NOT recorded: {self.record_error}"
         if self.recorded_to is not None:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import threading
 import tomllib
+import warnings
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
@@ -29,8 +31,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from omproxy.cassette import storage, yamlformat
 from omproxy.config.file import load
-from omproxy.config.options import Config, Fallback, Mode, from_mapping
+from omproxy.config.options import Config, Fallback, Mode, age, from_mapping
 from omproxy.errors import ConfigError, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
@@ -63,6 +66,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the GMS to record from (a base URL, or builtin); default: the config's upstream")
     group.addoption("--omproxy-fallback", choices=("simulator", "none"), default=None,
                     help="who answers a request no recording matches (default: the marker's, else simulator)")
+    group.addoption("--omproxy-pending", action="store_true", default=None,
+                    help="what the run records goes to a pending cassette beside each one (x.pending.yaml), "
+                    "replayed by new_episodes, never by none, until `omproxy cassette accept` moves it in")
+    group.addoption("--omproxy-fail-on-new", action="store_true",
+                    help="fail a test whose cassette holds pending (unreviewed) recordings when it ends")
+    group.addoption("--omproxy-max-age", default=None, metavar="AGE",
+                    help="fail a test answered from a recording older than AGE (180d, 12h; default: the "
+                    "project's replay.max_age, else no limit)")
+    group.addoption("--omproxy-report", type=Path, default=None, metavar="FILE",
+                    help="write the run's cassette report (what was played, over every worker) as JSON: "
+                    "what `omproxy cassette prune --journal FILE` reads")
+    group.addoption("--omproxy-old", choices=("fail", "warn"), default="fail",
+                    help="what a recording older than the max age does to its test: fail (default) or warn")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -166,6 +182,10 @@ def _settings(request: pytest.FixtureRequest, base: Config | None) -> tuple[Conf
         changes["upstream"] = named
     if kwargs.get("match") is not None:
         changes["match"] = replace(base.match, **kwargs["match"])
+    if options.omproxy_pending:
+        changes["pending"] = True
+    if options.omproxy_max_age:
+        changes["max_age"] = age("--omproxy-max-age", options.omproxy_max_age)
     word = options.omproxy_mode or kwargs.get("mode") or "none"  # the command line's, else the marker's
     if word not in MODES:
         raise UsageError(f"mode={word!r} is not a record mode; use one of {', '.join(MODES)}")
@@ -274,6 +294,20 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             more = f"\n... and {left} more" if left else ""
             pytest.fail(f"omproxy: {played.misses} request(s) matched no recording (fallback none):\n" + "\n".join(
                 played.reports) + more, pytrace=False)
+        if played.too_old:
+            again = f"re-record it: pytest --omproxy-mode rewrite --omproxy-upstream URL '{item.nodeid}'"
+            text = "omproxy: answered from a recording older than the max age:\n" + "\n".join(
+                f"{where}: {said}" for where, said in played.too_old.items()) + "\n" + again
+            if item.config.option.omproxy_old == "fail":
+                pytest.fail(text, pytrace=False)
+            warnings.warn(pytest.PytestWarning(text), stacklevel=1)
+        if item.config.option.omproxy_fail_on_new:
+            waiting = [p for p in storage.files_of(storage.Template(server.config.cassette).pending, must_exist=False)
+                       if p.stat().st_size > len(yamlformat.HEADER)]
+            if waiting:
+                pytest.fail(f"omproxy: {', '.join(map(str, waiting))} hold(s) recordings not reviewed yet "
+                            f"(--omproxy-fail-on-new): review them, then omproxy cassette accept "
+                            f"{server.config.cassette}", pytrace=False)
     return result
 
 
@@ -289,25 +323,42 @@ def _report(server: Server, root: Path) -> dict[str, Any]:
 
     counts = server.read(read)
     never: dict[str, list[int]] = {}
+    sizes: dict[str, int] = {}
     rt = server.runtime
     if rt.playback is not None:
         played = asyncio.run_coroutine_threadsafe(rt.state.played(), server.loop).result(10)
         for c in rt.playback.cassettes:
             never[c.path] = [r.index for r in c.interactions if (c.path, r.index) not in played]
+            sizes[c.path] = len(c.interactions)
     cassette = server.config.cassette
     if Path(cassette).is_relative_to(root):
         cassette = str(Path(cassette).relative_to(root))
     settings = f", fallback {server.config.fallback.value}" if server.mode is Mode.REPLAY else ""
-    return {"line": f"{server.mode.value} {cassette}{settings}", "counts": counts, "never": never}
+    return {"line": f"{server.mode.value} {cassette}{settings}", "counts": counts, "never": never, "sizes": sizes}
+
+
+def never_played(reports: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """Per cassette file, the recordings no process played under any settings."""
+    never: dict[str, set[int]] = {}
+    for r in reports:
+        for path, indexes in r["never"].items():
+            never[path] = never[path] & set(indexes) if path in never else set(indexes)
+    return never
+
+
+def cassette_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's cassette report, in the shape of GET /_omproxy/cassettes (never_played whole)."""
+    never = never_played(reports)
+    sizes = {path: n for r in reports for path, n in r.get("sizes", {}).items()}
+    return {"cassettes": [{"cassette": path, "interactions": sizes.get(path, 0),
+                           "played": sizes.get(path, 0) - len(indexes), "never_played": sorted(indexes)}
+                          for path, indexes in sorted(never.items())]}
 
 
 def summary_lines(reports: list[dict[str, Any]]) -> list[str]:
     """One line per cassette and settings (sorted), counts added up over every process; a recording is never
     played when no test of the run played it, in any process, under any settings."""
-    never: dict[str, set[int]] = {}
-    for r in reports:
-        for path, indexes in r["never"].items():
-            never[path] = never[path] & set(indexes) if path in never else set(indexes)
+    never = never_played(reports)
     lines: dict[str, tuple[Counter[str], set[str]]] = {}
     for r in reports:
         counts, paths = lines.setdefault(r["line"], (Counter(), set()))
@@ -350,6 +401,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("omproxy")
         for line in summary_lines(reports):
             terminalreporter.write_line(line)
+    target = config.option.omproxy_report
+    if target is not None and not hasattr(config, "workeroutput"):
+        try:
+            storage.write_atomically(target, [json.dumps(cassette_report(reports), indent=1).encode() + b"\n"])
+        except OSError as e:
+            terminalreporter.write_line(f"omproxy: cannot write {target}: {e.strerror or e}", red=True)
+        else:
+            terminalreporter.write_line(f"omproxy: cassette report written to {target}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -244,6 +244,66 @@ def test_cassettes_go_beside_the_tests_by_default(project) -> None:
     project.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)  # replayed from there
 
 
+@pytest.mark.parametrize("workers", [(), ("-p", "xdist", "-n", "2")], ids=["one process", "xdist -n 2"])
+def test_new_recordings_wait_for_review_and_fail_on_new_says_so(project, workers) -> None:
+    if workers:
+        pytest.importorskip("xdist")
+    project.makepyfile(test_new=HELPERS + textwrap.dedent('''
+        @pytest.mark.parametrize("n", range(2))
+        def test_create(omproxy_url, n):
+            post(omproxy_url + SVC, f"externalId=new-{n}".encode())
+    '''))
+    args = ("-p", "no:cacheprovider", *workers)
+    result = project.runpytest_subprocess(*args, "--omproxy-mode", "new_episodes", "--omproxy-upstream", "builtin",
+                                          "--omproxy-pending", "--omproxy-fail-on-new")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*test_create_0_.pending.yaml hold(s) recordings not reviewed yet*cassette accept*"])
+    folder = project.path / "cassettes" / "test_new"
+    assert sorted(p.name for p in folder.iterdir()) == ["test_create_0_.pending.yaml", "test_create_1_.pending.yaml"]
+    from omproxy.cli import main
+
+    for n in range(2):
+        assert main(["cassette", "accept", str(folder / f"test_create_{n}_.yaml")]) == 0
+    project.runpytest_subprocess(*args, "--omproxy-fail-on-new", "--omproxy-fallback", "none").assert_outcomes(passed=2)
+
+
+def test_a_recording_older_than_the_max_age_fails_its_test_with_how_to_re_record(project) -> None:
+    project.makepyfile(test_old=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_story(omproxy_url):
+            post(omproxy_url + SVC, CREATE)
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-max-age", "1d")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*omproxy: answered from a recording older than the max age:",
+                                 "*reference-story.yaml #0: recorded * days ago*",
+                                 "re-record it: pytest --omproxy-mode rewrite --omproxy-upstream URL "
+                                 "'test_old.py::test_story'"])
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-max-age", "1d", "--omproxy-old", "warn")
+    result.assert_outcomes(passed=1, warnings=1)
+    project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-max-age", "3650d").assert_outcomes(passed=1)
+
+
+def test_the_runs_report_is_what_prune_reads(project, tmp_path) -> None:
+    import json
+
+    from omproxy.cli import main
+
+    copy = project.path / "story.yaml"
+    copy.write_bytes(STORY.read_bytes())
+    project.makepyfile(test_some=HELPERS.replace(repr(str(STORY)), repr(str(copy))) + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_create(omproxy_url):
+            post(omproxy_url + SVC, CREATE)
+    '''))
+    report = tmp_path / "report.json"
+    project.runpytest_subprocess("-p", "no:cacheprovider", "--omproxy-report", str(report)).assert_outcomes(passed=1)
+    assert json.loads(report.read_text())["cassettes"] == [
+        {"cassette": str(copy), "interactions": 6, "played": 1, "never_played": [1, 2, 3, 4, 5]}]
+    assert main(["cassette", "prune", str(copy), "--journal", str(report), "--apply"]) == 0
+    assert len(storage.load(copy).interactions) == 1
+
+
 def test_the_readmes_plugin_example_passes_as_written(project) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUFFIXES = (".yaml", ".yml")
+PENDING = ".pending"  # x.pending.yaml: recordings waiting to be reviewed into x.yaml (never replayed)
 TAIL_WINDOW = 16 << 20  # how far back from the end a torn last entry is looked for
 
 
@@ -94,8 +95,16 @@ class Template:
             return []
         prefix, _, suffix = Path(self.spec).name.partition("{service}")
         suffixes = SUFFIXES if self.folder_given else (suffix,)
+        pending = () if suffix.startswith(PENDING) else tuple(PENDING + s for s in SUFFIXES)
         return sorted(p for p in self.folder.iterdir() if p.is_file() and p.name.startswith(prefix)
-                      and p.name.endswith(suffixes) and len(p.name) > len(prefix) + len(suffix))
+                      and p.name.endswith(suffixes) and len(p.name) > len(prefix) + len(suffix)
+                      and not (pending and p.name.endswith(pending)))
+
+    @property
+    def pending(self) -> Template:
+        """Where recordings waiting for review go: `x.pending.yaml` beside each `x.yaml`."""
+        path = Path(self.spec)
+        return Template(str(path.with_name(path.stem + PENDING + path.suffix)))
 
     def __str__(self) -> str:
         return self.spec

@@ -164,7 +164,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
     into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
 
-    tools = sub.add_parser("cassette", help="work on cassette files: merge")
+    tools = sub.add_parser("cassette", help="work on cassette files: merge, pull, accept, prune, dedup")
     tool = tools.add_subparsers(dest="tool", metavar="TOOL", parser_class=Parser, required=True)
     merge = tool.add_parser("merge", help="merge cassettes by recorded_at, each file's order kept",
                             description="Merge cassettes (say, one per omproxy instance) into one, ordered by "
@@ -179,12 +179,47 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     pull.add_argument("-o", "--output", type=Path, required=True, help="the cassette (or, split, the folder)")
     pull.add_argument("--split-by", choices=("service",), help="one cassette per service, in the output folder")
     pull.add_argument("--state-namespace", default="omproxy", help="the cluster's state_namespace (default omproxy)")
+    accept = tool.add_parser("accept", help="move reviewed pending recordings into their cassette",
+                             description="Move what was recorded with --pending (x.pending.yaml, see it with "
+                             "omproxy inspect) into the cassette (x.yaml), after its own recordings. Both files are "
+                             "written atomically; what is not accepted stays pending.")
+    accept.add_argument("cassette", help="the cassette (file, folder or {service} template) whose pending ones to take")
+    accept.add_argument("--only", type=_indexes, metavar="0,2,5",
+                        help="only these recordings of the pending file (its indexes, as inspect shows them)")
+    prune = tool.add_parser("prune", help="drop the recordings a run never played (a dry run unless --apply)",
+                            description="List, and with --apply drop, the recordings a run never played, by the "
+                            "run's cassette report: GET /_omproxy/cassettes, or pytest --omproxy-report FILE. Each "
+                            "cassette is written anew, atomically.")
+    prune.add_argument("cassette", help="a cassette file, a folder of them, or a {service} template")
+    prune.add_argument("--journal", type=Path, required=True, metavar="REPORT",
+                       help="the run's cassette report (JSON of GET /_omproxy/cassettes or --omproxy-report)")
+    prune.add_argument("--apply", action="store_true", help="write the cassettes without them (default: only list)")
+    dedup = tool.add_parser("dedup", help="reduce a capture to a few stories per class",
+                            description="Group a capture's stories (the recordings of one interaction) by class: "
+                            "service x operation sequence x user-data key set x status codes (HTTP/GMS). Keep the "
+                            "first N of each class in a new cassette, and report the classes and their counts.")
+    dedup.add_argument("cassettes", nargs="+", metavar="CASSETTE", help="cassette files, folders or templates")
+    dedup.add_argument("--keep", type=int, default=1, metavar="N", help="stories kept per class (default 1)")
+    dedup.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+    dedup.add_argument("--json", action="store_true", help="print the classes as JSON")
     return parser
+
+
+def _indexes(text: str) -> set[int]:
+    try:
+        found = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected indexes like 0,2,5, not {text!r}") from None
+    if not found or min(found) < 0:
+        raise argparse.ArgumentTypeError(f"expected indexes like 0,2,5, not {text!r}")
+    return found
 
 
 def run_cassette(args: argparse.Namespace) -> int:
     import heapq
 
+    if args.tool in ("accept", "prune", "dedup"):
+        return run_lifecycle(args)
     if args.tool == "pull":
         from omproxy.state.redis import pull
 
@@ -198,6 +233,56 @@ def run_cassette(args: argparse.Namespace) -> int:
     merged = heapq.merge(*streams, key=lambda r: r.recorded_at)  # each file's own order is kept
     count = _save(args.output, merged, None)
     print(f"merged {count} interactions from {len(streams)} cassettes into {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_lifecycle(args: argparse.Namespace) -> int:
+    from omproxy.cassette import storage
+    from omproxy.tools import lifecycle
+
+    if args.tool == "accept":
+        for done in lifecycle.accepting(args.cassette, args.only):
+            _save(done.cassette, lifecycle.into(done), None)  # first: a failure leaves both files as they were
+            if done.left:
+                _save(done.pending, done.left, None)
+            else:
+                done.pending.unlink()
+            print(f"accepted {len(done.taken)} recording(s) into {done.cassette}"
+                  + (f"; {len(done.left)} left in {done.pending}" if done.left else ""), file=sys.stderr)
+        return 0
+    if args.tool == "prune":
+        try:
+            report = json.loads(args.journal.read_bytes())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{args.journal}: cannot read the report: {getattr(e, 'strerror', None) or e}") from None
+        played = lifecycle.report_played(report)
+        paths = storage.files_of(storage.Template(args.cassette), must_exist=True)
+        total = 0
+        for path, gone in lifecycle.never_played(paths, played).items():
+            total += len(gone)
+            for rec in gone:
+                print(f"{path}:{rec.line}: #{rec.index} {rec.request.method} {rec.request.path} never played")
+            if gone and args.apply:
+                dropped = {r.index for r in gone}
+                still = _save(path, (r for r in storage.stream(path) if r.index not in dropped), None)
+                print(f"{path}: {len(gone)} dropped, {still} kept", file=sys.stderr)
+        if not args.apply:
+            print(f"{total} recording(s) would go; --apply writes the cassettes without them", file=sys.stderr)
+        return 0
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(spec), must_exist=True)]
+    if args.keep < 1:
+        raise UsageError("--keep: at least 1 story per class")
+    found, kept, recorded = lifecycle.dedup(paths, args.keep)
+    count = _save(args.output, recorded, None)
+    if args.json:
+        print(json.dumps({"classes": found, "stories": sum(c["stories"] for c in found), "kept": len(kept),
+                          "interactions": count}))
+    else:
+        for c in found:
+            print(f"{c['stories']:>7} stories, {c['kept']} kept: {c['service']}: {c['operations']}; "
+                  f"keys {c['keys']}; status {c['codes']}")
+    print(f"{len(found)} classes; {len(kept)} of {sum(c['stories'] for c in found)} stories kept, "
+          f"{count} interactions written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -215,7 +300,8 @@ def _save(output: Path, recorded: Iterable[Recorded], redactor: Redactor | None)
         for r in recorded:
             yield yamlformat.dump_entry(cassette.to_entry(redactor.request(r.request) if redactor else r.request,
                                                           redactor.response(r.response) if redactor else r.response,
-                                                          r.duration_ms, r.recorded_at or None))
+                                                          r.duration_ms, r.recorded_at or None,
+                                                          r.recorded_from or None))
             count += 1
 
     try:

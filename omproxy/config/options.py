@@ -111,6 +111,22 @@ def seconds(where: str, value: Any) -> float:
     return number
 
 
+AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def age(where: str, value: Any) -> float:
+    """An age: 180d, 12h, 30m, 45s, or a number of seconds."""
+    text = str(value).strip()
+    unit = AGE_UNITS.get(text[-1:].lower()) if text else None
+    try:
+        number = float(text[:-1] if unit else text) * (unit or 1.0)
+    except ValueError:
+        raise ConfigError(f"{where}: expected an age like 180d, 12h, 30m or 45s, not {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{where}: must be more than 0, not {value!r}")
+    return number
+
+
 def choice(enum: type[Enum]) -> Check:
     def check(where: str, value: Any) -> Enum:
         try:
@@ -219,6 +235,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("rewrite", boolean, "record and auto: this run's recordings replace the cassette (written beside it, "
            "renamed over it when omproxy stops cleanly) instead of being appended (default false)", "--rewrite",
            frozenset({Mode.RECORD, Mode.AUTO})),
+    Option("pending", boolean, "record and auto: this run's recordings go to a pending cassette beside the real "
+           "one (x.pending.yaml), never replayed by replay, until `omproxy cassette accept` moves them in "
+           "(default false)", "--pending", frozenset({Mode.RECORD, Mode.AUTO})),
     Option("log_format", choice(LogFormat), "log lines as text or JSON lines (default text)", "--log-format"),
     Option("idle_timeout", seconds, "seconds an idle keep-alive connection is kept open (default 75)",
            "--idle-timeout"),
@@ -249,6 +268,9 @@ OPTIONS: tuple[Option, ...] = (
            "session's recordings again (the session is reset first), so a story run twice gets the same answers "
            "twice; false: the create gets its last recording again (default true)", "--restart",
            frozenset({Mode.REPLAY})),
+    Option("replay.max_age", age, "recordings older than this (180d, 12h) are said to be: the log line notes it, "
+           "and a pytest test using one fails (default: no limit)", "--max-age", frozenset({Mode.REPLAY, Mode.AUTO}),
+           nullable=True),
     Option("replay.fallback", choice(Fallback), "who answers a request no recording matches: simulator or "
            "none (a 404 with the nearest recordings; default simulator)", "--fallback", frozenset({Mode.REPLAY})),
     Option("simulator.sections", sections, "GMS option sections: openmedia and openmedia.<service>"),
@@ -268,6 +290,7 @@ class Config:
     max_response_body: int = 8 * 1024 * 1024
     cassette: str = "cassettes/{service}.yaml"
     rewrite: bool = False
+    pending: bool = False
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0
     header_timeout: float = 10.0
@@ -281,6 +304,7 @@ class Config:
     verbose: int = 0
     repeat: Repeat = Repeat.LAST
     restart: bool = True
+    max_age: float | None = None  # seconds
     fallback: Fallback = Fallback.SIMULATOR
     verify_ignore: tuple[str, ...] = ()
     redact: Redaction = field(default_factory=Redaction)

@@ -11,8 +11,10 @@ id — is answered by the simulator, so answers never contradict each other.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from omproxy.cassette.entry import Cassette
 from omproxy.config.options import Config, Repeat
@@ -35,6 +37,7 @@ class Playback:
     index: matching.Index
     repeat: Repeat
     restart: bool = False
+    max_age: float | None = None  # seconds: an older recording is flagged (`Exchange.too_old`)
 
     @classmethod
     def of(cls, cassettes: Iterable[Cassette], config: Config, also_ignore: Iterable[str] = ()) -> Playback:
@@ -42,7 +45,7 @@ class Playback:
         cassettes = tuple(cassettes)
         recorded = [r for c in cassettes for r in c.interactions]
         rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore))
-        return cls(cassettes, matching.Index(recorded, rules), config.repeat, config.restart)
+        return cls(cassettes, matching.Index(recorded, rules), config.repeat, config.restart, config.max_age)
 
     def report(self, played: set[tuple[str, int]]) -> list[dict[str, object]]:
         out = []
@@ -96,7 +99,23 @@ class Replayer:
             await self.simulator.observe(req, rec.response, store)
         await state.mark_played(rec.cassette, rec.index)
         ex.matched, ex.outcome = rec, Outcome.FROM_CASSETTE
+        if self.playback.max_age is not None:
+            ex.too_old = too_old(rec.recorded_at, self.playback.max_age)
         return rec.response
+
+
+def too_old(recorded_at: str, max_age: float, now: float | None = None) -> str | None:
+    """What to say of a recording older than `max_age` seconds (None when it is not, or has no date)."""
+    try:
+        when = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    age = (time.time() if now is None else now) - when.timestamp()
+    if age <= max_age:
+        return None
+    return f"recorded {age / 86400:.0f} days ago ({recorded_at}), older than replay.max_age ({max_age / 86400:g}d)"
 
 
 class SimulatorFallback:

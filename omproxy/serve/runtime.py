@@ -161,6 +161,10 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             assert isinstance(state, RedisState)
             return Recorder(inner, StreamWriter(state), redactor, origin(config.upstream))
         template = storage.Template(config.cassette)
+        if config.pending:  # for review: `omproxy cassette accept` moves them into the cassette
+            template = template.pending
+            log.info("recording into pending cassettes (%s), for review: omproxy cassette accept %s",
+                     template, config.cassette)
         storage.check_writable(template)
         writer = storage.CassetteWriter(template, rewrite=config.rewrite)
         rt.closers.append(writer.close)
@@ -179,7 +183,15 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         # A big capture's index is written once serving. What is loaded and indexed lives as long as
         # omproxy: a big one is put out of the cyclic GC's reach (each collection would walk all of it).
         with indexcache.deferred() as writes, storage.no_gc():
-            cassettes = storage.load_spec(storage.Template(config.cassette), must_exist=must_exist, lazy=True)
+            template = storage.Template(config.cassette)
+            cassettes = storage.load_spec(template, must_exist=must_exist, lazy=True)
+            waiting = storage.files_of(template.pending, must_exist=False)
+            if mode is Mode.AUTO and config.pending:  # replayed here (recorded once), never by replay
+                cassettes += storage.load_spec(template.pending, must_exist=False, lazy=True)
+            elif waiting:
+                log.warning("%s hold recordings waiting for review, not replayed: see them with omproxy inspect, "
+                            "move them in with omproxy cassette accept %s", ", ".join(map(str, waiting[:3])),
+                            config.cassette)
             rt.playback = Playback.of(cassettes, config, redactor.form_keys)
             if len(rt.playback.index.all) >= BIG:
                 gc.freeze()

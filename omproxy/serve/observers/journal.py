@@ -21,6 +21,7 @@ class Played:
     recordings: set[tuple[str, int]] = field(default_factory=set)
     misses: int = 0
     reports: list[str] = field(default_factory=list)
+    too_old: dict[str, str] = field(default_factory=dict)  # recordings older than replay.max_age: what was said
 
 
 class Journal:
@@ -44,6 +45,8 @@ class Journal:
                 del self.sessions[next(iter(self.sessions))]
         if ex.matched is not None:
             session.recordings.add((ex.matched.cassette, ex.matched.index))
+            if ex.too_old and len(session.too_old) < MISS_REPORTS:
+                session.too_old[ex.matched.where] = ex.too_old
         else:
             session.misses += 1
             if len(session.reports) < MISS_REPORTS:
@@ -52,7 +55,7 @@ class Journal:
     def session(self, name: str) -> Played:
         """What this session played and missed (since its reset): a copy."""
         found = self.sessions.get(name, Played())
-        return Played(set(found.recordings), found.misses, list(found.reports))
+        return Played(set(found.recordings), found.misses, list(found.reports), dict(found.too_old))
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         self.counts[outcome] += n

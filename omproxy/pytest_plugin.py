@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import re
+import secrets
 import threading
 import tomllib
 import warnings
@@ -85,6 +86,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "omproxy(cassette=None, mode=None, fallback=None, match=None, config=None): "
                             "serve this test's GMS traffic from a cassette (omproxy_url)")
     config.stash[SERVERS] = {}
+    # a rewrite under xdist: every worker appends to one partial file per cassette, named by the run;
+    # the controller renames them once all workers are done (pytest_sessionfinish)
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[RUN] = workerinput.get("omproxy_run", "") if workerinput is not None else secrets.token_hex(4)
+
+
+RUN = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: each worker is told the run's name."""
+    node.workerinput["omproxy_run"] = node.config.stash[RUN]
 
 
 class Server:
@@ -214,6 +228,8 @@ def omproxy_url(request: pytest.FixtureRequest, omproxy_config: Config | None) -
         config, mode = _settings(request, omproxy_config)
     except UsageError as e:  # a config file or a marker that is wrong: one line, no traceback
         pytest.fail(f"omproxy: {e.message}", pytrace=False)
+    if config.rewrite and hasattr(request.config, "workerinput"):
+        config = replace(config, rewrite_run=request.config.stash[RUN])
     servers = request.config.stash[SERVERS]
     key = (repr(config), mode)
     if key not in servers:
@@ -334,7 +350,9 @@ def _report(server: Server, root: Path) -> dict[str, Any]:
     if Path(cassette).is_relative_to(root):
         cassette = str(Path(cassette).relative_to(root))
     settings = f", fallback {server.config.fallback.value}" if server.mode is Mode.REPLAY else ""
-    return {"line": f"{server.mode.value} {cassette}{settings}", "counts": counts, "never": never, "sizes": sizes}
+    rewritten = [str(storage.Template(server.config.cassette).folder)] if server.config.rewrite_run else []
+    return {"line": f"{server.mode.value} {cassette}{settings}", "counts": counts, "never": never, "sizes": sizes,
+            "rewritten": rewritten}
 
 
 def never_played(reports: list[dict[str, Any]]) -> dict[str, set[int]]:
@@ -377,14 +395,18 @@ def summary_lines(reports: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     reports = [_report(s, Path(config.rootpath)) for s in config.stash.get(SERVERS, {}).values()]
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # an xdist worker: the controller prints the run's one section
         workeroutput["omproxy"] = reports
-    else:
-        config.stash.setdefault(REPORTS, []).extend(reports)
+        return
+    everything = config.stash.setdefault(REPORTS, [])
+    everything.extend(reports)
+    folders = [Path(f) for r in everything for f in r.get("rewritten", [])]
+    if folders and exitstatus != pytest.ExitCode.INTERRUPTED:  # the workers' rewrites, now all done
+        storage.finish_rewrite(folders, config.stash[RUN])
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -344,6 +344,28 @@ def test_re_recording_with_rewrite_replaces_what_offline_tests_get(project) -> N
         upstream.stop()
 
 
+def test_rewrite_under_xdist_keeps_what_every_worker_recorded(project) -> None:
+    """Two workers rewriting one shared cassette: each renamed its own partial file over it at its stop,
+    so the last one to stop won and the other's recordings were lost."""
+    pytest.importorskip("xdist")
+    project.makepyfile(test_shared=HELPERS + textwrap.dedent('''
+        @pytest.mark.omproxy(cassette="shared.yaml", fallback="none")
+        @pytest.mark.parametrize("n", range(6))
+        def test_create(omproxy_url, n):
+            assert post(omproxy_url + SVC, f"externalId=x{n}".encode())[0] == 200
+    '''))
+    cassette = project.path / "shared.yaml"
+    run = ("-p", "no:cacheprovider", "-p", "xdist", "-n", "2", "--omproxy-upstream", "builtin")
+    project.runpytest_subprocess(*run, "--omproxy-mode", "all").assert_outcomes(passed=6)
+    assert len(storage.load(cassette).interactions) == 6
+    result = project.runpytest_subprocess(*run, "--omproxy-mode", "rewrite")
+    result.assert_outcomes(passed=6)
+    assert sorted(r.request.form.get("externalId") for r in storage.load(cassette).interactions) == [
+        f"x{n}" for n in range(6)]
+    assert not list(project.path.glob("*.partial"))
+    project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "xdist", "-n", "2").assert_outcomes(passed=6)
+
+
 def test_a_mode_that_is_not_one_fails_in_one_line(project) -> None:
     project.makepyfile(test_bad=HELPERS + textwrap.dedent('''
         @pytest.mark.omproxy(cassette=STORY, mode="sometimes")

@@ -478,19 +478,36 @@ def write_atomically(path: Path, parts: Iterable[bytes]) -> None:
 
 # ---- appending ------------------------------------------------------------------------------
 
-def partial_of(path: Path) -> Path:
-    """Where a rewrite writes `path`'s new entries until it ends cleanly (not a cassette: not loaded)."""
-    return path.with_name(path.name + ".partial")
+def partial_of(path: Path, run: str = "") -> Path:
+    """Where a rewrite writes `path`'s new entries until it ends cleanly (not a cassette: not loaded).
+    A run of several processes (`run`: its name) writes one partial file, which its coordinator
+    renames once all are done (`finish_rewrite`)."""
+    return path.with_name(f"{path.name}.{run}.partial" if run else f"{path.name}.partial")
+
+
+def finish_rewrite(folders: Iterable[Path], run: str) -> list[Path]:
+    """A run of several processes ended cleanly: each cassette its processes rewrote (in `folders`) is
+    replaced by its partial file. The cassettes replaced."""
+    done = []
+    for folder in dict.fromkeys(folders):
+        for partial in sorted(folder.glob(f"*.{run}.partial")) if folder.is_dir() else []:
+            target = partial.with_name(partial.name[:-len(f".{run}.partial")])
+            os.replace(partial, target)
+            _fsync_folder(folder)
+            log.info("rewrote %s", target)
+            done.append(target)
+    return done
 
 
 class CassetteWriter:
     """Appends entries to cassettes, group-committed and fsync'd. With `rewrite`, each cassette's entries
     go to its `partial_of` file, renamed over the cassette by `close` (a clean stop): a run that dies
-    leaves the old cassette whole and the partial one beside it."""
+    leaves the old cassette whole and the partial one beside it. A process of a run of several (`run`:
+    the run's name, shared by its processes) leaves its partial files to the run's coordinator."""
 
-    def __init__(self, template: Template, *, rewrite: bool = False) -> None:
+    def __init__(self, template: Template, *, rewrite: bool = False, run: str = "") -> None:
         self.template = template
-        self.rewrite = rewrite
+        self.rewrite, self.run = rewrite, run
         self.partials: dict[Path, Path] = {}  # a cassette being rewritten -> where its new entries are
         self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
         self._flushing: dict[Path, asyncio.Task[None]] = {}
@@ -536,6 +553,8 @@ class CassetteWriter:
     async def close(self) -> None:
         """At a clean stop: every entry written, then each rewritten cassette replaced by its new one."""
         await self.drain()
+        if self.run:  # the run's coordinator renames, once every process of the run is done
+            return
         for target, partial in self.partials.items():
             os.replace(partial, target)
             _fsync_folder(target.parent)
@@ -546,8 +565,9 @@ class CassetteWriter:
         if self.rewrite:
             partial = self.partials.get(path)
             if partial is None:  # the first entry of this run: a partial an earlier run left is replaced
-                partial = self.partials[path] = partial_of(path)
-                partial.unlink(missing_ok=True)
+                partial = self.partials[path] = partial_of(path, self.run)
+                if not self.run:  # (a run's own name is new: another of its processes may be writing it)
+                    partial.unlink(missing_ok=True)
             path = partial
         append_locked(path, data, self.template.per_service, path not in self._checked)
         self._checked.add(path)

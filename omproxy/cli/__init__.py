@@ -8,6 +8,7 @@ of them argparse help text)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -85,6 +86,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
         p.add_argument("-v", "--verbose", action="count", default=None,
                        help="-v adds headers to each log line; -vv logs at DEBUG")
         p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
+        p.add_argument("--rewrite-run", default="", help=argparse.SUPPRESS)  # its run's name (--rewrite)
 
     d = sub.add_parser("decode", help="decode a form body and explain its encoding mistakes",
                        description="Decode an application/x-www-form-urlencoded body, show it readably "
@@ -441,10 +443,9 @@ def summary(counts: dict[Outcome, int], mode: Mode) -> str:
 
 def startup_line(config: Config, mode: Mode) -> str:
     """What this run will do, in one line (credentials in the upstream URL are not shown)."""
-    upstream = config.upstream
-    if "@" in upstream:
-        scheme, _, rest = upstream.partition("://")
-        upstream = f"{scheme}://{rest.rpartition('@')[2]}"
+    from omproxy.serve.runtime import origin
+
+    upstream = origin(config.upstream)
     parts = [f"mode {mode.value}", f"config {config.source}"]
     if mode in (Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO):
         parts.append(f"upstream {upstream}")
@@ -461,6 +462,8 @@ def run_server(args: argparse.Namespace) -> int:
     from omproxy.serve import process
 
     config = resolve(args)
+    if args.rewrite_run:
+        config = dataclasses.replace(config, rewrite_run=args.rewrite_run)
     mode = Mode(args.command)
     access = setup_logging(config)
     if config.workers > 1 and not args.worker:  # a worker never supervises: no process tree grows

@@ -291,6 +291,7 @@ class Config:
     cassette: str = "cassettes/{service}.yaml"
     rewrite: bool = False
     pending: bool = False
+    rewrite_run: str = ""  # a rewrite by several processes: the run's name; its coordinator renames (not an option)
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0
     header_timeout: float = 10.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -16,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from omproxy.cassette import storage
 from omproxy.config.options import Config, Mode
 from omproxy.errors import UsageError
 from omproxy.exchange import Outcome
@@ -35,6 +37,8 @@ def check(config: Config, mode: Mode) -> None:
 class Supervisor:
     def __init__(self, argv: list[str], config: Config, mode: Mode) -> None:
         self.argv, self.config, self.mode = argv, config, mode
+        # --rewrite: the workers write one partial file per cassette, renamed here once all are done
+        self.run_name = secrets.token_hex(4) if config.rewrite and mode in (Mode.RECORD, Mode.AUTO) else ""
         self.counts: Counter[str] = Counter()
         # Never played, as the last worker to stop saw it (what all workers played, in the shared state):
         # a count each worker reads, not one to add up.
@@ -62,7 +66,8 @@ class Supervisor:
             began = time.monotonic()
             proc = await asyncio.create_subprocess_exec(  # -P: this omproxy, never a package in the cwd
                 sys.executable, "-P", "-m", "omproxy", *self.argv, "--port", str(port), "--workers", "1",
-                "--worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+                "--worker", *(("--rewrite-run", self.run_name) if self.run_name else ()),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
             assert proc.stdout is not None
             self.procs.add(proc)
             log.info("worker %d started", proc.pid)
@@ -109,6 +114,8 @@ class Supervisor:
             for proc in list(self.procs):
                 proc.send_signal(signal.SIGTERM)
             await asyncio.gather(*workers)
+            if self.run_name:
+                storage.finish_rewrite([storage.Template(self.config.cassette).folder], self.run_name)
         finally:
             sock.close()
 

@@ -174,3 +174,31 @@ async def test_a_rewrite_that_dies_leaves_the_old_cassette_whole_and_the_new_one
     assert external_ids(partial) == ["e5", "e6", "e7"]  # what was answered is on disk, beside
     await record_some(target, tmp_path, "--rewrite", ids=range(9, 10), stop=signal.SIGTERM)
     assert external_ids(target) == ["e9"] and not partial.exists()  # a next rewrite starts anew
+
+
+async def test_rewrite_with_workers_keeps_what_every_worker_recorded(aiohttp_server, tmp_path: Path) -> None:
+    """Each worker emptied the partial file at its first entry (the other's entries with it) and renamed
+    it at its stop: the run's recordings were lost but for one worker's last ones."""
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    target = tmp_path / "c.yaml"
+    target.write_bytes((Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" /
+                        "reference-story.yaml").read_bytes())  # the old recordings, to be replaced
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "omproxy", "record", "--rewrite", "--workers", "2", "--port", "0",
+        "--upstream", str(server.make_url("")).rstrip("/"), "--cassette", str(target), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+    assert "(2 workers)" in line, line
+    base = line.split(" ")[4]
+    for i in range(12):  # a connection each: the kernel spreads them between the two workers
+        async with aiohttp.ClientSession() as http, http.post(f"{base}{BASE}/s", data=f"externalId=w{i}".encode(),
+                                                              headers=FORM) as resp:
+            assert resp.status == 200
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    got = sorted(r.request.form.get("externalId") or "" for r in storage.load(target).interactions)
+    assert got == sorted(f"w{i}" for i in range(12))
+    assert not list(tmp_path.glob("*.partial"))

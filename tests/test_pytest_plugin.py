@@ -364,6 +364,9 @@ def test_rewrite_under_xdist_keeps_what_every_worker_recorded(project) -> None:
         f"x{n}" for n in range(6)]
     assert not list(project.path.glob("*.partial"))
     project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "xdist", "-n", "2").assert_outcomes(passed=6)
+    before = cassette.read_bytes()
+    project.runpytest_subprocess(*run, "--omproxy-mode", "once").assert_outcomes(passed=6)  # it exists: replayed
+    assert cassette.read_bytes() == before
 
 
 def test_a_mode_that_is_not_one_fails_in_one_line(project) -> None:

@@ -23,6 +23,9 @@ class NearMiss:
                 "differences": list(self.differences)}
 
 
+FIRED = "fault "  # a shared count of a fault rule's fires is named "fault <rule name>"
+
+
 class Outcome(Enum):
     """What the summary line and the journal count. One per exchange (but RECORDED / WRITE_FAILED,
     which come on top of FORWARDED), plus NEVER_PLAYED at shutdown."""
@@ -36,6 +39,7 @@ class Outcome(Enum):
     WRITE_FAILED = "write failed"
     REFUSED = "refused"
     NEVER_PLAYED = "never played"
+    FAULTED = "faulted"  # answered by a fault rule instead
 
 
 @dataclass(slots=True)
@@ -59,6 +63,8 @@ class Exchange:
     repeat: bool = False  # answered by the last recording again, its recordings used up
     restart: bool = False  # a create played again: its session's recorded stories start over
     too_old: str | None = None  # the recording is older than replay.max_age: what to say of it
+    fault: str | None = None  # the fault rule that fired on it (its answer, or only its delay)
+    delay_ms: float = 0.0  # how long a fault rule held the answer back
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -71,6 +77,15 @@ class Exchange:
     @property
     def note(self) -> str:
         """One human line on where the answer came from, for the log."""
+        fault = ""
+        if self.fault is not None:
+            action = self.response.action if self.response is not None else None
+            fault = (f"rule {self.fault}: " + ("injected" if self.outcome is Outcome.FAULTED else "delayed")
+                     + (f" ({action})" if action else "") + (f", held {self.delay_ms:.0f} ms" if self.delay_ms else ""))
+        said = self._said()
+        return f"{said}; {fault}" if said and fault else said or fault
+
+    def _said(self) -> str:
         if self.matched is not None:
             again = " (repeat)" if self.repeat else " (restart: the session's recordings play again)" if (
                 self.restart) else ""

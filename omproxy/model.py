@@ -69,6 +69,7 @@ class Source(Enum):
     SIMULATOR = "simulator"
     UPSTREAM = "upstream"
     OMPROXY = "omproxy"
+    FAULT = "fault"  # injected by a fault rule
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class Response:
     reason: str | None = None
     content_encoding: str | None = None  # the upstream's original encoding; body is decoded
     stream: AsyncIterator[bytes] | None = field(default=None, compare=False, repr=False)  # SSE: sent as it comes
+    action: str | None = None  # a fault done to the connection: reset, timeout, truncate (the edge does it)
 
     @classmethod
     def json(cls, status: int, body: bytes, source: Source, **extra: str) -> Response:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from omproxy.config.faults import Rule, rules
 from omproxy.errors import ConfigError
 from omproxy.gms.vocabulary import CATCH_ALL, DEFAULT_SECTION
 
@@ -108,6 +109,17 @@ def seconds(where: str, value: Any) -> float:
     number = float(_number(where, value, float, "a number of seconds"))
     if number <= 0:
         raise ConfigError(f"{where}: must be more than 0 seconds, not {number:g}")
+    return number
+
+
+def fault_rules(where: str, value: Any) -> tuple[Rule, ...]:
+    return rules(where, value)
+
+
+def positive(where: str, value: Any) -> float:
+    number = float(_number(where, value, float, "a number"))
+    if not number > 0:
+        raise ConfigError(f"{where}: must be more than 0, not {number:g}")
     return number
 
 
@@ -273,6 +285,12 @@ OPTIONS: tuple[Option, ...] = (
            nullable=True),
     Option("replay.fallback", choice(Fallback), "who answers a request no recording matches: simulator or "
            "none (a 404 with the nearest recordings; default simulator)", "--fallback", frozenset({Mode.REPLAY})),
+    Option("faults", fault_rules, "fault rules, first match wins: match (service, operation, path, method, "
+           "session, header), times / probability / nth, answer (retry, {gms_error: 249}, {http: 503}, reset, "
+           "timeout, truncate) and/or delay (1500ms, {recorded: true}, {p50: 80ms, p99: 900ms})"),
+    Option("faults_seed", whole(0), "the seed of fault rules' probability: the same seed, the same faults (default 0)"),
+    Option("latency.scale", positive, "every fault delay multiplied by this: 0.1 plays recorded pacing ten times "
+           "faster (default 1)", name="latency_scale"),
     Option("simulator.sections", sections, "GMS option sections: openmedia and openmedia.<service>"),
     Option("verify.ignore", strings, "JSON paths verify and diff ignore, `*` for any key or index",
            name="verify_ignore"),
@@ -308,6 +326,9 @@ class Config:
     max_age: float | None = None  # seconds
     fallback: Fallback = Fallback.SIMULATOR
     verify_ignore: tuple[str, ...] = ()
+    faults: tuple[Rule, ...] = ()
+    faults_seed: int = 0
+    latency_scale: float = 1.0
     redact: Redaction = field(default_factory=Redaction)
     match: Matching = field(default_factory=Matching)
     sections: dict[str, dict[str, Any]] = field(default_factory=lambda: {CATCH_ALL: dict(DEFAULT_SECTION)})

@@ -6,6 +6,7 @@ cannot send."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -17,9 +18,11 @@ from urllib.parse import parse_qsl
 from omproxy import __version__
 from omproxy.cassette import entry as cassette_entry
 from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
+from omproxy.exchange import FIRED
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.formcodec import media_type_of
 from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
+from omproxy.modes import faults
 from omproxy.serve.observers import entry, inspector
 
 if TYPE_CHECKING:
@@ -55,7 +58,8 @@ class Admin:
             "health": ("GET", self.health), "journal": ("GET", self.journal),
             "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics),
             "ui": ("GET", self.ui), "events": ("GET", self.events), "exchange": ("GET", self.exchange),
-            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode)}
+            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode),
+            "faults": ("GET POST DELETE", self.faults)}
 
     async def __call__(self, req: Request) -> Response:
         name = req.path[len(PREFIX):]
@@ -63,11 +67,11 @@ class Admin:
         if found is None:
             raise AdminNotFound(f"no admin endpoint {req.method} {req.path}; see {PREFIX}health, journal, "
                                 "cassettes, reset, metrics, ui")
-        method, endpoint = found
-        if req.method != method and not (method == "GET" and req.method == "HEAD" and name == "health"):
-            raise AdminMethod(f"{PREFIX}{name} takes {method}, not {req.method}")
+        methods, endpoint = found
+        if req.method not in methods.split() and not (req.method == "HEAD" and name == "health"):
+            raise AdminMethod(f"{PREFIX}{name} takes {' or '.join(methods.split())}, not {req.method}")
         if name != "health":
-            self.guard(req, changes=name == "reset")
+            self.guard(req, changes=name == "reset" or req.method in ("POST", "DELETE") and name == "faults")
         return await endpoint(req)
 
     def guard(self, req: Request, *, changes: bool) -> None:
@@ -99,7 +103,7 @@ class Admin:
         counts: dict[str, int] = {}
         shared = getattr(self.rt.state, "counts", None)  # several instances: the cluster's counts
         if session is None and shared is not None:
-            counts = await shared()
+            counts = {k: n for k, n in (await shared()).items() if not k.startswith(FIRED)}
         elif session is None:
             counts = {o.value: n for o, n in journal.counts.items()}
         else:
@@ -164,6 +168,35 @@ class Admin:
         except (ValueError, AttributeError):
             raise RequestRefused('send {"body": "...", "path": "...", "content_type": "..."} as JSON') from None
         return compact(inspector.decode_box(body, str(data.get("path") or ""), data.get("content_type")))
+
+    async def faults(self, req: Request) -> Response:
+        """GET: the rules (config's, every session's, this session's) and how often each fired; POST adds
+        rules (a rule, a list, or {"faults": [...]}) for every session, or only for the one named by
+        X-Omproxy-Session; DELETE removes those added (config.yaml's stay)."""
+        session = req.session if req.session or SESSION_HEADER in req.headers else None
+        state = self.rt.state
+        every, own = await state.fault_rules(session or "")
+        if req.method == "POST":
+            await state.set_fault_rules(session, faults.added(own if session is not None else every, req.body,
+                                                              session))
+        elif req.method == "DELETE":
+            await state.set_fault_rules(session, "")
+        else:
+            fired = dict(self.rt.journal.fired)
+            shared = getattr(state, "counts", None)
+            if shared is not None:  # several instances: the cluster's counts
+                fired = {k[len(FIRED):]: n for k, n in (await shared()).items() if k.startswith(FIRED)}
+            rows: list[dict[str, Any]] = [{"name": r.name, "scope": "config", "rule": dataclasses.asdict(r)}
+                                          for r in self.rt.config.faults]
+            scopes = [(None, every)] + ([(session, own)] if session is not None else [])
+            for scope, text in scopes:
+                names = [r.name for r in faults.parsed(text, faults.scope_prefix(scope))]
+                rows += [{"name": n, "scope": "every session" if scope is None else f"session {scope}", "rule": raw}
+                         for n, raw in zip(names, json.loads(text) if text else [], strict=True)]
+            for row in rows:
+                row["fired"] = fired.get(row["name"], 0)
+            return compact({"faults": rows, "seed": self.rt.config.faults_seed})
+        return compact({"status": "cleared" if req.method == "DELETE" else "added", "session": session})
 
     async def reset(self, req: Request) -> Response:
         session = req.session if req.session or SESSION_HEADER in req.headers else None  # None: every session

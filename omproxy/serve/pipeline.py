@@ -3,6 +3,7 @@ Responders decide (the first to return a Response answers); observers record (jo
 findings) after the answer is decided: every exchange, in the order their answers were decided, in
 one batch at the end of the event loop's turn. The rule that comes with it: whoever reads what the
 observers keep (the admin API, the pytest plugin, a stop) calls `flush` first.
+Fault rules (`modes.faults`) are asked before any responder, and may answer instead, or hold the answer.
 Every failure becomes a GMS-shaped answer here, with the redacted target in the log: `serve` never
 raises and never answers with internals. Pure."""
 
@@ -17,6 +18,7 @@ from omproxy.errors import NoRecording, NotAnOpenProxy, OmproxyError, UpstreamEr
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response
 from omproxy.modes import Responder, error_response, escape
+from omproxy.modes.faults import Faults
 from omproxy.redaction import Redactor
 
 log = logging.getLogger("omproxy.access")
@@ -31,8 +33,10 @@ Admin = Callable[[Request], Awaitable[Response]]
 
 class Pipeline:
     def __init__(self, responders: list[Responder], redactor: Redactor,
-                 observers: list[Observer] | None = None, admin: Admin | None = None) -> None:
+                 observers: list[Observer] | None = None, admin: Admin | None = None,
+                 faults: Faults | None = None) -> None:
         self.responders = responders
+        self.faults = faults
         self.redactor = redactor
         self.observers: list[Observer] = observers or []
         self.admin = admin  # /_omproxy/...: answered first, never journaled, logged or recorded
@@ -86,6 +90,20 @@ class Pipeline:
                     log.exception("an observer failed on %s %s", ex.request.method, escape(ex.request.path))
 
     async def _answer(self, ex: Exchange) -> Response:
+        faults = self.faults
+        decision = await faults.decide(ex) if faults is not None else None
+        resp = faults.answer(decision, ex.request) if faults is not None and decision is not None else None
+        if resp is not None:
+            ex.outcome = Outcome.FAULTED  # instead of asking anyone: never forwarded, never recorded
+        else:
+            resp = await self._ask(ex)
+        if faults is not None and decision is not None:
+            ex.delay_ms = faults.delay_ms(decision, ex)
+            if ex.delay_ms:
+                await asyncio.sleep(ex.delay_ms / 1000)
+        return resp
+
+    async def _ask(self, ex: Exchange) -> Response:
         for responder in self.responders:
             resp = await responder(ex)
             if resp is not None:

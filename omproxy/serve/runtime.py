@@ -31,6 +31,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
 from omproxy.modes import Counted, Responder
+from omproxy.modes.faults import Faults
 from omproxy.modes.record import Recorder
 from omproxy.modes.replay import MissReport, Playback, Replayer, SimulatorFallback
 from omproxy.redaction import Redactor
@@ -223,6 +224,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         responders = [Replayer(Playback(pb.cassettes, pb.index, Repeat.MISS), state, None),
                       recorder(upstream())]
     rt.pipeline.responders = responders
+    rt.pipeline.faults = Faults(config.faults, state, config.faults_seed, config.latency_scale)
     rt.pipeline.observers = [rt.journal, FindingsLog(redactor), AccessLog(mode.value, redactor, config.verbose, access)]
     if not isinstance(state, MemoryState):
         from omproxy.state.redis import RedisState, SharedCounts

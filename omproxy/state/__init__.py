@@ -67,7 +67,14 @@ class State(Protocol):
     async def owns(self, session: str, target: Target) -> bool: ...
     async def reset(self, session: str | None = None) -> None:
         """Rewind playback and empty the simulator: of one session, or (None) of all. Which recordings
-        were ever played, and what was counted, are the run's: a reset keeps them."""
+        were ever played, and what was counted, are the run's: a reset keeps them (and fault rules)."""
+    async def tally(self, session: str, key: str) -> int:
+        """Count `key` once more in this session: how many times it has been, this one included (a
+        reset of the session starts again from 0). What a fault rule's `times` and `nth` count."""
+    async def fault_rules(self, session: str) -> tuple[str, str]:
+        """The JSON text of the fault rules added at run time for every session, and for this one ("" for none)."""
+    async def set_fault_rules(self, session: str | None, text: str) -> None:
+        """Replace the run-time fault rules of one session, or (None) of every session ("" clears them)."""
 
 
 class Prefetched:

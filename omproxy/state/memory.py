@@ -48,6 +48,7 @@ class _Session:
     positions: Counter[Hashable] = field(default_factory=Counter)
     diverged: set[str] = field(default_factory=set)
     diverged_external: set[str] = field(default_factory=set)
+    tallies: Counter[str] = field(default_factory=Counter)
     used: float = 0.0
 
 
@@ -61,6 +62,7 @@ class MemoryState:
         self.max_sessions, self.session_idle, self.clock = max_sessions, session_idle, clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._played: set[tuple[str, int]] = set()
+        self._faults: dict[str | None, str] = {}  # run-time fault rules: of every session (None), of one
 
     def _session(self, name: str) -> _Session:
         now = self.clock()
@@ -116,6 +118,21 @@ class MemoryState:
     async def owns(self, session: str, target: Target) -> bool:
         s = self._session(session)
         return target.id in (s.diverged_external if target.external else s.diverged)
+
+    async def tally(self, session: str, key: str) -> int:
+        tallies = self._session(session).tallies
+        tallies[key] += 1
+        return tallies[key]
+
+    async def fault_rules(self, session: str) -> tuple[str, str]:
+        faults = self._faults
+        return (faults.get(None, ""), faults.get(session, "")) if faults else ("", "")
+
+    async def set_fault_rules(self, session: str | None, text: str) -> None:
+        if text:
+            self._faults[session] = text
+        else:
+            self._faults.pop(session, None)
 
     async def reset(self, session: str | None = None) -> None:
         if session is None:  # which recordings were played is the run's, and stays

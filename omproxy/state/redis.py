@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omproxy.errors import StateUnavailable, UsageError
-from omproxy.exchange import Exchange
+from omproxy.exchange import FIRED, Exchange
 from omproxy.gms.vocabulary import Target
 from omproxy.state import Interaction, Take
 
@@ -140,6 +140,29 @@ class RedisState:
         key = self._session(session) + ("diverged-external" if target.external else "diverged")
         return bool(await self.call(lambda: self.client.sismember(key, target.id)))
 
+    async def tally(self, session: str, key: str) -> int:
+        name = self._session(session) + "tallies"
+
+        async def count() -> int:
+            async with self.client.pipeline(transaction=True) as tx:
+                tx.hincrby(name, key, 1)
+                tx.expire(name, self.ttl)
+                return int((await tx.execute())[0])
+
+        return await self.call(count)
+
+    def _faults_key(self, session: str | None) -> str:
+        """Outside the sessions' keys, which a reset deletes: fault rules stay until cleared."""
+        return self.ns + ("faults" if session is None else f"faults:{digest(session)}")
+
+    async def fault_rules(self, session: str) -> tuple[str, str]:
+        every, own = await self.call(lambda: self.client.mget([self._faults_key(None), self._faults_key(session)]))
+        return (every or b"").decode(), (own or b"").decode()
+
+    async def set_fault_rules(self, session: str | None, text: str) -> None:
+        key = self._faults_key(session)
+        await self.call(lambda: self.client.set(key, text) if text else self.client.delete(key))
+
     async def reset(self, session: str | None = None) -> None:
         """The sessions' keys go; which recordings were played, and the counts, are the run's and stay."""
         pattern = (self._session(session) if session is not None else self.ns + "s:") + "*"
@@ -179,6 +202,8 @@ class SharedCounts:
 
     def __call__(self, ex: Exchange) -> None:
         outcomes = [o.value for o in ex.counts()]
+        if ex.fault is not None:
+            outcomes.append(FIRED + ex.fault)
         if outcomes:
             task = asyncio.get_running_loop().create_task(self._add(outcomes))
             self.pending.add(task)

@@ -14,6 +14,7 @@ starved `accept()`. A stop closes idle connections at once and lets requests in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -26,6 +27,7 @@ from omproxy.config.options import Config, Mode
 from omproxy.errors import OmproxyError, UsageError
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.simulator import Simulator
+from omproxy.model import Response
 from omproxy.modes import error_response, escape
 from omproxy.serve.http.convert import to_request, to_web, web_headers
 from omproxy.serve.runtime import Runtime, build_runtime
@@ -54,6 +56,7 @@ class Guard(asyncio.Protocol):
         self.streaming = False
         self.last = time.monotonic()
         self.head_started: float | None = self.last  # a new connection owes a request head
+        self.gone = asyncio.Event()  # set when the connection is lost (what a held fault waits for)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
@@ -79,6 +82,7 @@ class Guard(asyncio.Protocol):
         return self.inner.eof_received() if self.inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.gone.set()
         if self.transport is not None:
             self.front.open.pop(self.transport, None)
         if self.inner is not None:
@@ -137,7 +141,7 @@ class Front:
             if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue" and (
                     request.transport is not None and request.can_read_body):
                 request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # what aiohttp's router would send
-            response = await handle(self.rt, request, self.streams)
+            response = await handle(self.rt, request, self.streams, guard.gone if guard is not None else None)
             if self.stopping:
                 response.force_close()
             return response
@@ -203,11 +207,12 @@ async def start(rt: Runtime, config: Config, *, reuse_port: bool = False) -> Lis
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Task[Any]] | None = None
-                 ) -> web.StreamResponse:
+async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Task[Any]] | None = None,
+                 gone: asyncio.Event | None = None) -> web.StreamResponse:
     """Every request, whatever its target (CONNECT and absolute-form included): read it once, serve it,
     write the answer. The one request handler, of `Front` and of `build_app`. `streams`
-    holds the tasks sending Server-Sent Events, for a stop to cancel."""
+    holds the tasks sending Server-Sent Events, for a stop to cancel; `gone` is set when the client's
+    connection is lost (a held fault stops waiting then)."""
     try:
         req = await to_request(request, rt.config.max_body)
     except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
@@ -217,6 +222,8 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
         return refused
     ex = await rt.pipeline.serve(req)
     assert ex.response is not None
+    if ex.response.action is not None:
+        return await fault(ex.response, request, gone, rt.config.upstream_timeout)
     if ex.response.stream is None:
         return to_web(ex.response)
     # Server-Sent Events: sent as they come, delimited by closing the connection
@@ -236,6 +243,29 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
             streams.discard(task)
         await ex.response.stream.aclose()  # type: ignore[attr-defined]
     return streamed
+
+
+async def fault(resp: Response, request: web.BaseRequest, gone: asyncio.Event | None,
+                hold: float) -> web.StreamResponse:
+    """A fault done to the connection: `reset` closes it with no answer; `timeout` holds it with no
+    answer until the client gives up (at most `hold` seconds, then closes it); `truncate` sends the head
+    and half the body it announces, then closes it."""
+    transport = request.transport
+    if resp.action == "timeout" and transport is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone.wait() if gone is not None else asyncio.Event().wait(), hold)
+    if resp.action == "truncate" and transport is not None and not transport.is_closing():
+        cut = web.StreamResponse(status=resp.status, headers=web_headers(resp))
+        cut.content_length = len(resp.body)
+        await cut.prepare(request)
+        await cut.write(resp.body[:len(resp.body) // 2])
+        transport.close()  # what was written is sent first
+        return cut
+    if transport is not None:
+        transport.abort()
+    dropped = web.Response(status=resp.status)
+    dropped.force_close()
+    return dropped
 
 
 def build_app(config: Config, mode: Mode, *, simulator: Simulator | None = None,

@@ -50,6 +50,10 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
             out["repeat"] = True
         if ex.restart:
             out["restart"] = True
+    if ex.fault is not None:
+        out["fault"] = ex.fault
+        if ex.delay_ms:
+            out["delay_ms"] = round(ex.delay_ms, 1)
     if ex.miss is not None:
         out["miss"] = ex.miss
     if ex.near_misses:

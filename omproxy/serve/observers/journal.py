@@ -28,6 +28,7 @@ class Journal:
     def __init__(self, size: int = 200) -> None:
         self.entries: deque[Exchange] = deque(maxlen=size)
         self.counts: Counter[Outcome] = Counter()
+        self.fired: Counter[str] = Counter()  # per fault rule, how often it fired
         # per session, however many requests came after (the recent exchanges above are a ring): what
         # the pytest plugin fails a test with, and what its `omproxy` fixture says was played
         self.sessions: dict[str, Played] = {}
@@ -36,6 +37,8 @@ class Journal:
         self.entries.append(summary(ex))
         for outcome in ex.counts():
             self.counts[outcome] += 1
+        if ex.fault is not None:
+            self.fired[ex.fault] += 1
         if ex.matched is None and ex.outcome is not Outcome.MISSED:
             return
         session = self.sessions.get(ex.request.session)

@@ -48,6 +48,8 @@ class Metrics:
         self.appends = Timings("omproxy_cassette_append_seconds", "Time to append one exchange to its cassette "
                                "(written and fsync'd)")
         self.registry.register(TimingsCollector([self.upstream, self.appends]))
+        self.faults = p.Counter("omproxy_faults", "Requests a fault rule fired on (answered instead, or delayed), "
+                                "by rule (rules added for one session: 'session')", ["rule"], registry=self.registry)
         self.written = p.Counter("omproxy_cassette_written_bytes", "Bytes appended to cassettes",
                                  registry=self.registry)
         self.services: set[str] = set()
@@ -82,6 +84,8 @@ class Metrics:
             self.misses.labels(key[2]).inc()
         if ex.outcome is Outcome.FORWARDED and ex.upstream_ms is not None:
             self.upstream.observe(ex.upstream_ms / 1000)
+        if ex.fault is not None:
+            self.faults.labels("session" if ex.fault.startswith("session ") else ex.fault).inc()
         if ex.append_ms is not None:
             self.appends.observe(ex.append_ms / 1000)
             self.written.inc(ex.appended_bytes)

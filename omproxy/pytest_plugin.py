@@ -25,7 +25,7 @@ import threading
 import tomllib
 import warnings
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,9 +35,10 @@ import pytest
 from omproxy.cassette import storage, yamlformat
 from omproxy.config.file import load
 from omproxy.config.options import Config, Fallback, Mode, age, from_mapping
-from omproxy.errors import ConfigError, UsageError
+from omproxy.errors import ConfigError, RequestRefused, UsageError
 from omproxy.exchange import Outcome
 from omproxy.model import SESSION_PREFIX
+from omproxy.modes import faults
 from omproxy.serve.http import front
 from omproxy.serve.observers import entry
 from omproxy.serve.runtime import Runtime, build_runtime
@@ -83,7 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "omproxy(cassette=None, mode=None, fallback=None, match=None, config=None): "
+    config.addinivalue_line("markers", "omproxy(cassette=None, mode=None, upstream=None, fallback=None, match=None, "
+                            "faults=None, config=None): "
                             "serve this test's GMS traffic from a cassette (omproxy_url)")
     config.stash[SERVERS] = {}
     # a rewrite under xdist: every worker appends to one partial file per cassette, named by the run;
@@ -122,6 +124,19 @@ class Server:
     def runtime(self) -> Runtime:
         assert self.listener is not None
         return self.listener.front.rt
+
+    def call(self, what: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
+        """`what` of the runtime, awaited on omproxy's own loop."""
+        return asyncio.run_coroutine_threadsafe(what(self.runtime), self.loop).result(10)
+
+    def set_faults(self, session: str, rules: list[Any] | None, add: bool = True) -> None:
+        """Add fault rules for one session (checked: a wrong one raises RequestRefused), or clear them (None)."""
+        async def change(rt: Runtime) -> None:
+            _, own = await rt.state.fault_rules(session)
+            text = faults.added(own if add else "", json.dumps(rules).encode(), session) if rules is not None else ""
+            await rt.state.set_fault_rules(session, text)
+
+        self.call(change)
 
     def read(self, what: Callable[[Runtime], T]) -> T:
         """`what` of the runtime, read on omproxy's own loop once what it answered is observed (the
@@ -244,7 +259,17 @@ def omproxy_url(request: pytest.FixtureRequest, omproxy_config: Config | None) -
     server = servers[key]
     session = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
     request.node.stash[SESSION] = (server, session)
-    yield f"{server.url}{SESSION_PREFIX}{session}"
+    marker = request.node.get_closest_marker("omproxy")
+    rules = marker.kwargs.get("faults") if marker else None
+    if rules:
+        try:
+            server.set_faults(session, list(rules), add=False)
+        except RequestRefused as e:
+            pytest.fail(f"omproxy: faults=: {e.message}", pytrace=False)
+    try:
+        yield f"{server.url}{SESSION_PREFIX}{session}"
+    finally:
+        server.set_faults(session, None)  # this test's rules end with it
 
 
 SESSION = pytest.StashKey[tuple[Server, str]]()
@@ -281,6 +306,14 @@ class Playback:
     def misses(self) -> list[str]:
         """The reports of this test's requests no recording matched (fallback none; the first 5)."""
         return self.server.read(lambda rt: rt.journal.session(self.session).reports)
+
+    def add_fault(self, *rules: dict[str, Any]) -> None:
+        """Fault rules for the rest of this test (as config.yaml's `faults:` writes them)."""
+        self.server.set_faults(self.session, list(rules))
+
+    def clear_faults(self) -> None:
+        """No more fault rules of this test's own (the marker's included)."""
+        self.server.set_faults(self.session, None)
 
     @property
     def exchanges(self) -> list[dict[str, Any]]:

@@ -304,6 +304,35 @@ def test_the_runs_report_is_what_prune_reads(project, tmp_path) -> None:
     assert len(storage.load(copy).interactions) == 1
 
 
+def test_faults_by_marker_and_by_fixture_for_one_test_only(project) -> None:
+    project.makepyfile(test_faults=HELPERS + textwrap.dedent('''
+        RETRY = {"match": {"operation": "create"}, "times": 2, "answer": "retry"}
+
+        @pytest.mark.omproxy(cassette=STORY, faults=[RETRY])
+        def test_the_client_retries(omproxy_url):
+            codes = [post(omproxy_url + SVC, CREATE)[1]["statusCode"] for _ in range(3)]
+            assert codes == [1, 1, 0]
+
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_the_next_test_has_none(omproxy_url):
+            assert post(omproxy_url + SVC, CREATE)[1]["statusCode"] == 0
+
+        @pytest.mark.omproxy(cassette=STORY)
+        def test_a_fault_added_and_cleared_inside(omproxy):
+            omproxy.add_fault({"match": {"operation": "get"}, "answer": {"gms_error": 249}})
+            assert post(f"{omproxy}{SVC}/01QG0Q2S5S50G000/get")[1]["errors"][0]["code"] == 249
+            omproxy.clear_faults()
+            assert post(f"{omproxy}{SVC}/01QG0Q2S5S50G000/get")[1]["statusCode"] == 0
+
+        @pytest.mark.omproxy(cassette=STORY, faults=[{"answer": "explode"}])
+        def test_a_wrong_rule(omproxy_url):
+            pass
+    '''))
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-p", "xdist", "-n", "2")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["omproxy: faults=: faults?0?.answer: expected one of retry, reset*"])
+
+
 def test_the_readmes_plugin_example_passes_as_written(project) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = readme.split("```python\n", 1)[1].split("```", 1)[0]

@@ -211,3 +211,28 @@ def rules(where: str, value: Any, prefix: str = "faults") -> tuple[Rule, ...]:
         if names.count(n) > 1:
             raise ConfigError(f"{where}: two rules are named {n!r}")
     return found
+
+
+def written(rule: Rule) -> dict[str, Any]:
+    """A rule as config.yaml writes it (what `GET /_omproxy/faults` shows)."""
+    m = rule.match
+    match: dict[str, Any] = {k: v for k, v in (("service", m.service), ("operation", m.operation), ("path", m.path),
+                                               ("method", m.method), ("session", m.session)) if v is not None}
+    if m.headers:
+        match["header"] = dict(m.headers)
+    out: dict[str, Any] = {"name": rule.name, "match": match}
+    for key in ("times", "probability"):
+        if getattr(rule, key) is not None:
+            out[key] = getattr(rule, key)
+    if rule.nth:
+        out["nth"] = list(rule.nth)
+    a = rule.answer
+    if a is not None:
+        out["answer"] = a.kind if a.kind in SIMPLE else (
+            {"gms_error": a.code, **({"advice": a.advice} if a.advice else {})} if a.kind == "gms_error" else
+            {"http": a.status, **({"body": a.body} if a.body else {})})
+    d = rule.delay
+    if d is not None:
+        out["delay"] = f"{d.ms:g}ms" if d.ms is not None else {"recorded": True} if d.recorded else {
+            "p50": f"{d.p50:g}ms", "p99": f"{d.p99:g}ms"}
+    return out

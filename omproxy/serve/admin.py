@@ -6,7 +6,6 @@ cannot send."""
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from omproxy import __version__
 from omproxy.cassette import entry as cassette_entry
+from omproxy.config.faults import written
 from omproxy.errors import AdminRefused, OmproxyError, RequestRefused
 from omproxy.exchange import FIRED
 from omproxy.gms import vocabulary as gms
@@ -186,7 +186,7 @@ class Admin:
             shared = getattr(state, "counts", None)
             if shared is not None:  # several instances: the cluster's counts
                 fired = {k[len(FIRED):]: n for k, n in (await shared()).items() if k.startswith(FIRED)}
-            rows: list[dict[str, Any]] = [{"name": r.name, "scope": "config", "rule": dataclasses.asdict(r)}
+            rows: list[dict[str, Any]] = [{"name": r.name, "scope": "config", "rule": written(r)}
                                           for r in self.rt.config.faults]
             scopes = [(None, every)] + ([(session, own)] if session is not None else [])
             for scope, text in scopes:

@@ -266,3 +266,18 @@ def test_faults_count_in_the_summary(tmp_path, capsys) -> None:
     from omproxy.exchange import Outcome
 
     assert "faulted 2" in summary({Outcome.SIMULATED: 1, Outcome.FAULTED: 2}, Mode.SIMULATE)
+
+
+@pytest.mark.parametrize("rule", [
+    {"match": {"operation": "get", "header": {"X-A": "b*"}}, "nth": [3, 1], "answer": {"gms_error": 240,
+                                                                                      "advice": "x"}},
+    {"name": "slow", "match": {"path": "/genesys/*"}, "delay": {"p50": "80ms", "p99": "1s"}, "probability": 0.2},
+    {"match": {"service": "billing", "method": "post"}, "times": 3, "answer": {"http": 503, "body": "down"},
+     "delay": {"recorded": True}},
+    {"match": {"session": "s"}, "answer": "truncate", "delay": "1.5s"},
+])
+def test_a_rule_as_shown_reads_back_as_the_same_rule(rule) -> None:
+    from omproxy.config.faults import written
+
+    (read,) = rules("faults", [rule])
+    assert rules("faults", [written(read)]) == (read,)

@@ -72,6 +72,25 @@ async def test_playback_positions_advance_once_across_instances_and_reset_from_e
     assert again == recorded[1]  # rewound for both
 
 
+async def test_fault_rules_and_their_counts_are_the_clusters(aiohttp_client, redis) -> None:
+    """`times: 2` counts over both instances; a rule added through one applies through the other."""
+    from omproxy.config.faults import rules
+
+    retry = rules("faults", [{"match": {"operation": "create"}, "times": 2, "answer": "retry"}])
+    a, b = await two(aiohttp_client, Mode.SIMULATE, redis, faults=retry)
+    codes = [(await (await c.post(SVC, data=b"externalId=f", headers=FORM)).json())["statusCode"] for c in (a, b, a)]
+    assert codes == [1, 1, 0]
+    added = await a.post("/_omproxy/faults", json={"match": {"operation": "get"}, "answer": {"gms_error": 249}},
+                         headers={"X-Omproxy-Session": "s1"})
+    assert added.status == 200
+    got = await (await b.post(f"{SVC}/X/get", headers={"X-Omproxy-Session": "s1"})).json()
+    assert got["errors"][0]["code"] == 249
+    other = await (await b.post(f"{SVC}/X/get", headers={"X-Omproxy-Session": "s2"})).json()
+    assert other["errors"][0]["code"] == 248  # another session: the simulator's own "not found"
+    listed = (await (await b.get("/_omproxy/faults", headers={"X-Omproxy-Session": "s1"})).json())["faults"]
+    assert [(r["name"], r["fired"]) for r in listed] == [("faults[0]", 2), ("session s1[0]", 1)]
+
+
 async def test_redis_gone_is_a_retry_answer_and_back_is_recovery(aiohttp_client, redis) -> None:
     a, _ = await two(aiohttp_client, Mode.SIMULATE, redis)
     assert (await a.post(SVC, data=b"externalId=x", headers=FORM)).status == 200

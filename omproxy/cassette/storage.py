@@ -18,11 +18,13 @@ import contextlib
 import fcntl
 import functools
 import gc
+import glob
 import logging
 import os
 import re
 import secrets
 import stat
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -53,10 +55,21 @@ def safe_name(service: str | None) -> str:
     return (name or "_")[:120]
 
 
+_TIME_FIELD = re.compile(r"%[a-zA-Z]")  # a strftime field: a new file when the formatted name changes
+_GLOB = re.compile(r"[*?\[]")
+NUMBERED = "[0-9]" * 4  # a size-rotated file: name.0001.yaml, name.0002.yaml, ...
+
+
+def numbered(path: Path, n: int) -> Path:
+    return path.with_name(f"{path.stem}.{n:04d}{path.suffix}")
+
+
 class Template:
     """What `--cassette` names. A file (`c.yaml`); a folder (`cassettes/`, an existing directory, or a
     new name without a .yaml suffix), meaning `folder/{service}.yaml`; or a template with
-    `{service}`, one file per Open Media service. Replay reads exactly the files it matches."""
+    `{service}`, one file per Open Media service. Any part may hold strftime fields (UTC:
+    `prod-%Y%m%d-%H/{service}.yaml`, a new file each hour) or, to read, glob patterns. Reading, a
+    file's size-rotated parts (`c.0001.yaml`, ...) come with it. Replay reads exactly the files it matches."""
 
     def __init__(self, spec: str) -> None:
         if not spec.strip():
@@ -75,10 +88,23 @@ class Template:
         return "{service}" in self.spec
 
     @property
+    def timed(self) -> bool:
+        return bool(_TIME_FIELD.search(self.spec.replace("%%", "")))
+
+    @property
+    def pattern(self) -> str | None:
+        """The glob of every file this spec names, when it is one (strftime fields and globs)."""
+        if not self.timed and not _GLOB.search(self.spec):
+            return None
+        return _TIME_FIELD.sub("*", self.spec.replace("%%", "\0")).replace("\0", "%").replace("{service}", "*")
+
+    @property
     def folder(self) -> Path:
         return Path(self.spec).parent
 
     def path_for(self, service: str | None) -> Path:
+        if self.timed:  # formatted as it is now: a new file when the name changes
+            return Path(time.strftime(self.spec.replace("{service}", safe_name(service)), time.gmtime()))
         found = self._paths.get(service)
         if found is None:
             if len(self._paths) >= 1024:  # services are few; names sent at random are not kept
@@ -87,10 +113,18 @@ class Template:
         return found
 
     def files(self) -> list[Path]:
-        """The existing files this spec names, in name order."""
+        """The existing files this spec names, in name order (rotated sets: in the order written)."""
+        pattern = self.pattern
+        if pattern is not None:
+            suffix = Path(self.spec).suffix
+            pending = () if Path(self.spec).stem.endswith(PENDING) else tuple(PENDING + s for s in SUFFIXES)
+            return sorted(p for p in map(Path, glob.glob(pattern)) if p.is_file() and p.name.endswith(
+                suffix or SUFFIXES) and not (pending and p.name.endswith(pending)))
         if not self.per_service:
             path = Path(self.spec)
-            return [path] if path.is_file() else []
+            parts = sorted(Path(p) for p in glob.glob(glob.escape(str(path.with_name(path.stem))) + "." + NUMBERED
+                                                      + glob.escape(path.suffix)))
+            return ([path] if path.is_file() else []) + parts
         if not self.folder.is_dir():
             return []
         prefix, _, suffix = Path(self.spec).name.partition("{service}")
@@ -505,9 +539,12 @@ class CassetteWriter:
     leaves the old cassette whole and the partial one beside it. A process of a run of several (`run`:
     the run's name, shared by its processes) leaves its partial files to the run's coordinator."""
 
-    def __init__(self, template: Template, *, rewrite: bool = False, run: str = "") -> None:
+    def __init__(self, template: Template, *, rewrite: bool = False, run: str = "",
+                 rotate_size: int | None = None) -> None:
         self.template = template
         self.rewrite, self.run = rewrite, run
+        self.rotate_size = rotate_size  # bytes: past it, the next entry starts name.NNNN+1.yaml
+        self.parts: dict[Path, int] = {}  # a size-rotated cassette -> the number of the part written to
         self.partials: dict[Path, Path] = {}  # a cassette being rewritten -> where its new entries are
         self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
         self._flushing: dict[Path, asyncio.Task[None]] = {}
@@ -561,7 +598,28 @@ class CassetteWriter:
             log.info("rewrote %s", target)
         self.partials.clear()
 
+    def _part(self, path: Path, incoming: int) -> Path:
+        """The part of a size-rotated cassette the next entries go to: the last one, until it would
+        grow past the size (a part holds at least one entry: an entry is never split)."""
+        n = self.parts.get(path)
+        if n is None:  # the highest part already there, from an earlier run
+            found = [int(p.stem.rsplit(".", 1)[1]) for p in map(Path, glob.glob(
+                glob.escape(str(path.with_name(path.stem))) + "." + NUMBERED + glob.escape(path.suffix)))]
+            n = max(found, default=1)
+        part = numbered(path, n)
+        with contextlib.suppress(FileNotFoundError):
+            size = part.stat().st_size
+            assert self.rotate_size is not None
+            if size > len(yamlformat.HEADER) and size + incoming > self.rotate_size:
+                n += 1
+                part = numbered(path, n)
+                log.info("rotating: %s is next", part)
+        self.parts[path] = n
+        return part
+
     def _write(self, path: Path, data: bytes) -> None:
+        if self.rotate_size is not None:
+            path = self._part(path, len(data))
         if self.rewrite:
             partial = self.partials.get(path)
             if partial is None:  # the first entry of this run: a partial an earlier run left is replaced

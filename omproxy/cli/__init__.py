@@ -131,7 +131,8 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
                           "secrets redaction missed (keys named, never values), duplicates and, given a journal, "
                           "recordings never played. Exit 0 when clean, 1 when anything is found, 2 on a usage "
                           "error.")
-    lint.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
+    lint.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE",
+                       help="cassette files, folders, templates or globs (a rotated set: all its files)")
     lint.add_argument("--journal", type=Path, help="the JSON of GET /_omproxy/journal or /_omproxy/cassettes")
     lint.add_argument("--json", action="store_true", help="print one JSON object a finding, a line each")
 
@@ -139,7 +140,8 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
                           description="One row per recorded interaction: index, time, operation, service, "
                           "interaction id, user data, HTTP status, GMS statusCode, duration. Several cassettes "
                           "(or a folder): a table each, under its file's name.")
-    show.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE", help="cassette files or folders")
+    show.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE",
+                       help="cassette files, folders, templates or globs (a rotated set: all its files)")
     show.add_argument("--operation", choices=("create", "get", "update", "stop"), help="only this operation")
     show.add_argument("--service", help="only this service")
     show.add_argument("--id", help="only this interaction id")
@@ -171,7 +173,8 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     merge = tool.add_parser("merge", help="merge cassettes by recorded_at, each file's order kept",
                             description="Merge cassettes (say, one per omproxy instance) into one, ordered by "
                             "recorded_at, keeping the order within each file. The output is written atomically.")
-    merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE")
+    merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE",
+                       help="cassette files, folders, templates or globs (a rotated set: all its files)")
     merge.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
     pull = tool.add_parser("pull", help="write what instances recorded into a shared state into cassettes",
                            description="Append what every omproxy recording with --state recorded since the "
@@ -231,7 +234,8 @@ def run_cassette(args: argparse.Namespace) -> int:
 
     from omproxy.cassette import storage
 
-    streams = [storage.stream(p) for p in args.cassettes]  # each read as it is merged: never held whole
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    streams = [storage.stream(p) for p in paths]  # each read as it is merged: never held whole
     merged = heapq.merge(*streams, key=lambda r: r.recorded_at)  # each file's own order is kept
     count = _save(args.output, merged, None)
     print(f"merged {count} interactions from {len(streams)} cassettes into {args.output}", file=sys.stderr)

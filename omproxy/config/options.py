@@ -123,6 +123,22 @@ def positive(where: str, value: Any) -> float:
     return number
 
 
+BYTE_UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "b": 1}
+
+
+def byte_size(where: str, value: Any) -> int:
+    """64MB, 512KiB, or a number of bytes."""
+    text = str(value).strip().lower().replace(" ", "")
+    unit = next((u for u in sorted(BYTE_UNITS, key=len, reverse=True) if text.endswith(u)), "")
+    try:
+        number = float(text[:len(text) - len(unit)]) * BYTE_UNITS.get(unit, 1)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a size like 64MB or 512KiB, not {value!r}") from None
+    if not 1024 <= number < 2**50:
+        raise ConfigError(f"{where}: expected a size of at least 1KiB, not {value!r}")
+    return int(number)
+
+
 AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -247,6 +263,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("rewrite", boolean, "record and auto: this run's recordings replace the cassette (written beside it, "
            "renamed over it when omproxy stops cleanly) instead of being appended (default false)", "--rewrite",
            frozenset({Mode.RECORD, Mode.AUTO})),
+    Option("rotate.size", byte_size, "record and auto: past this size (64MB), a cassette goes on in name.0002.yaml, "
+           "name.0003.yaml, ... (replay reads them as one; default: no limit)", "--rotate-size",
+           frozenset({Mode.RECORD, Mode.AUTO}), name="rotate_size", nullable=True),
     Option("pending", boolean, "record and auto: this run's recordings go to a pending cassette beside the real "
            "one (x.pending.yaml), never replayed by replay, until `omproxy cassette accept` moves them in "
            "(default false)", "--pending", frozenset({Mode.RECORD, Mode.AUTO})),
@@ -309,6 +328,7 @@ class Config:
     cassette: str = "cassettes/{service}.yaml"
     rewrite: bool = False
     pending: bool = False
+    rotate_size: int | None = None
     rewrite_run: str = ""  # a rewrite by several processes: the run's name; its coordinator renames (not an option)
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0

@@ -167,7 +167,11 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             log.info("recording into pending cassettes (%s), for review: omproxy cassette accept %s",
                      template, config.cassette)
         storage.check_writable(template)
-        writer = storage.CassetteWriter(template, rewrite=config.rewrite, run=config.rewrite_run)
+        if config.rewrite and (config.rotate_size or template.timed):
+            raise UsageError("rewrite replaces one cassette; a rotated one (rotate.size, strftime fields in "
+                             "--cassette) is many: record into a new folder instead")
+        writer = storage.CassetteWriter(template, rewrite=config.rewrite, run=config.rewrite_run,
+                                        rotate_size=config.rotate_size)
         rt.closers.append(writer.close)
         holding = [p for p in (template.files() if template.per_service else [Path(template.spec)])
                    if p.is_file() and p.stat().st_size > len(yamlformat.HEADER)]

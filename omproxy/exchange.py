@@ -40,6 +40,8 @@ class Outcome(Enum):
     REFUSED = "refused"
     NEVER_PLAYED = "never played"
     FAULTED = "faulted"  # answered by a fault rule instead
+    SAMPLED_OUT = "not sampled"  # forwarded, not recorded: its story was not sampled
+    FILTERED_OUT = "filtered out"  # forwarded, not recorded: record.only / record.skip
 
 
 @dataclass(slots=True)
@@ -65,6 +67,7 @@ class Exchange:
     too_old: str | None = None  # the recording is older than replay.max_age: what to say of it
     fault: str | None = None  # the fault rule that fired on it (its answer, or only its delay)
     delay_ms: float = 0.0  # how long a fault rule held the answer back
+    not_kept: Outcome | None = None  # forwarded but not recorded, by choice: SAMPLED_OUT or FILTERED_OUT
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []
@@ -72,6 +75,8 @@ class Exchange:
             out.append(Outcome.RECORDED)
         if self.record_error is not None:
             out.append(Outcome.WRITE_FAILED)
+        if self.not_kept is not None:
+            out.append(self.not_kept)
         return out
 
     @property

@@ -115,7 +115,7 @@ def _count(where: str, value: Any) -> int:
     return value
 
 
-def _match(where: str, value: Any) -> Match:
+def match_of(where: str, value: Any) -> Match:
     data = _keys(where, value if value is not None else {}, MATCH_KEYS)
     fields = {k: _text(f"{where}.{k}", v) for k, v in data.items() if k != "header"}
     if "operation" in fields and fields["operation"] not in OPERATIONS:
@@ -191,7 +191,7 @@ def rule(where: str, value: Any, name: str) -> Rule:
     if not isinstance(nth, list) or ("nth" in data and not nth):
         raise ConfigError(f"{where}.nth: expected a list of request numbers, like [3, 7]")
     return Rule(name=_text(f"{where}.name", data["name"]) if "name" in data else name,
-                match=_match(f"{where}.match", data.get("match")),
+                match=match_of(f"{where}.match", data.get("match")),
                 answer=_answer(f"{where}.answer", data["answer"]) if "answer" in data else None,
                 delay=_delay(f"{where}.delay", data["delay"]) if "delay" in data else None,
                 times=_count(f"{where}.times", data["times"]) if "times" in data else None,
@@ -236,3 +236,12 @@ def written(rule: Rule) -> dict[str, Any]:
         out["delay"] = f"{d.ms:g}ms" if d.ms is not None else {"recorded": True} if d.recorded else {
             "p50": f"{d.p50:g}ms", "p99": f"{d.p99:g}ms"}
     return out
+
+
+def matches_of(where: str, value: Any) -> tuple[Match, ...]:
+    """A list of `match` shapes (record.only, record.skip)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of matches, like [{{service: billing}}]")
+    return tuple(match_of(f"{where}[{i}]", v) for i, v in enumerate(value))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from omproxy.config.faults import Rule, rules
+from omproxy.config.faults import Match, Rule, matches_of, rules
 from omproxy.errors import ConfigError
 from omproxy.gms.vocabulary import CATCH_ALL, DEFAULT_SECTION
 
@@ -31,6 +31,11 @@ class Mode(StrEnum):
 class Repeat(StrEnum):
     LAST = "last"  # used-up recordings repeat the last one
     MISS = "miss"  # used-up recordings are a miss
+
+
+class SampleBy(StrEnum):
+    INTERACTION = "interaction"  # a story: a create and all that names its interaction id
+    EXTERNAL_ID = "external_id"  # a story: all that names one external id (and the ids created for it)
 
 
 class Fallback(StrEnum):
@@ -114,6 +119,13 @@ def seconds(where: str, value: Any) -> float:
 
 def fault_rules(where: str, value: Any) -> tuple[Rule, ...]:
     return rules(where, value)
+
+
+def fraction(where: str, value: Any) -> float:
+    number = float(_number(where, value, float, "a number from 0 to 1"))
+    if not 0 <= number <= 1:
+        raise ConfigError(f"{where}: expected a number from 0 to 1, not {number:g}")
+    return number
 
 
 def positive(where: str, value: Any) -> float:
@@ -266,6 +278,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("rotate.size", byte_size, "record and auto: past this size (64MB), a cassette goes on in name.0002.yaml, "
            "name.0003.yaml, ... (replay reads them as one; default: no limit)", "--rotate-size",
            frozenset({Mode.RECORD, Mode.AUTO}), name="rotate_size", nullable=True),
+    Option("record.only", matches_of, "record only exchanges matching one of these (the fault rules' match: "
+           "service, operation, path glob, method, header); the others are forwarded, not recorded",
+           name="record_only"),
+    Option("record.skip", matches_of, "never record exchanges matching one of these (forwarded all the same)",
+           name="record_skip"),
+    Option("sample.rate", fraction, "record this share of stories (0.1: one in ten), each whole: its create and "
+           "all that names its id (default 1: all)", "--sample", frozenset({Mode.RECORD, Mode.AUTO}),
+           name="sample_rate"),
+    Option("sample.by", choice(SampleBy), "what a story is: interaction (its id) or external_id (default "
+           "interaction)", name="sample_by"),
+    Option("sample.seed", text, "the key of the sampling hash: instances with one seed sample the same stories "
+           "(default: state_namespace)", name="sample_seed", nullable=True),
     Option("pending", boolean, "record and auto: this run's recordings go to a pending cassette beside the real "
            "one (x.pending.yaml), never replayed by replay, until `omproxy cassette accept` moves them in "
            "(default false)", "--pending", frozenset({Mode.RECORD, Mode.AUTO})),
@@ -328,6 +352,11 @@ class Config:
     cassette: str = "cassettes/{service}.yaml"
     rewrite: bool = False
     pending: bool = False
+    record_only: tuple[Match, ...] = ()
+    record_skip: tuple[Match, ...] = ()
+    sample_rate: float = 1.0
+    sample_by: SampleBy = SampleBy.INTERACTION
+    sample_seed: str | None = None
     rotate_size: int | None = None
     rewrite_run: str = ""  # a rewrite by several processes: the run's name; its coordinator renames (not an option)
     log_format: LogFormat = LogFormat.TEXT
@@ -356,7 +385,8 @@ class Config:
     given: frozenset[str] = frozenset()  # the options `source` names (Config attributes; redact/match as groups)
 
     def __post_init__(self) -> None:  # enums may be given by value (Config(fallback="none"))
-        for name, enum in (("log_format", LogFormat), ("repeat", Repeat), ("fallback", Fallback)):
+        for name, enum in (("log_format", LogFormat), ("repeat", Repeat), ("fallback", Fallback),
+                           ("sample_by", SampleBy)):
             object.__setattr__(self, name, choice(enum)(name, getattr(self, name)))
 
 

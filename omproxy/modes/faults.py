@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 from statistics import NormalDist
 
 from omproxy.config import faults as rules
-from omproxy.config.faults import Rule
+from omproxy.config.faults import Match, Rule
 from omproxy.errors import ConfigError, RequestRefused
 from omproxy.exchange import Exchange
 from omproxy.gms import vocabulary as gms
@@ -36,7 +36,11 @@ class Decision:
 
 
 def matches(rule: Rule, req: Request) -> bool:
-    m = rule.match
+    return matched(rule.match, req)
+
+
+def matched(m: Match, req: Request) -> bool:
+    """Whether a request is one `m` describes (a rule's match, record.only, record.skip)."""
     op = req.operation
     if m.operation is not None and (op is None or op.kind != m.operation):
         return False

@@ -5,17 +5,21 @@ recorded; a refused write still answers the client (NOT RECORDED in the log, cou
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Protocol
 
 from omproxy.cassette import entry as cassette
 from omproxy.cassette import yamlformat
+from omproxy.config.faults import Match
+from omproxy.config.options import SampleBy
 from omproxy.errors import OmproxyError
-from omproxy.exchange import Exchange
+from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response
-from omproxy.modes import Responder, escape
+from omproxy.modes import Responder, escape, faults
 from omproxy.redaction import Redactor
 
 log = logging.getLogger(__name__)
@@ -30,9 +34,12 @@ class Writer(Protocol):
 
 
 class Recorder:
-    def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor, origin: str = "") -> None:
-        """`origin`: the upstream's URL (no credentials) or builtin, kept in each entry (`recorded_from`)."""
+    def __init__(self, upstream: Responder, writer: Writer, redactor: Redactor, origin: str = "",
+                 choice: Choice | None = None) -> None:
+        """`origin`: the upstream's URL (no credentials) or builtin, kept in each entry (`recorded_from`);
+        `choice`: which exchanges are recorded (all, without one)."""
         self.upstream, self.writer, self.redactor, self.origin = upstream, writer, redactor, origin
+        self.choice = choice
         self._warned: set[str] = set()  # suspect keys already warned about, once per run
 
     async def __call__(self, ex: Exchange) -> Response | None:
@@ -41,6 +48,10 @@ class Recorder:
         if resp is None:  # nothing answered: nothing to record
             return None
         req = ex.request
+        if self.choice is not None:
+            ex.not_kept = self.choice(req, resp)
+            if ex.not_kept is not None:
+                return resp  # forwarded all the same
         path = self.writer.path_for(req.service)
         duration = (time.perf_counter() - started) * 1000
         if len(req.body) + len(resp.body) > OFF_LOOP:  # a big answer must not stall every other client
@@ -74,3 +85,52 @@ def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
     """An exchange's cassette entry, redacted."""
     return yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), duration_ms,
                                                    recorded_at, recorded_from))
+
+
+class Choice:
+    """Which forwarded exchanges are recorded: the filters (`record.only`, `record.skip`) and story-
+    complete sampling (`sample.rate`): a story — a create and everything that names its interaction id
+    (or, `by: external_id`, its external id) — is kept or not as a whole, by a hash keyed by
+    `sample.seed`, so instances with one seed keep the same stories. A request that names no story is
+    sampled by itself. Pure."""
+
+    REMEMBERED = 100_000  # interaction id -> external id pairs kept for `by: external_id` (the oldest go)
+
+    def __init__(self, only: tuple[Match, ...], skip: tuple[Match, ...], rate: float, by: SampleBy,
+                 seed: str) -> None:
+        self.only, self.skip, self.rate, self.by, self.seed = only, skip, rate, by, seed
+        self.external: dict[str, str] = {}
+
+    def __call__(self, req: Request, resp: Response) -> Outcome | None:
+        """None: record it; else why not."""
+        if (self.only and not any(faults.matched(m, req) for m in self.only)) or any(
+                faults.matched(m, req) for m in self.skip):
+            return Outcome.FILTERED_OUT
+        if self.rate >= 1:
+            return None
+        story = self.story(req, resp)
+        chance = random.random() if story is None else _draw(f"{self.seed}\0{story}")
+        return None if chance < self.rate else Outcome.SAMPLED_OUT
+
+    def story(self, req: Request, resp: Response) -> str | None:
+        op = req.operation
+        if op is None:
+            return None
+        reply = resp.reply or {}
+        props = reply.get("interactionProperties")
+        answered = reply.get("interactionId") or (props.get("interactionId") if isinstance(props, dict) else None)
+        target = req.target_of
+        iid = answered if isinstance(answered, str) else (target.id if target and not target.external else None)
+        if self.by is SampleBy.INTERACTION:
+            return iid
+        external = req.form.get("externalId") if op.kind == "create" else (
+            target.id if target is not None and target.external else None)
+        if external is not None and iid is not None:
+            self.external[iid] = external
+            if len(self.external) > self.REMEMBERED:
+                del self.external[next(iter(self.external))]
+        return external or (self.external.get(iid) if iid else None) or iid
+
+
+def _draw(text: str) -> float:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64

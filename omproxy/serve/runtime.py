@@ -32,7 +32,7 @@ from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
 from omproxy.modes import Counted, Responder
 from omproxy.modes.faults import Faults
-from omproxy.modes.record import Recorder
+from omproxy.modes.record import Choice, Recorder
 from omproxy.modes.replay import MissReport, Playback, Replayer, SimulatorFallback
 from omproxy.redaction import Redactor
 from omproxy.serve.admin import Admin
@@ -155,12 +155,17 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         rt.closers.append(forwarder.close)
         return Counted(forwarder, Outcome.FORWARDED)
 
+    choice = None
+    if config.record_only or config.record_skip or config.sample_rate < 1:
+        choice = Choice(config.record_only, config.record_skip, config.sample_rate, config.sample_by,
+                        config.sample_seed if config.sample_seed is not None else config.state_namespace)
+
     def recorder(inner: Responder) -> Recorder:
         if not isinstance(state, MemoryState):  # a shared state: every instance records into its stream
             from omproxy.state.redis import RedisState, StreamWriter
 
             assert isinstance(state, RedisState)
-            return Recorder(inner, StreamWriter(state), redactor, origin(config.upstream))
+            return Recorder(inner, StreamWriter(state), redactor, origin(config.upstream), choice)
         template = storage.Template(config.cassette)
         if config.pending:  # for review: `omproxy cassette accept` moves them into the cassette
             template = template.pending
@@ -182,7 +187,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             log.warning("recording appends to %s, which already holds recordings; to replace them instead, "
                         "record with --rewrite", ", ".join(str(p) for p in holding[:3]) +
                         (f" and {len(holding) - 3} more" if len(holding) > 3 else ""))
-        return Recorder(inner, writer, redactor, origin(config.upstream))
+        return Recorder(inner, writer, redactor, origin(config.upstream), choice)
 
     def playback(*, must_exist: bool) -> Playback:
         # A big capture's index is written once serving. What is loaded and indexed lives as long as

@@ -89,6 +89,12 @@ class NoRecording(OmproxyError):
     gms_code = 910  # gms.NO_MATCH
 
 
+class BackPressure(OmproxyError):
+    """An entry refused at once: more is waiting to be written than record.queue allows."""
+
+    code = "back-pressure"
+
+
 class StateUnavailable(OmproxyError):
     status = 503
     code = "state-unavailable"

@@ -40,6 +40,8 @@ class Outcome(Enum):
     REFUSED = "refused"
     NEVER_PLAYED = "never played"
     FAULTED = "faulted"  # answered by a fault rule instead
+    BACK_PRESSURE = "not recorded (back-pressure)"  # answered; the disk was slower than the traffic
+    DISK_FULL = "not recorded (disk full)"  # answered; the disk (or quota) was full
     SAMPLED_OUT = "not sampled"  # forwarded, not recorded: its story was not sampled
     FILTERED_OUT = "filtered out"  # forwarded, not recorded: record.only / record.skip
 
@@ -57,6 +59,7 @@ class Exchange:
     owned: bool = False  # answered by the simulator under the consistency rule
     recorded_to: str | None = None
     record_error: str | None = None
+    record_failure: Outcome | None = None  # why it was not recorded: BACK_PRESSURE, DISK_FULL, WRITE_FAILED
     upstream_ms: float | None = None  # how long the upstream took to answer
     append_ms: float | None = None  # how long appending to the cassette took
     appended_bytes: int = 0
@@ -74,7 +77,7 @@ class Exchange:
         if self.recorded_to is not None:
             out.append(Outcome.RECORDED)
         if self.record_error is not None:
-            out.append(Outcome.WRITE_FAILED)
+            out.append(self.record_failure or Outcome.WRITE_FAILED)
         if self.not_kept is not None:
             out.append(self.not_kept)
         return out
@@ -96,7 +99,7 @@ class Exchange:
                 self.restart) else ""
             return self.matched.where + again + (f"; {self.too_old}" if self.too_old else "")
         if self.record_error is not None:
-            return f"NOT recorded: {self.record_error}"
+            return f"NOT RECORDED: {self.record_error}"
         if self.recorded_to is not None:
             return f"recorded to {self.recorded_to}"
         if self.owned:

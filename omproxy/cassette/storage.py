@@ -38,13 +38,14 @@ from omproxy import yamlsafe
 from omproxy.cassette import entry as cassette
 from omproxy.cassette import indexcache, quickyaml, yamlformat
 from omproxy.cassette.entry import Cassette
-from omproxy.errors import CassetteChanged, CassetteError, ConfigError
+from omproxy.errors import BackPressure, CassetteChanged, CassetteError, ConfigError
 from omproxy.model import Recorded, Response
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUFFIXES = (".yaml", ".yml")
+SYNC_EVERY = 0.1  # seconds: durability interval's fsync period (the loss window on a power cut)
 PENDING = ".pending"  # x.pending.yaml: recordings waiting to be reviewed into x.yaml (never replayed)
 TAIL_WINDOW = 16 << 20  # how far back from the end a torn last entry is looked for
 
@@ -540,8 +541,17 @@ class CassetteWriter:
     the run's name, shared by its processes) leaves its partial files to the run's coordinator."""
 
     def __init__(self, template: Template, *, rewrite: bool = False, run: str = "",
-                 rotate_size: int | None = None) -> None:
+                 rotate_size: int | None = None, max_pending: int = 16 << 20, interval: bool = False,
+                 lost: Callable[[OSError, int], None] | None = None) -> None:
+        """`max_pending`: bytes waiting to be written, at most: beyond, an entry is refused at once
+        (`BackPressure`) rather than making its client wait. `interval`: entries are answered once
+        queued, written in the background and fsync'd at most `SYNC_EVERY` seconds later; `lost`
+        is told of those a write then failed for (how many)."""
         self.template = template
+        self.max_pending, self.interval, self.lost = max_pending, interval, lost
+        self.pending_bytes = 0
+        self._dirty: set[Path] = set()
+        self._syncer: asyncio.Task[None] | None = None
         self.rewrite, self.run = rewrite, run
         self.rotate_size = rotate_size  # bytes: past it, the next entry starts name.NNNN+1.yaml
         self.parts: dict[Path, int] = {}  # a size-rotated cassette -> the number of the part written to
@@ -559,19 +569,27 @@ class CassetteWriter:
         being written: it stays in the batch, whose writer then finds its waiter gone."""
         if self._loop is None:  # asked once: asking costs a system call (getpid) every time
             self._loop = asyncio.get_running_loop()
+        if self.pending_bytes and self.pending_bytes + len(data) > self.max_pending:
+            raise BackPressure(f"{self.pending_bytes} bytes are waiting to be written (record.queue is "
+                               f"{self.max_pending}): the disk is slower than the traffic")
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending[path].append((data, future))
+        self.pending_bytes += len(data)
         if path not in self._flushing:
             self._flushing[path] = asyncio.create_task(self._flush(path))
-        await future
+        if not self.interval:
+            await future
 
     async def _flush(self, path: Path) -> None:
         try:
             while self._pending.get(path):
                 batch = self._pending.pop(path)
+                size = sum(len(d) for d, _ in batch)
                 try:
                     await asyncio.to_thread(self._write, path, b"".join(d for d, _ in batch))
                 except OSError as e:
+                    if self.interval and self.lost is not None:  # answered already: counted now
+                        self.lost(e, len(batch))
                     for _, f in batch:
                         if not f.done():  # else its waiter was cancelled: its client hung up
                             f.set_exception(e)
@@ -580,12 +598,38 @@ class CassetteWriter:
                     for _, f in batch:
                         if not f.done():
                             f.set_result(None)
+                finally:
+                    self.pending_bytes -= size
         finally:
             del self._flushing[path]
 
     async def drain(self) -> None:
         while self._flushing:
             await asyncio.gather(*self._flushing.values(), return_exceptions=True)
+        if self._syncer is not None:
+            self._syncer.cancel()
+            self._syncer = None
+        await asyncio.to_thread(self._sync)
+
+    async def _sync_soon(self) -> None:
+        """durability: interval — what was written is fsync'd every SYNC_EVERY seconds while some is."""
+        while self._dirty:
+            await asyncio.sleep(SYNC_EVERY)
+            await asyncio.to_thread(self._sync)
+
+    def _sync(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for path in dirty:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                log.error("NOT RECORDED: cannot fsync %s: %s", path, e.strerror or e)
+            finally:
+                os.close(fd)
 
     async def close(self) -> None:
         """At a clean stop: every entry written, then each rewritten cassette replaced by its new one."""
@@ -627,8 +671,17 @@ class CassetteWriter:
                 if not self.run:  # (a run's own name is new: another of its processes may be writing it)
                     partial.unlink(missing_ok=True)
             path = partial
-        append_locked(path, data, self.template.per_service, path not in self._checked)
+        append_locked(path, data, self.template.per_service, path not in self._checked, sync=not self.interval)
         self._checked.add(path)
+        if self.interval:
+            self._dirty.add(path)
+            if self._syncer is None or self._syncer.done():
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._start_syncer)
+
+    def _start_syncer(self) -> None:
+        if self._syncer is None or self._syncer.done():
+            self._syncer = asyncio.get_running_loop().create_task(self._sync_soon())
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -639,9 +692,11 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True) -> None:
-    """Append whole entries to a cassette under its flock (creating it with its header), fsync'd; a
-    failed write is truncated back so the file is exactly as it was."""
+def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True,
+                  sync: bool = True) -> None:
+    """Append whole entries to a cassette under its flock (creating it with its header), fsync'd (but
+    with `sync` false: the caller fsyncs later); a failed write is truncated back so the file is
+    exactly as it was."""
     # A file the {service} template names is never a symlink: nothing a request names can make
     # omproxy write elsewhere. A file given by name may be one (the user chose it).
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if no_follow else 0)
@@ -662,7 +717,8 @@ def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         except OSError:
             os.ftruncate(fd, size)  # exactly as it was: a later append never follows a partial one
             raise

@@ -38,6 +38,11 @@ class SampleBy(StrEnum):
     EXTERNAL_ID = "external_id"  # a story: all that names one external id (and the ids created for it)
 
 
+class Durability(StrEnum):
+    EACH = "each"  # each entry fsync'd before its answer
+    INTERVAL = "interval"  # answered once queued; written at once, fsync'd within SYNC_EVERY
+
+
 class Fallback(StrEnum):
     SIMULATOR = "simulator"  # the seeded simulator answers a miss
     NONE = "none"  # a miss is a 404 with the near-miss report
@@ -278,6 +283,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("rotate.size", byte_size, "record and auto: past this size (64MB), a cassette goes on in name.0002.yaml, "
            "name.0003.yaml, ... (replay reads them as one; default: no limit)", "--rotate-size",
            frozenset({Mode.RECORD, Mode.AUTO}), name="rotate_size", nullable=True),
+    Option("durability", choice(Durability), "record and auto: each (an entry is fsync'd before its answer) or "
+           "interval (answered once queued, fsync'd within 0.1 s: lower latency; a power cut may lose the last "
+           "0.1 s) (default each)", "--durability", frozenset({Mode.RECORD, Mode.AUTO})),
+    Option("record.queue", byte_size, "bytes of entries waiting to be written, at most; beyond, an exchange is "
+           "answered and not recorded (back-pressure) rather than made to wait (default 16MiB)",
+           name="record_queue"),
     Option("record.only", matches_of, "record only exchanges matching one of these (the fault rules' match: "
            "service, operation, path glob, method, header); the others are forwarded, not recorded",
            name="record_only"),
@@ -352,6 +363,8 @@ class Config:
     cassette: str = "cassettes/{service}.yaml"
     rewrite: bool = False
     pending: bool = False
+    durability: Durability = Durability.EACH
+    record_queue: int = 16 << 20
     record_only: tuple[Match, ...] = ()
     record_skip: tuple[Match, ...] = ()
     sample_rate: float = 1.0
@@ -386,7 +399,7 @@ class Config:
 
     def __post_init__(self) -> None:  # enums may be given by value (Config(fallback="none"))
         for name, enum in (("log_format", LogFormat), ("repeat", Repeat), ("fallback", Fallback),
-                           ("sample_by", SampleBy)):
+                           ("sample_by", SampleBy), ("durability", Durability)):
             object.__setattr__(self, name, choice(enum)(name, getattr(self, name)))
 
 

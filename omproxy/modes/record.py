@@ -5,6 +5,7 @@ recorded; a refused write still answers the client (NOT RECORDED in the log, cou
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import random
@@ -16,7 +17,7 @@ from omproxy.cassette import entry as cassette
 from omproxy.cassette import yamlformat
 from omproxy.config.faults import Match
 from omproxy.config.options import SampleBy
-from omproxy.errors import OmproxyError
+from omproxy.errors import BackPressure, OmproxyError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response
 from omproxy.modes import Responder, escape, faults
@@ -62,11 +63,12 @@ class Recorder:
         try:
             await self.writer.append(path, data)
             ex.append_ms, ex.appended_bytes = (time.perf_counter() - appending) * 1000, len(data)
-        except (OSError, OmproxyError) as e:  # a full disk, a shared state gone: answered, not recorded
+        except (OSError, OmproxyError) as e:  # a full disk, a slow one, a shared state gone: answered anyway
+            ex.record_failure = failure_of(e)
             reason = e.message if isinstance(e, OmproxyError) else e.strerror or str(e)
             ex.record_error = f"cannot write {path}: {reason}"
-            log.error("NOT RECORDED %s %s: %s", req.method, escape(self.redactor.target(req.path, req.query)),
-                      ex.record_error)
+            log.error("%s %s %s: %s", ex.record_failure.value.upper(), req.method,
+                      escape(self.redactor.target(req.path, req.query)), ex.record_error)
             return resp
         ex.recorded_to = str(path)
         for key in self.redactor.suspects(req.form.fields):
@@ -85,6 +87,15 @@ def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
     """An exchange's cassette entry, redacted."""
     return yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), duration_ms,
                                                    recorded_at, recorded_from))
+
+
+def failure_of(e: BaseException) -> Outcome:
+    """Why an entry was not recorded, as counted."""
+    if isinstance(e, BackPressure):
+        return Outcome.BACK_PRESSURE
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Outcome.DISK_FULL
+    return Outcome.WRITE_FAILED
 
 
 class Choice:

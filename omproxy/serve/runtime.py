@@ -25,14 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from omproxy.cassette import indexcache, storage, yamlformat
-from omproxy.config.options import Config, Fallback, Mode, Repeat
+from omproxy.config.options import Config, Durability, Fallback, Mode, Repeat
 from omproxy.errors import OmproxyError, UsageError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
 from omproxy.modes import Counted, Responder
 from omproxy.modes.faults import Faults
-from omproxy.modes.record import Choice, Recorder
+from omproxy.modes.record import Choice, Recorder, failure_of
 from omproxy.modes.replay import MissReport, Playback, Replayer, SimulatorFallback
 from omproxy.redaction import Redactor
 from omproxy.serve.admin import Admin
@@ -175,8 +175,14 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         if config.rewrite and (config.rotate_size or template.timed):
             raise UsageError("rewrite replaces one cassette; a rotated one (rotate.size, strftime fields in "
                              "--cassette) is many: record into a new folder instead")
+        def lost(e: OSError, n: int) -> None:  # durability interval: answered already, then not written
+            log.error("%s: %d entries answered but not written: %s", failure_of(e).value.upper(), n,
+                      e.strerror or e)
+            rt.journal.count(failure_of(e), n)
+
         writer = storage.CassetteWriter(template, rewrite=config.rewrite, run=config.rewrite_run,
-                                        rotate_size=config.rotate_size)
+                                        rotate_size=config.rotate_size, max_pending=config.record_queue,
+                                        interval=config.durability is Durability.INTERVAL, lost=lost)
         rt.closers.append(writer.close)
         holding = [p for p in (template.files() if template.per_service else [Path(template.spec)])
                    if p.is_file() and p.stat().st_size > len(yamlformat.HEADER)]

@@ -67,7 +67,7 @@ class Recorder:
             ex.record_failure = failure_of(e)
             reason = e.message if isinstance(e, OmproxyError) else e.strerror or str(e)
             ex.record_error = f"cannot write {path}: {reason}"
-            log.error("%s %s %s: %s", ex.record_failure.value.upper(), req.method,
+            log.error("%s %s %s: %s", not_recorded(ex.record_failure), req.method,
                       escape(self.redactor.target(req.path, req.query)), ex.record_error)
             return resp
         ex.recorded_to = str(path)
@@ -96,6 +96,11 @@ def failure_of(e: BaseException) -> Outcome:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return Outcome.DISK_FULL
     return Outcome.WRITE_FAILED
+
+
+def not_recorded(failure: Outcome) -> str:
+    """What the log says: NOT RECORDED (BACK-PRESSURE), NOT RECORDED (DISK FULL), NOT RECORDED (WRITE FAILED)."""
+    return f"NOT RECORDED ({failure.value.removeprefix('not recorded (').rstrip(')').upper()})"
 
 
 class Choice:

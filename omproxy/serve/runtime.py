@@ -32,7 +32,7 @@ from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
 from omproxy.modes import Counted, Responder
 from omproxy.modes.faults import Faults
-from omproxy.modes.record import Choice, Recorder, failure_of
+from omproxy.modes.record import Choice, Recorder, failure_of, not_recorded
 from omproxy.modes.replay import MissReport, Playback, Replayer, SimulatorFallback
 from omproxy.redaction import Redactor
 from omproxy.serve.admin import Admin
@@ -176,7 +176,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             raise UsageError("rewrite replaces one cassette; a rotated one (rotate.size, strftime fields in "
                              "--cassette) is many: record into a new folder instead")
         def lost(e: OSError, n: int) -> None:  # durability interval: answered already, then not written
-            log.error("%s: %d entries answered but not written: %s", failure_of(e).value.upper(), n,
+            log.error("%s: %d entries answered but not written: %s", not_recorded(failure_of(e)), n,
                       e.strerror or e)
             rt.journal.count(failure_of(e), n)
 

@@ -304,6 +304,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("pending", boolean, "record and auto: this run's recordings go to a pending cassette beside the real "
            "one (x.pending.yaml), never replayed by replay, until `omproxy cassette accept` moves them in "
            "(default false)", "--pending", frozenset({Mode.RECORD, Mode.AUTO})),
+    Option("tls.cert", text, "serve HTTPS: the certificate chain (PEM), with tls.key", "--tls-cert",
+           name="tls_cert", path=True, nullable=True),
+    Option("tls.key", text, "serve HTTPS: the certificate's private key (PEM)", "--tls-key", name="tls_key",
+           path=True, nullable=True),
+    Option("exit_after", age, "stop cleanly after this long (8h, 30m): a bounded capture (default: never)",
+           "--exit-after", nullable=True),
+    Option("max_interactions", whole(1), "record and auto: stop cleanly once this many exchanges are recorded "
+           "(default: no limit)", "--max-interactions", frozenset({Mode.RECORD, Mode.AUTO}), nullable=True),
     Option("log_format", choice(LogFormat), "log lines as text or JSON lines (default text)", "--log-format"),
     Option("idle_timeout", seconds, "seconds an idle keep-alive connection is kept open (default 75)",
            "--idle-timeout"),
@@ -372,6 +380,10 @@ class Config:
     sample_seed: str | None = None
     rotate_size: int | None = None
     rewrite_run: str = ""  # a rewrite by several processes: the run's name; its coordinator renames (not an option)
+    exit_after: float | None = None  # seconds
+    max_interactions: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0
     header_timeout: float = 10.0

@@ -55,7 +55,7 @@ class Admin:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.endpoints: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
-            "health": ("GET", self.health), "journal": ("GET", self.journal),
+            "health": ("GET", self.health), "ready": ("GET", self.ready), "journal": ("GET", self.journal),
             "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics),
             "ui": ("GET", self.ui), "events": ("GET", self.events), "exchange": ("GET", self.exchange),
             "cassette": ("GET", self.cassette), "decode": ("POST", self.decode),
@@ -70,7 +70,7 @@ class Admin:
         methods, endpoint = found
         if req.method not in methods.split() and not (req.method == "HEAD" and name == "health"):
             raise AdminMethod(f"{PREFIX}{name} takes {' or '.join(methods.split())}, not {req.method}")
-        if name != "health":
+        if name not in ("health", "ready"):
             self.guard(req, changes=name == "reset" or req.method in ("POST", "DELETE") and name == "faults")
         return await endpoint(req)
 
@@ -89,6 +89,14 @@ class Admin:
 
     async def health(self, req: Request) -> Response:
         return compact({"status": "ok", "mode": self.rt.mode.value, "version": __version__})
+
+    async def ready(self, req: Request) -> Response:
+        """200 when omproxy can serve (cassettes loaded, the upstream reachable in the modes that
+        forward, the shared state reachable); 503 saying what is not, for a load balancer or a probe."""
+        problems = [p for p in [await check() for check in self.rt.readiness] if p]
+        if problems:
+            return compact({"status": "not ready", "problems": problems}, 503)
+        return compact({"status": "ready", "mode": self.rt.mode.value})
 
     async def journal(self, req: Request) -> Response:
         """?session=NAME keeps one session's exchanges (and counts them); ?limit=N the last N."""

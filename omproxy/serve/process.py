@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omproxy.config.options import Config, Mode
-from omproxy.exchange import Outcome
+from omproxy.exchange import Exchange, Outcome
 from omproxy.serve.http.front import start
 from omproxy.serve.observers.accesslog import Write
 from omproxy.serve.runtime import Runtime, build_runtime
@@ -89,6 +89,25 @@ def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcom
     return 0
 
 
+def bounded(rt: Runtime, config: Config, stop: asyncio.Event, worker: bool) -> None:
+    """--exit-after and --max-interactions: a clean stop once the time is up or enough is recorded (with
+    --workers, the supervisor keeps the time)."""
+    if config.exit_after is not None and not worker:
+        def time_up() -> None:
+            log.info("--exit-after %g s reached: stopping", config.exit_after)
+            stop.set()
+
+        asyncio.get_running_loop().call_later(config.exit_after, time_up)
+    limit = config.max_interactions
+    if limit is not None:
+        def count(ex: Exchange) -> None:
+            if ex.recorded_to is not None and rt.journal.counts[Outcome.RECORDED] >= limit and not stop.is_set():
+                log.info("--max-interactions %d recorded: stopping", limit)
+                stop.set()
+
+        rt.pipeline.observers.append(count)
+
+
 async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: bool = False) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept())
@@ -103,7 +122,8 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: b
     if beyond_loopback(config.host) and not worker:
         log.warning("listening on %s: anyone who can reach this address can send traffic%s", config.host,
                     " and use /_omproxy/ (set admin.token)" if config.admin_token is None else "")
-    print(f"omproxy {mode.value} listening on http://{host}:{listener.port}", flush=True)
+    scheme = "https" if config.tls_cert else "http"
+    print(f"omproxy {mode.value} listening on {scheme}://{host}:{listener.port}", flush=True)
     if not worker:
         log.info("inspector on http://%s:%d/_omproxy/ui", host, listener.port)
     stop = asyncio.Event()
@@ -129,6 +149,7 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: b
         loop.add_reader(0, supervisor_gone)
     for sig in (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    bounded(rt, config, stop, worker)
     await stop.wait()
     log.info("stopping: finishing requests in flight")
     await listener.close()

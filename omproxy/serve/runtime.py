@@ -75,6 +75,8 @@ class Runtime:
     live: Any = None  # the web inspector's observer (inspector.Live)
     starters: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # what GET /_omproxy/ready asks: each says None (fine) or what keeps omproxy from serving
+    readiness: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
     later: list[Callable[[], Iterator[None]]] = field(default_factory=list)  # once serving, step by step
     warn_stale: bool = True  # log the recordings never played at close (else its caller reports `stale`)
     stale: list[str] = field(default_factory=list)  # at close: the recordings no session ever played
@@ -152,6 +154,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
             return Counted(SimulatorResponder(simulator, state), Outcome.FORWARDED)
         forwarder = Forwarder(config.upstream, config.upstream_timeout, config.max_response_body)
         rt.starters.append(forwarder.start)
+        rt.readiness.append(forwarder.reachable)
         rt.closers.append(forwarder.close)
         return Counted(forwarder, Outcome.FORWARDED)
 
@@ -254,6 +257,16 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
     rt.live = Live(redactor, mode.value)
     rt.pipeline.observers.append(rt.live)
     rt.pipeline.admin = Admin(rt)
+    ping = getattr(state, "ping", None)
+    if ping is not None:
+        async def shared() -> str | None:
+            try:
+                await ping()
+            except OmproxyError as e:
+                return e.message
+            return None
+
+        rt.readiness.append(shared)
     return rt
 
 

@@ -28,6 +28,9 @@ SHARED = (Mode.REPLAY, Mode.AUTO, Mode.SIMULATE)  # their state must be one for 
 
 
 def check(config: Config, mode: Mode) -> None:
+    if config.workers > 1 and config.max_interactions is not None:
+        raise UsageError(f"--max-interactions counts one process's recordings; with --workers {config.workers}, "
+                         "bound the capture with --exit-after")
     if config.workers > 1 and config.state == "memory" and (mode in SHARED or config.upstream == "builtin"):
         what = f"{mode.value}" if mode in SHARED else f"{mode.value} with the builtin upstream"
         raise UsageError(f"--workers {config.workers} in {what} needs --state redis://...: playback positions, "
@@ -103,11 +106,14 @@ class Supervisor:
             workers = [asyncio.create_task(self.worker(port, r)) for r in readies]
             await asyncio.gather(*readies)
             host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-            print(f"omproxy {self.mode.value} listening on http://{host}:{port} ({self.config.workers} workers)",
+            scheme = "https" if self.config.tls_cert else "http"
+            print(f"omproxy {self.mode.value} listening on {scheme}://{host}:{port} ({self.config.workers} workers)",
                   flush=True)
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+            if self.config.exit_after is not None:  # the workers leave the time to their supervisor
+                loop.call_later(self.config.exit_after, stop.set)
             await stop.wait()
             log.info("stopping: the workers finish their requests in flight")
             self.stopping = True

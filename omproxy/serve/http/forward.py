@@ -4,6 +4,7 @@ when the client sent none), through `upstream.Client`; the answer's headers end 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from yarl import URL
@@ -36,6 +37,16 @@ class Forwarder:
     async def start(self) -> None:
         self._client = Client(self.base.scheme, self.base.raw_host or "", self.base.port or 80, self.timeout,
                               self.max_response_body, str(self.base))
+
+    async def reachable(self) -> str | None:
+        """None when a connection to the upstream opens (within 2 s); else what is wrong."""
+        host, port = self.base.raw_host or "", self.base.port or 80
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        except (OSError, TimeoutError) as e:
+            return f"the upstream {self.base} is not reachable ({getattr(e, 'strerror', None) or type(e).__name__})"
+        writer.close()
+        return None
 
     async def close(self) -> None:
         if self._client is not None:

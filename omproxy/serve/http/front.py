@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -190,18 +191,34 @@ async def start(rt: Runtime, config: Config, *, reuse_port: bool = False) -> Lis
     """Start the runtime and listen on config.host:port (0 picks a free port); with `reuse_port`, beside
     the other workers of a supervisor on the same port."""
     front = Front(rt, config)
+    tls = tls_context(config)
     await rt.start()
     loop = asyncio.get_running_loop()
     try:
         front.server = await loop.create_server(lambda: Guard(front), config.host, config.port,
                                                 reuse_address=True, reuse_port=reuse_port or None,
-                                                family=socket.AF_UNSPEC)
+                                                family=socket.AF_UNSPEC, ssl=tls)
     except OSError as e:
         await rt.close()
         raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
     front.port = front.server.sockets[0].getsockname()[1]
     front.sweeper = asyncio.create_task(front.sweep())
     return Listener(front)
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """HTTPS on the listening side (tls.cert and tls.key), or None for plain HTTP."""
+    if config.tls_cert is None and config.tls_key is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise UsageError("TLS needs both tls.cert and tls.key (--tls-cert, --tls-key)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"cannot load the TLS certificate {config.tls_cert} and key {config.tls_key}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    return context
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -22,6 +22,10 @@ _USER_DATA_PREFIXES = ("userData", "change", "delete")
 
 class Redactor:
     def __init__(self, rules: Redaction) -> None:
+        self.use(rules)
+
+    def use(self, rules: Redaction) -> None:
+        """Redact by these rules from now on (a reload: every holder of this redactor sees them)."""
         self.header_names = {h.lower() for h in (*SECRET_HEADERS, *rules.headers)}
         self.user_data_keys: set[str] = set()
         self.form_keys: set[str] = set()

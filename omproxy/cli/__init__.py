@@ -474,7 +474,11 @@ def run_server(args: argparse.Namespace) -> int:
         from omproxy.serve import workers as supervisor
 
         return supervisor.run(args.argv, config, mode, startup_line(config, mode), summary)
-    return process.run(config, mode, startup_line(config, mode), summary, access, worker=args.worker)
+    def reread() -> Config:  # SIGHUP: the same file and flags, read again
+        return resolve(args)
+
+    return process.run(config, mode, startup_line(config, mode), summary, access, worker=args.worker,
+                       reread=reread)
 
 
 def decode_input(args: argparse.Namespace) -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omproxy.config.options import Config, Mode
+from omproxy.errors import OmproxyError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.serve.http.front import start
 from omproxy.serve.observers.accesslog import Write
@@ -68,7 +69,7 @@ class QuietAccept:
 
 
 def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcome, int], Mode], str],
-        access: Write | None = None, *, worker: bool = False) -> int:
+        access: Write | None = None, *, worker: bool = False, reread: Callable[[], Config] | None = None) -> int:
     """Serve until a signal. A worker (of `supervisor`) shares its port and, instead of the summary line,
     ends with its counts as one JSON line on stdout for the supervisor to add up."""
     rt = build_runtime(config, mode, access=access)
@@ -77,10 +78,10 @@ def run(config: Config, mode: Mode, startup: str, summary: Callable[[dict[Outcom
     try:
         import uvloop  # the `fast` extra: a faster event loop, used when installed
     except ImportError:
-        asyncio.run(serve(rt, config, mode, startup, worker))
+        asyncio.run(serve(rt, config, mode, startup, worker, reread))
     else:
         log.debug("event loop: uvloop")
-        uvloop.run(serve(rt, config, mode, startup, worker))
+        uvloop.run(serve(rt, config, mode, startup, worker, reread))
     if worker:
         print(json.dumps({"counts": {o.value: n for o, n in rt.journal.counts.items()}, "stale": rt.stale[:10]}),
               flush=True)
@@ -108,7 +109,23 @@ def bounded(rt: Runtime, config: Config, stop: asyncio.Event, worker: bool) -> N
         rt.pipeline.observers.append(count)
 
 
-async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: bool = False) -> None:
+def reloader(rt: Runtime, reread: Callable[[], Config]) -> Callable[[], None]:
+    """SIGHUP: the config file read again; redaction, filters, sampling and fault rules taken from it,
+    connections kept. A file that does not read keeps the old rules, and says why."""
+    def reload() -> None:
+        try:
+            new = reread()
+        except OmproxyError as e:
+            log.error("SIGHUP: kept the running settings: %s", e.message)
+            return
+        differs = rt.reload(new)
+        log.info("SIGHUP: reloaded redaction, record filters, sampling and fault rules from %s%s", new.source,
+                 f"; restart omproxy for: {', '.join(differs)}" if differs else "")
+    return reload
+
+
+async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: bool = False,
+                reread: Callable[[], Config] | None = None) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept())
     raise_file_limit(config)
@@ -149,6 +166,8 @@ async def serve(rt: Runtime, config: Config, mode: Mode, startup: str, worker: b
         loop.add_reader(0, supervisor_gone)
     for sig in (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    if reread is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader(rt, reread))
     bounded(rt, config, stop, worker)
     await stop.wait()
     log.info("stopping: finishing requests in flight")

@@ -16,6 +16,7 @@ architecture. Responders decide (the first to return a Response answers); observ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +47,9 @@ from omproxy.state import State
 from omproxy.state.memory import MemoryState
 
 log = logging.getLogger("omproxy.access")
+# what SIGHUP takes from the config file; any other change needs a restart
+RELOADED = frozenset({"redact", "faults", "faults_seed", "latency_scale", "record_only", "record_skip",
+                      "sample_rate", "sample_by", "sample_seed"})
 BIG = 10_000  # interactions loaded beyond which the memory parsing freed is given back at once
 
 
@@ -78,6 +82,7 @@ class Runtime:
     # what GET /_omproxy/ready asks: each says None (fine) or what keeps omproxy from serving
     readiness: list[Callable[[], Awaitable[str | None]]] = field(default_factory=list)
     later: list[Callable[[], Iterator[None]]] = field(default_factory=list)  # once serving, step by step
+    choice: Any = None  # which forwarded exchanges are recorded (modes.record.Choice)
     warn_stale: bool = True  # log the recordings never played at close (else its caller reports `stale`)
     stale: list[str] = field(default_factory=list)  # at close: the recordings no session ever played
     _later: asyncio.Task[None] | None = None
@@ -104,6 +109,23 @@ class Runtime:
             for _ in work.pop(0)():  # and let go of what it held
                 await asyncio.sleep(0)
         storage.give_back_memory()
+
+    def reload(self, new: Config) -> list[str]:
+        """Take redaction, filters, sampling and fault rules from `new` (SIGHUP), without a pause; say
+        what else differs, which needs a restart."""
+        self.redactor.use(new.redact)
+        faults = self.pipeline.faults
+        if faults is not None:
+            faults.configured, faults.seed, faults.scale = new.faults, new.faults_seed, new.latency_scale
+        choice = self.choice
+        if choice is not None:
+            choice.only, choice.skip, choice.rate, choice.by = new.record_only, new.record_skip, new.sample_rate, \
+                new.sample_by
+            choice.seed = new.sample_seed if new.sample_seed is not None else new.state_namespace
+        kept = {f.name for f in dataclasses.fields(Config)} - RELOADED - {"source", "given", "rewrite_run"}
+        differs = sorted(name for name in kept if getattr(new, name) != getattr(self.config, name))
+        self.config = dataclasses.replace(self.config, **{name: getattr(new, name) for name in RELOADED})
+        return differs
 
     async def close(self) -> None:
         """After the last request: flush cassettes, close the upstream, report what was never played."""
@@ -158,10 +180,8 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
         rt.closers.append(forwarder.close)
         return Counted(forwarder, Outcome.FORWARDED)
 
-    choice = None
-    if config.record_only or config.record_skip or config.sample_rate < 1:
-        choice = Choice(config.record_only, config.record_skip, config.sample_rate, config.sample_by,
-                        config.sample_seed if config.sample_seed is not None else config.state_namespace)
+    choice = rt.choice = Choice(config.record_only, config.record_skip, config.sample_rate, config.sample_by,
+                                config.sample_seed if config.sample_seed is not None else config.state_namespace)
 
     def recorder(inner: Responder) -> Recorder:
         if not isinstance(state, MemoryState):  # a shared state: every instance records into its stream

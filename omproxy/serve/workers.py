@@ -112,6 +112,12 @@ class Supervisor:
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
+
+            def reload() -> None:  # each worker reads the config file again
+                for proc in list(self.procs):
+                    proc.send_signal(signal.SIGHUP)
+
+            loop.add_signal_handler(signal.SIGHUP, reload)
             if self.config.exit_after is not None:  # the workers leave the time to their supervisor
                 loop.call_later(self.config.exit_after, stop.set)
             await stop.wait()

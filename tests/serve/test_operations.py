@@ -65,3 +65,54 @@ async def test_exit_after_stops_cleanly_when_the_time_is_up(tmp_path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0 and b"--exit-after 1 s reached" in err
     assert 1.0 <= time.monotonic() - started < 30
+
+
+async def until(stream: asyncio.StreamReader, text: bytes) -> bytes:
+    """The process's log, line by line, up to the first holding `text`."""
+    while True:
+        line = await asyncio.wait_for(stream.readline(), 30)
+        assert line, f"the process ended before saying {text!r}"
+        if text in line:
+            return line
+
+
+async def test_sighup_reloads_rules_on_a_kept_connection_and_a_bad_file_keeps_them(tmp_path) -> None:
+    import json
+    import signal
+
+    cassette, settings = tmp_path / "c.yaml", tmp_path / "omproxy.yaml"
+    settings.write_text("upstream: builtin\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "omproxy", "record", "--port", "0", "--config", str(settings), "--cassette",
+        str(cassette), cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    port = int(line.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # one keep-alive connection throughout
+
+    async def create(card: str) -> dict:
+        body = f"externalId=h&userData%5BCard%5D={card}".encode()
+        writer.write(f"POST {SVC} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM['Content-Type']}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+        return json.loads(await reader.readexactly(length))
+
+    try:
+        assert (await create("1111"))["statusCode"] == 0
+        settings.write_text("upstream: builtin\nredact:\n  form_keys: ['userData[Card]']\nfaults:\n"
+                            "  - match: {operation: create}\n    nth: [2]\n    answer: retry\n")
+        proc.send_signal(signal.SIGHUP)
+        await until(proc.stderr, b"SIGHUP: reloaded")
+        assert (await create("2222"))["statusCode"] == 0  # the same connection, the new redaction
+        assert (await create("3333"))["statusCode"] == 1  # the new fault rule: its 2nd create
+        settings.write_text("faults: [{answer: explode}]\n")
+        proc.send_signal(signal.SIGHUP)
+        assert b"kept the running settings" in await until(proc.stderr, b"SIGHUP")
+        assert (await create("4444"))["statusCode"] == 0  # still the rules read before
+    finally:
+        writer.close()
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.communicate(), 30)
+    cards = [r.request.form.get("userData[Card]") for r in storage.load(cassette).interactions]
+    assert cards == ["1111", "REDACTED", "REDACTED"]

@@ -3,12 +3,13 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 from omproxy.gms.simulator import Simulator
-from tests.support import deterministic_simulator
+from tests.support import FakeGms, deterministic_simulator
 
 pytest_plugins = ["pytester"]
 
@@ -21,6 +22,15 @@ settings.load_profile("omproxy")
 @pytest.fixture
 def make_simulator() -> Callable[..., Simulator]:
     return deterministic_simulator
+
+
+@pytest.fixture
+async def gms(aiohttp_server: Any) -> FakeGms:
+    """A fake GMS (a real aiohttp app) on a real socket; its base URL in `.url`."""
+    fake = FakeGms()
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ class FakeGms:
         self.holding = asyncio.Event()  # set when a /hold request has arrived
         self.release = asyncio.Event()  # set by a test to let /hold answer
         self.simulator = deterministic_simulator(prefix="FAKEGMS000000")
+        self.url = ""  # its base URL, once served (the `gms` fixture)
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
 

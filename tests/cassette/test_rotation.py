@@ -12,17 +12,9 @@ from omproxy.cassette import storage
 from omproxy.cli import main
 from omproxy.config.options import Config, Mode
 from omproxy.serve.http.front import build_app
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM
 
 SVC = f"{BASE}/customer-support"
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 async def test_size_rotation_keeps_every_entry_whole_in_numbered_parts(aiohttp_client, gms, tmp_path) -> None:

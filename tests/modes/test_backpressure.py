@@ -15,17 +15,9 @@ import pytest
 from omproxy.cassette import storage
 from omproxy.config.options import Config, Mode
 from omproxy.serve.http.front import build_app
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM
 
 SVC = f"{BASE}/customer-support"
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 class Locked:

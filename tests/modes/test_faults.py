@@ -20,7 +20,7 @@ from omproxy.errors import ConfigError
 from omproxy.serve.http import front
 from omproxy.serve.http.front import build_app
 from omproxy.serve.runtime import build_runtime
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM
 
 SVC = f"{BASE}/customer-support"
 STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
@@ -40,14 +40,6 @@ async def create_until_done(client, limit: int = 5) -> tuple[int, list[int]]:
         if reply["statusCode"] != 1:
             return attempt, codes
     return limit, codes
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 async def test_a_retrying_client_succeeds_on_its_third_try_and_record_keeps_only_the_real_answer(

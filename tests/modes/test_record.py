@@ -15,15 +15,7 @@ import yaml
 from omproxy.cassette import storage, yamlformat
 from omproxy.config.options import Config, Mode, Redaction
 from omproxy.serve.http.front import build_app
-from tests.support import BASE, FORM, FakeGms, loop_turn
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
+from tests.support import BASE, FORM, loop_turn
 
 
 @pytest.fixture

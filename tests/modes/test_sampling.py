@@ -7,8 +7,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from omproxy.cassette import storage
 from omproxy.config.faults import matches_of
 from omproxy.config.options import Config, Mode
@@ -16,14 +14,6 @@ from omproxy.serve.http.front import build_app
 from tests.support import BASE, FORM, FakeGms
 
 SVC = f"{BASE}/customer-support"
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 async def stories(client, n: int, external: str = "s{i}") -> None:

@@ -17,18 +17,10 @@ from omproxy.cli import main
 from omproxy.config.options import Config, Mode
 from omproxy.modes.replay import too_old
 from omproxy.serve.http.front import build_app
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM
 
 SVC = f"{BASE}/customer-support"
 STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
-
-
-@pytest.fixture
-async def gms(aiohttp_server):
-    fake = FakeGms()
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 async def test_pending_recordings_wait_for_review_then_accept_moves_them_in(aiohttp_client, gms, tmp_path,

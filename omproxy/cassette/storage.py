@@ -259,9 +259,10 @@ def _on_disk(located: list[Any], name: str, path: Path, entries: list[Any] | Non
 
 
 def _in_layout(raw: bytes, starts: list[int]) -> bool:
-    """Whether the file is laid out as omproxy writes it: its header, then one entry after another."""
-    header = yamlformat.HEADER.encode()
-    return raw.startswith(header) and bool(starts) and starts[0] == len(header) and raw.endswith(b"\n")
+    """Whether the file is laid out as omproxy writes it: its provenance comments and header, then one
+    entry after another."""
+    head = yamlformat.header_length(raw)
+    return head is not None and bool(starts) and starts[0] == head and raw.endswith(b"\n")
 
 
 class AnswerOnDisk:
@@ -356,15 +357,16 @@ def _placed(path: Path, torn: Callable[[str], None] | None = None, *,
     """`stream`, each recording with where its entry is in the file (with `locate`; None from a file
     loaded whole)."""
     name = str(path)
-    header = yamlformat.HEADER.encode()
     done = 0
     try:
         with path.open("rb") as f:
-            buf = f.read(len(header))
-            if buf == header:
-                line, block, buf, offset = header.count(b"\n") + 1, 1 << 18, b"", len(header)
+            opening = f.read(yamlformat.HEAD_ROOM)
+            head = yamlformat.header_length(opening)
+            if head is not None:
+                line, block, buf, offset = opening.count(b"\n", 0, head) + 1, 1 << 18, b"", head
+                carry = opening[head:]  # read with the header: the start of the first block
                 while True:
-                    more = f.read(block)
+                    more, carry = carry + f.read(block), b""
                     block = min(block * 2, 1 << 22)
                     buf += more
                     if not more and buf and not buf.endswith(b"\n"):
@@ -469,8 +471,8 @@ def _check_appendable(path: Path) -> None:
     if not os.access(path, os.W_OK):
         raise CassetteError(f"{path}: cannot record into it: the file is not writable")
     with path.open("rb") as f:
-        head = f.read(len(yamlformat.HEADER))
-    if not head or head == yamlformat.HEADER.encode():
+        head = f.read(yamlformat.HEAD_ROOM)
+    if not head or yamlformat.header_length(head) is not None:
         return  # empty, or written by omproxy: appending is safe (a torn tail is cut at the first append)
     load(path)  # hand-written: it must be a cassette (raises with file:line when it is not)
 
@@ -542,13 +544,14 @@ class CassetteWriter:
 
     def __init__(self, template: Template, *, rewrite: bool = False, run: str = "",
                  rotate_size: int | None = None, max_pending: int = 16 << 20, interval: bool = False,
-                 lost: Callable[[OSError, int], None] | None = None) -> None:
+                 lost: Callable[[OSError, int], None] | None = None, banner: str = "") -> None:
         """`max_pending`: bytes waiting to be written, at most: beyond, an entry is refused at once
         (`BackPressure`) rather than making its client wait. `interval`: entries are answered once
         queued, written in the background and fsync'd at most `SYNC_EVERY` seconds later; `lost`
         is told of those a write then failed for (how many)."""
         self.template = template
         self.max_pending, self.interval, self.lost = max_pending, interval, lost
+        self.banner = banner.encode()  # comment lines each new file starts with (its provenance)
         self.pending_bytes = 0
         self._dirty: set[Path] = set()
         self._syncer: asyncio.Task[None] | None = None
@@ -671,7 +674,8 @@ class CassetteWriter:
                 if not self.run:  # (a run's own name is new: another of its processes may be writing it)
                     partial.unlink(missing_ok=True)
             path = partial
-        append_locked(path, data, self.template.per_service, path not in self._checked, sync=not self.interval)
+        append_locked(path, data, self.template.per_service, path not in self._checked, sync=not self.interval,
+                      banner=self.banner)
         self._checked.add(path)
         if self.interval:
             self._dirty.add(path)
@@ -693,7 +697,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True,
-                  sync: bool = True) -> None:
+                  sync: bool = True, banner: bytes = b"") -> None:
     """Append whole entries to a cassette under its flock (creating it with its header), fsync'd (but
     with `sync` false: the caller fsyncs later); a failed write is truncated back so the file is
     exactly as it was."""
@@ -712,7 +716,7 @@ def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: 
             log.warning("%s", report)
         size = os.fstat(fd).st_size
         if size == 0:
-            data = yamlformat.HEADER.encode() + data
+            data = banner + yamlformat.HEADER.encode() + data  # a new file: its provenance, its header
         try:
             view = memoryview(data)
             while view:

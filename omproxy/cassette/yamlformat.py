@@ -18,6 +18,7 @@ from omproxy.cassette.entry import VERSION
 from omproxy.errors import CassetteError
 
 HEADER = f"version: {VERSION}\ninteractions:\n"
+_HEADER = HEADER.encode()
 # A cassette needs no aliases but a few hand-written merge keys: nodes as expanded, at most this many
 # beyond the nodes written (a 550-byte "billion laughs" file would otherwise expand to gigabytes).
 MAX_ALIAS_EXPANSION = 100_000
@@ -108,6 +109,21 @@ def dump(document: dict[str, Any]) -> bytes:
 
 
 _NEWLINE_ENTRY = re.compile(rb"\n- ")  # a literal search: six times faster than `^- ` in MULTILINE mode
+
+
+HEAD_ROOM = 4096  # bytes a file's start is read for its header (provenance comments included)
+
+
+def header_length(raw: bytes) -> int | None:
+    """Where a file omproxy wrote has its first entry: past its comment lines (the provenance a recorder
+    writes first: readers ignore it) and HEADER. None: not a file in omproxy's layout."""
+    pos = 0
+    while raw.startswith(b"#", pos):
+        end = raw.find(b"\n", pos)
+        if end < 0:
+            return None
+        pos = end + 1
+    return pos + len(_HEADER) if raw.startswith(_HEADER, pos) else None
 
 
 def entry_starts(data: bytes) -> list[int]:

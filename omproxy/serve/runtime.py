@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import hashlib
 import logging
+import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +208,8 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
 
         writer = storage.CassetteWriter(template, rewrite=config.rewrite, run=config.rewrite_run,
                                         rotate_size=config.rotate_size, max_pending=config.record_queue,
-                                        interval=config.durability is Durability.INTERVAL, lost=lost)
+                                        interval=config.durability is Durability.INTERVAL, lost=lost,
+                                        banner=provenance(config))
         rt.closers.append(writer.close)
         holding = [p for p in (template.files() if template.per_service else [Path(template.spec)])
                    if p.is_file() and p.stat().st_size > len(yamlformat.HEADER)]
@@ -288,6 +292,18 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
 
         rt.readiness.append(shared)
     return rt
+
+
+def provenance(config: Config) -> str:
+    """The comment line each new cassette file starts with: what wrote it, from where, how (readers
+    ignore it). The config is named by a digest (its admin token left out), never shown."""
+    from omproxy import __version__
+
+    shown = dataclasses.replace(config, admin_token=None, source="", given=frozenset())
+    digest = hashlib.sha256(repr(shown).encode()).hexdigest()[:12]
+    sampling = f"sample {config.sample_rate:g} by {config.sample_by.value}" if config.sample_rate < 1 else "sample all"
+    return (f"# omproxy {__version__}; upstream {origin(config.upstream)}; host {socket.gethostname()}; "
+            f"config {digest}; {sampling}; recorder started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
 
 
 def origin(upstream: str) -> str:

@@ -87,3 +87,33 @@ def test_a_time_rotated_set_reads_as_one_capture_in_order(tmp_path, spec, capsys
 def test_rewrite_refuses_a_rotated_cassette(tmp_path, capsys) -> None:
     assert main(["record", "--rewrite", "--rotate-size", "64MB", "--cassette", str(tmp_path / "c.yaml")]) == 2
     assert "rewrite replaces one cassette" in capsys.readouterr().err
+
+
+async def test_each_rotated_file_starts_with_its_provenance_which_readers_ignore(aiohttp_client, gms,
+                                                                                  tmp_path) -> None:
+    import yaml
+
+    spec = tmp_path / "c.yaml"
+    settings = Config(upstream=gms.url.replace("http://", "http://agent:secret@"), cassette=str(spec),
+                      rotate_size=2048, sample_rate=0.999, admin_token="s3cr3t-token")
+    client = await aiohttp_client(build_app(settings, Mode.RECORD))
+    for i in range(8):
+        await client.post(SVC, data=f"externalId=p{i}".encode(), headers=FORM)
+    await client.close()
+    parts = storage.Template(str(spec)).files()
+    assert len(parts) >= 2
+    for part in parts:
+        first = part.read_text().split("\n", 1)[0]
+        assert first.startswith("# omproxy ") and f"upstream {gms.url};" in first and "sample 0.999 by interaction" \
+            in first and "host " in first and "config " in first
+        assert "secret" not in first and "s3cr3t" not in first
+        assert yaml.safe_load(part.read_text())["version"] == 1  # any YAML reader skips it
+        assert storage._in_layout(part.read_bytes(), storage.yamlformat.entry_starts(part.read_bytes()))
+    loaded = [r.request.form.get("externalId") for p in parts for r in storage.load(p, lazy=True).interactions]
+    streamed = [r.request.form.get("externalId") for p in parts for r in storage.stream(p)]
+    assert loaded == streamed == [f"p{i}" for i in range(8)]
+    again = await aiohttp_client(build_app(settings, Mode.RECORD))  # appending to a part with provenance
+    await again.post(SVC, data=b"externalId=later", headers=FORM)
+    await again.close()
+    last = storage.Template(str(spec)).files()[-1]
+    assert storage.load(last).interactions[-1].request.form.get("externalId") == "later"

@@ -17,6 +17,8 @@ answer; 32 connections.
     capture     replay from a 10-interaction cassette = 1.00x; from the big capture
     load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
                 (minus a start with a 1-interaction cassette: interpreter and imports)
+    paced       the upstream alone at a fixed 1,000 req/s (open loop) = 1.00x; the p99 omproxy record adds,
+                durability each and interval
     append      one fsync'd append to an empty cassette = 1.00x; to the big capture
     workers     replay on a Redis state (when redis-server is installed): one worker = 1.00x; --workers 2
                 (these two unpinned, wrk with two threads: the point is both cores)
@@ -63,6 +65,10 @@ WRK_SCRIPT = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/x-
 # Each request new to omproxy's front, as a client sending a request id makes it: the whole pipeline runs.
 DISTINCT = WRK_SCRIPT + ('n = 0\nrequest = function()\n  n = n + 1\n  wrk.headers["X-Request-Id"] = tostring(n)\n'
                          '  return wrk.format()\nend\n')
+# Many stories: each request names one of 1,000 interaction ids in turn, so sampling has stories to choose.
+STORIES = WRK_SCRIPT + ('n = 0\nrequest = function()\n  n = n + 1\n  local path = string.format('
+                        '"/genesys/2/openmedia/customer-support/01QG%012d/get", n % 1000)\n'
+                        '  return wrk.format(nil, path)\nend\n')
 
 
 def answer_body(iid: str) -> bytes:
@@ -170,15 +176,17 @@ class Load:
     p99_ms: float
 
 
-def drive(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False) -> Load:
+def drive(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False,
+          stories: bool = False) -> Load:
     if shutil.which("wrk"):
-        return _wrk(port, path, seconds, workdir, pin, distinct)
-    return asyncio.run(_loop(port, path, seconds, distinct))
+        return _wrk(port, path, seconds, workdir, pin, distinct, stories)
+    return asyncio.run(_loop(port, path, seconds, distinct, stories))
 
 
-def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False) -> Load:
+def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, distinct: bool = False,
+         stories: bool = False) -> Load:
     script = workdir / "post.lua"
-    script.write_text(DISTINCT if distinct else WRK_SCRIPT)
+    script.write_text(STORIES if stories else DISTINCT if distinct else WRK_SCRIPT)
     command = [*(pinned(1) if pin else []), "wrk", "-t1" if pin else "-t2", "-c32", f"-d{seconds:g}s", "-s",
                str(script), "--latency", f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -193,17 +201,17 @@ def _wrk(port: int, path: str, seconds: float, workdir: Path, pin: bool = True, 
     return Load(float(rps.group(1)) if rps else 0.0, ms("50"), ms("99"))
 
 
-async def _loop(port: int, path: str, seconds: float, distinct: bool = False) -> Load:
+async def _loop(port: int, path: str, seconds: float, distinct: bool = False, stories: bool = False) -> Load:
     import aiohttp
 
     latencies: list[float] = []
-    url = f"http://127.0.0.1:{port}{path}"
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as http:
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 t = time.perf_counter()
                 headers = {"Content-Type": FORM, **({"X-Request-Id": str(len(latencies))} if distinct else {})}
+                url = f"http://127.0.0.1:{port}{GET.format(id=iid(len(latencies) % 1000)) if stories else path}"
                 async with http.post(url, data=b"", headers=headers) as r:
                     await r.read()
                 latencies.append(time.perf_counter() - t)
@@ -212,6 +220,47 @@ async def _loop(port: int, path: str, seconds: float, distinct: bool = False) ->
     latencies.sort()
     n = len(latencies)
     return Load(n / seconds, latencies[n // 2] * 1000, latencies[int(n * 0.99)] * 1000)
+
+
+async def _paced(port: int, rate: float, seconds: float) -> list[float]:
+    """Open loop, as production traffic comes: request i is sent at start + i/rate whether or not
+    the answers before it came back; its latency counts from when it was due (no coordinated
+    omission). Each names one of 1,000 stories in turn. Latencies in ms, sorted."""
+    import aiohttp
+
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)) as http:
+        async def one(i: int, due: float) -> None:
+            url = f"http://127.0.0.1:{port}{GET.format(id=iid(i % 1000))}"
+            async with http.post(url, data=b"", headers={"Content-Type": FORM}) as r:
+                await r.read()
+            latencies.append((time.perf_counter() - due) * 1000)
+
+        tasks = []
+        begin = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            due = begin + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+    return sorted(latencies)
+
+
+def paced(port: int, rate: float, seconds: float) -> Load:
+    """`_paced` on core 1 (the servers are on core 0); its achieved rate, p50 and p99."""
+    cores = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    try:
+        begin = time.perf_counter()
+        latencies = asyncio.run(_paced(port, rate, seconds))
+        took = time.perf_counter() - begin
+    finally:
+        os.sched_setaffinity(0, cores)
+    n = len(latencies)
+    return Load(n / took, latencies[n // 2], latencies[min(n - 1, int(n * 0.99))])
 
 
 # ---- the table --------------------------------------------------------------------------------
@@ -231,7 +280,7 @@ def costs_during(load: Callable[[], Load], seconds: float, *servers: Server) -> 
     return done, spent, (after[0][1] - before[0][1]) / count
 
 
-GROUPS = ("replay", "record", "capture", "load", "workers", "append")
+GROUPS = ("replay", "record", "paced", "capture", "load", "workers", "append")
 
 
 def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> tuple[list[Row], list[Cost]]:
@@ -251,13 +300,14 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> tuple[l
     costs: list[Cost] = []
 
     def measure(group: str, what: str, args: list[str], base: float | None, pin: bool = True,
-                distinct: bool = False, upstream: Server | None = None) -> float:
+                distinct: bool = False, upstream: Server | None = None, stories: bool = False) -> float:
         """One row; with `upstream` (the server it forwards to), where the CPU went, too."""
         server = start(args, workdir, pin=pin)
         try:
-            drive(server.port, path, 1.0, workdir, pin, distinct)  # warm-up
-            load, spent, switches = costs_during(lambda: drive(server.port, path, seconds, workdir, pin, distinct),
-                                                 seconds, server, *([upstream] if upstream else []))
+            drive(server.port, path, 1.0, workdir, pin, distinct, stories)  # warm-up
+            load, spent, switches = costs_during(
+                lambda: drive(server.port, path, seconds, workdir, pin, distinct, stories), seconds, server,
+                *([upstream] if upstream else []))
             rss = server.rss_mb()
         finally:
             server.stop()
@@ -277,6 +327,8 @@ def run(quick: bool, workdir: Path, groups: tuple[str, ...] = GROUPS) -> tuple[l
             "replay", workdir, "--cassette", str(small)), base, distinct=True)
     if "record" in groups:
         record(workdir, bare, path, seconds, measure, rows, costs)
+    if "paced" in groups:
+        paced_rows(workdir, bare, seconds, rows)
     if "capture" in groups:
         ten = measure("capture", "replay, 10-interaction cassette", omproxy("replay", workdir, "--cassette",
                                                                             str(small)), None)
@@ -309,15 +361,55 @@ def record(workdir: Path, bare: list[str], path: str, seconds: float, measure: M
         rows.append(("record", "the upstream, no proxy", direct.rps, direct.p50_ms, direct.p99_ms,
                      upstream.rss_mb(), 1.0))
         costs.append(("the upstream, no proxy", float("nan"), alone, float("nan")))
-        measure("record", "omproxy record", omproxy("record", workdir, "--upstream", url, "--cassette",
-                                                    str(workdir / "rec" / "{service}.yaml")), direct.rps,
-                upstream=upstream)
+        plain = measure("record", "omproxy record", omproxy("record", workdir, "--upstream", url, "--cassette",
+                                                            str(workdir / "rec" / "{service}.yaml")), direct.rps,
+                        upstream=upstream)
+        # Issue 25: what capturing for days costs. Its baseline is plain record on the same load, 1,000
+        # stories in turn (so sampling has stories to choose): the ratios are of that row, not the upstream.
+        many = measure("record", "omproxy record, 1,000 stories in turn", omproxy(
+            "record", workdir, "--upstream", url, "--cassette", str(workdir / "many" / "{service}.yaml")),
+            direct.rps, stories=True)
+        measure("record", "  + rotate every 1MB, sample 0.5 (of the row above)", omproxy(
+            "record", workdir, "--upstream", url, "--cassette", str(workdir / "rot" / "{service}.yaml"),
+            "--rotate-size", "1MB", "--sample", "0.5"), many, stories=True)
+        measure("record", "  durability interval (of omproxy record)", omproxy(
+            "record", workdir, "--upstream", url, "--cassette", str(workdir / "int" / "{service}.yaml"),
+            "--durability", "interval"), plain)
         measure("record", "omproxy passthrough", omproxy("passthrough", workdir, "--upstream", url), direct.rps,
                 upstream=upstream)
         # each request new to the recorder (its request id differs): its part of the entry redacted and written
         measure("record", "omproxy record, a request id in each request", omproxy(
             "record", workdir, "--upstream", url, "--cassette", str(workdir / "rec2" / "{service}.yaml")), direct.rps,
             distinct=True, upstream=upstream)
+    finally:
+        upstream.stop()
+
+
+RATE = 1000.0
+
+
+def paced_rows(workdir: Path, bare: list[str], seconds: float, rows: list[Row]) -> None:
+    """p99 latency omproxy record adds at a fixed 1,000 req/s, for each durability: the upstream
+    alone at that rate is the baseline; the value is the p99 added (ms), the ratio p99 over its."""
+    upstream = start(bare, workdir)
+    try:
+        url = f"http://127.0.0.1:{upstream.port}"
+        paced(upstream.port, RATE, 1.0)  # warm-up
+        direct = paced(upstream.port, RATE, seconds)
+        rows.append(("paced", f"the upstream alone at {RATE:,.0f} req/s (p99 ms)", direct.p99_ms, direct.p50_ms,
+                     direct.p99_ms, upstream.rss_mb(), 1.0))
+        for durability in ("each", "interval"):
+            server = start(omproxy("record", workdir, "--upstream", url, "--cassette",
+                                   str(workdir / f"paced-{durability}" / "{service}.yaml"), "--durability",
+                                   durability), workdir)
+            try:
+                paced(server.port, RATE, 1.0)
+                done = paced(server.port, RATE, seconds)
+                rss = server.rss_mb()
+            finally:
+                server.stop()
+            rows.append(("paced", f"record, durability {durability} (p99 added, ms)", done.p99_ms - direct.p99_ms,
+                         done.p50_ms, done.p99_ms, rss, done.p99_ms / direct.p99_ms))
     finally:
         upstream.stop()
 

@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 SUFFIXES = (".yaml", ".yml")
 SYNC_EVERY = 0.1  # seconds: durability interval's fsync period (the loss window on a power cut)
+# seconds: durability interval gathers what comes this long before writing it (no client waits for the
+# write, so without it each entry is its own batch, a thread hop each: 0.89x of `each` on the benchmark)
+GATHER = 0.005
 PENDING = ".pending"  # x.pending.yaml: recordings waiting to be reviewed into x.yaml (never replayed)
 TAIL_WINDOW = 16 << 20  # how far back from the end a torn last entry is looked for
 
@@ -585,6 +588,8 @@ class CassetteWriter:
 
     async def _flush(self, path: Path) -> None:
         try:
+            if self.interval:
+                await asyncio.sleep(GATHER)
             while self._pending.get(path):
                 batch = self._pending.pop(path)
                 size = sum(len(d) for d, _ in batch)

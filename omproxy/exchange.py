@@ -42,6 +42,7 @@ class Outcome(Enum):
     FAULTED = "faulted"  # answered by a fault rule instead
     BACK_PRESSURE = "not recorded (back-pressure)"  # answered; the disk was slower than the traffic
     DISK_FULL = "not recorded (disk full)"  # answered; the disk (or quota) was full
+    UNREDACTED = "not recorded (unredacted secret)"  # answered; redact.block_on: a secret was left in clear
     SAMPLED_OUT = "not sampled"  # forwarded, not recorded: its story was not sampled
     FILTERED_OUT = "filtered out"  # forwarded, not recorded: record.only / record.skip
 
@@ -59,7 +60,7 @@ class Exchange:
     owned: bool = False  # answered by the simulator under the consistency rule
     recorded_to: str | None = None
     record_error: str | None = None
-    record_failure: Outcome | None = None  # why it was not recorded: BACK_PRESSURE, DISK_FULL, WRITE_FAILED
+    record_failure: Outcome | None = None  # why not recorded: BACK_PRESSURE, DISK_FULL, UNREDACTED, WRITE_FAILED
     upstream_ms: float | None = None  # how long the upstream took to answer
     append_ms: float | None = None  # how long appending to the cassette took
     appended_bytes: int = 0
@@ -71,6 +72,7 @@ class Exchange:
     fault: str | None = None  # the fault rule that fired on it (its answer, or only its delay)
     delay_ms: float = 0.0  # how long a fault rule held the answer back
     not_kept: Outcome | None = None  # forwarded but not recorded, by choice: SAMPLED_OUT or FILTERED_OUT
+    leaked: frozenset[str] = frozenset()  # form/query keys and header names holding a secret in clear (`leaks`)
 
     def counts(self) -> list[Outcome]:
         out = [self.outcome] if self.outcome is not None else []

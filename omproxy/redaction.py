@@ -1,23 +1,76 @@
 """Keep secrets out of cassettes and logs: masks header values, decoded form values (whatever the
 client's percent-encoding) and JSON fields, including where GMS echoes a redacted user-data key
-(`change[K]`, `delete[K]`, the `K` entry of `interactionUserData`). Pure. Redaction changes what is
-stored and logged, never what is forwarded."""
+(`change[K]`, `delete[K]`, the `K` entry of `interactionUserData`); or, for `redact.pseudonymize`
+keys, replaces a value by its pseudonym (`PSEUDO-` and 12 hex of an HMAC-SHA256 under a secret key),
+the same everywhere, so a story still correlates and replay still matches. Finds what is left in
+clear (`leaks`: one rule for `lint` and `redact.block_on`). Pure but for reading the key. Redaction
+changes what is stored and logged, never what is forwarded."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import hmac
 import json
+import math
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import replace
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from omproxy.config.options import Redaction
+from omproxy.errors import ConfigError
 from omproxy.gms.formcodec import charset_of, split_key, unescape
 from omproxy.model import Request, Response, headers_of
 
 MASK = "REDACTED"
 SECRET_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie")
+KEY_ENV = "OMPROXY_REDACT_KEY"  # the pseudonyms' key, when redact.key_file is not set
+PSEUDONYM = re.compile(r"PSEUDO-[0-9a-f]{12}")
 _USER_DATA_PREFIXES = ("userData", "change", "delete")
+
+
+def pseudonym_key(rules: Redaction) -> bytes | None:
+    """The pseudonyms' secret key: redact.key_file's bytes, else $OMPROXY_REDACT_KEY; None when no
+    key is pseudonymised. Refuses (ConfigError) to go on without one, or with one under 16 bytes."""
+    if not rules.pseudonymize:
+        return None
+    if rules.key_file:
+        try:
+            key = Path(rules.key_file).read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"redact.key_file: cannot read {rules.key_file}: {e.strerror or e}") from None
+        where = f"redact.key_file {rules.key_file}"
+    else:
+        key, where = os.environ.get(KEY_ENV, "").strip().encode(), KEY_ENV
+        if not key:
+            raise ConfigError(f"redact.pseudonymize needs a secret key: set redact.key_file to a file holding one, or "
+                              f"{KEY_ENV} (e.g. `openssl rand -hex 32`); every instance needs the same key")
+    if len(key) < 16:
+        raise ConfigError(f"{where}: the pseudonyms' key is {len(key)} bytes; 16 at least (`openssl rand -hex 32`)")
+    return key
+
+
+def _expanded(keys: tuple[str, ...]) -> tuple[set[str], set[str]]:
+    """Decoded form keys, and the user-data keys among them: a user-data key in any of its spellings
+    (`userData[K]`, `change[K]`, `delete[K]`, and `externalId` for `ExternalId`)."""
+    user_data: set[str] = set()
+    form: set[str] = set()
+    for key in keys:
+        parts = split_key(key)
+        if parts and parts[0] in _USER_DATA_PREFIXES:
+            user_data.add(parts[1])
+        elif key == "externalId":
+            user_data.add("ExternalId")
+        form.add(key)
+    for name in user_data:
+        form.update(f"{p}[{name}]" for p in _USER_DATA_PREFIXES)
+    if "ExternalId" in user_data:
+        form.add("externalId")
+    return form, user_data
 
 
 class Redactor:
@@ -26,21 +79,47 @@ class Redactor:
 
     def use(self, rules: Redaction) -> None:
         """Redact by these rules from now on (a reload: every holder of this redactor sees them)."""
+        key = pseudonym_key(rules)  # first: a bad key leaves the rules as they were
+        self.rules = rules
         self.header_names = {h.lower() for h in (*SECRET_HEADERS, *rules.headers)}
-        self.user_data_keys: set[str] = set()
-        self.form_keys: set[str] = set()
-        for key in rules.form_keys:
-            parts = split_key(key)
-            if parts and parts[0] in _USER_DATA_PREFIXES:
-                self.user_data_keys.add(parts[1])
-            elif key == "externalId":
-                self.user_data_keys.add("ExternalId")
-            self.form_keys.add(key)
-        for name in self.user_data_keys:
-            self.form_keys.update(f"{p}[{name}]" for p in _USER_DATA_PREFIXES)
-        if "ExternalId" in self.user_data_keys:
-            self.form_keys.add("externalId")
+        self.form_keys, self.user_data_keys = _expanded(rules.form_keys)
+        pseudo_form, pseudo_user_data = _expanded(rules.pseudonymize)
+        self.pseudo_keys = pseudo_form - self.form_keys  # a key both masked and pseudonymised is masked
+        self.pseudo_user_data = pseudo_user_data - self.user_data_keys
+        self._key = key or b""
         self.json_paths = [tuple(p.split(".")) for p in rules.json_fields]
+
+    def also(self, keys: frozenset[str]) -> Redactor:
+        """This redactor masking these form/query keys and header names too (those `leaks` found in an
+        exchange: what shows it masks them, whether or not it was recorded); itself when none."""
+        if not keys:
+            return self
+        more = copy.copy(self)
+        more.form_keys = self.form_keys | keys
+        more.header_names = self.header_names | {k.lower() for k in keys}
+        return more
+
+    def pseudonym(self, value: str) -> str:
+        """`PSEUDO-` and 12 hex of HMAC-SHA256(key, value): one value, one pseudonym, wherever and by
+        whichever instance (same key) it is made. A pseudonym (or the mask) is kept as it is."""
+        if value == MASK or PSEUDONYM.fullmatch(value):
+            return value
+        digest = hmac.new(self._key, value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+        return f"PSEUDO-{digest[:12]}"
+
+    def value_of(self, key: str, value: str) -> str:
+        """A decoded form field's value as stored: masked, pseudonymised or as it is."""
+        if not value:
+            return value
+        if self.secret_key(key):
+            return MASK
+        if self.pseudo_key(key):
+            return self.pseudonym(value)
+        return value
+
+    def pseudo_key(self, key: str) -> bool:
+        return bool(self.pseudo_keys) and (key in self.pseudo_keys or ("%" in key and unescape(
+            key.encode("utf-8"))[0].decode("utf-8", "replace") in self.pseudo_keys))
 
     def request(self, req: Request) -> Request:
         """The request as it may be stored and shown: secret headers, form and query values masked
@@ -63,7 +142,7 @@ class Redactor:
         return [(k, MASK if k.lower() in self.header_names else v) for k, v in pairs]
 
     def fields(self, fields: Any) -> list[tuple[str, str]]:
-        return [(k, MASK if v and self.secret_key(k) else v) for k, v in fields]
+        return [(k, self.value_of(k, v)) for k, v in fields]
 
     def secret_key(self, key: str) -> bool:
         """A decoded form key whose value is masked (a key still percent-encoded is decoded once more)."""
@@ -71,24 +150,34 @@ class Redactor:
             "utf-8", "replace") in self.form_keys)
 
     def form_body(self, body: bytes, content_type: str | None) -> bytes:
-        """Mask redacted values in the raw body, keeping every other byte as the client sent it."""
-        if not self.form_keys or not body:
+        """Mask (or pseudonymise) redacted values in the raw body, keeping every other byte as the
+        client sent it."""
+        if not (self.form_keys or self.pseudo_keys) or not body:
             return body
         # An empty value stays empty: `delete[CreditCard]=` holds no secret, and a mask there would
         # read as a delete-with-value finding.
-        return b"&".join(raw_key + b"=" + MASK.encode() if secret and raw_value else segment
-                         for segment, raw_key, raw_value, secret in self._segments(body, content_type))
+        return b"&".join(raw_key + b"=" + self._stored(raw_value, how, content_type) if how and raw_value else segment
+                         for segment, raw_key, raw_value, how in self._segments(body, content_type))
 
-    def _segments(self, body: bytes, content_type: str | None) -> Iterator[tuple[bytes, bytes, bytes, bool]]:
-        """Each raw `key=value` segment, its raw key and value, and whether its key is redacted —
-        decoded once, or decoded twice (a double-encoded `userData%255BCreditCard%255D` too)."""
+    def _stored(self, raw_value: bytes, how: str, content_type: str | None) -> bytes:
+        if how == "mask":
+            return MASK.encode()
+        value = unescape(raw_value)[0].decode(charset_of(content_type), "surrogateescape")
+        return self.pseudonym(value).encode()
+
+    def _segments(self, body: bytes, content_type: str | None) -> Iterator[tuple[bytes, bytes, bytes, str]]:
+        """Each raw `key=value` segment, its raw key and value, and what its value becomes: "mask",
+        "pseudonym" or "" — its key decoded once, or twice (a double-encoded `userData%255BCard%255D`)."""
         charset = charset_of(content_type)
         for segment in body.split(b"&"):
             raw_key, _, raw_value = segment.partition(b"=")
             once = unescape(raw_key)[0]
-            secret = once.decode(charset, "replace") in self.form_keys or (
-                b"%" in once and unescape(once)[0].decode(charset, "replace") in self.form_keys)
-            yield segment, raw_key, raw_value, secret
+            names = [once.decode(charset, "replace")]
+            if b"%" in once:
+                names.append(unescape(once)[0].decode(charset, "replace"))
+            how = ("mask" if any(n in self.form_keys for n in names)
+                   else "pseudonym" if any(n in self.pseudo_keys for n in names) else "")
+            yield segment, raw_key, raw_value, how
 
     def query(self, query: str) -> str:
         """The query string with redacted keys masked (same rules as the form)."""
@@ -98,35 +187,25 @@ class Redactor:
         masked = self.query(query)
         return f"{path}?{masked}" if masked else path
 
-    def secrets_in(self, fields: Any, body: bytes, content_type: str | None) -> list[str]:
-        """The redacted values of one request, decoded and as sent, to scrub from free text."""
-        if not self.form_keys:
+    def secrets_in(self, fields: Any, body: bytes, content_type: str | None) -> list[tuple[str, str]]:
+        """The redacted values of one request, decoded and as sent, with what replaces each in free
+        text (the mask, or the pseudonym), longest first."""
+        if not (self.form_keys or self.pseudo_keys):
             return []
-        found = {v for k, v in fields if v and self.secret_key(k)}
-        found |= {raw_value.decode("latin-1") for _, _, raw_value, secret in self._segments(body, content_type)
-                  if secret and raw_value}
-        return sorted(found, key=len, reverse=True)
+        found = {v: self.value_of(k, v) for k, v in fields if v and (self.secret_key(k) or self.pseudo_key(k))}
+        for _, _, raw_value, how in self._segments(body, content_type):
+            if how and raw_value:
+                found[raw_value.decode("latin-1")] = self._stored(raw_value, how, content_type).decode()
+        return sorted(found.items(), key=lambda pair: len(pair[0]), reverse=True)
 
     @staticmethod
-    def scrub(text: str, secrets: list[str]) -> str:
-        for secret in secrets:
-            text = text.replace(secret, MASK)
+    def scrub(text: str, secrets: list[tuple[str, str]]) -> str:
+        for secret, instead in secrets:
+            text = text.replace(secret, instead)
         return text
 
-    def suspects(self, fields: Any) -> list[str]:
-        """Form keys recorded in clear whose values look like secrets: a payment card number
-        (13-19 digits passing the Luhn check) or an HTTP credential. Only the keys are reported."""
-        found = []
-        for key, value in fields:
-            if key in self.form_keys or key in found:
-                continue
-            digits = re.sub(r"[ -]", "", value)
-            if (digits.isdigit() and 13 <= len(digits) <= 19 and _luhn(digits)) or _CREDENTIAL.match(value):
-                found.append(key)
-        return found
-
     def json_body(self, body: bytes) -> bytes:
-        if not (self.json_paths or self.user_data_keys) or not body:
+        if not (self.json_paths or self.user_data_keys or self.pseudo_user_data) or not body:
             return body
         try:
             data = json.loads(body)
@@ -141,12 +220,17 @@ class Redactor:
         changed = False
         for path in self.json_paths:
             changed |= _mask_path(data, path)
-        if self.user_data_keys:
-            changed |= _mask_user_data(data, self.user_data_keys)
+        if self.user_data_keys or self.pseudo_user_data:
+            changed |= _user_data(data, self._echoed)
         return changed
 
-
-_CREDENTIAL = re.compile(r"^(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}$")
+    def _echoed(self, key: Any, value: Any) -> Any:
+        """What an echoed user-data value (`{"key": K, "value": V}`) is stored as."""
+        if key in self.user_data_keys:
+            return MASK
+        if key in self.pseudo_user_data and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return self.pseudonym(str(value)) if str(value) else value
+        return value
 
 
 def _luhn(digits: str) -> bool:
@@ -170,15 +254,148 @@ def _mask_path(data: Any, path: tuple[str, ...]) -> bool:
     return _mask_path(data[path[0]], path[1:])
 
 
-def _mask_user_data(data: Any, keys: set[str]) -> bool:
+def _user_data(data: Any, stored: Callable[[Any, Any], Any]) -> bool:
+    """Each `{"key": K, "value": V}` (GMS's user-data echo) given the value `stored(K, V)` says, in
+    place; True when any changed."""
     changed = False
     if isinstance(data, dict):
-        if data.get("key") in keys and "value" in data:
-            data["value"] = MASK
-            changed = True
+        if "key" in data and "value" in data and isinstance(data["key"], str):
+            new = stored(data["key"], data["value"])
+            if new != data["value"]:
+                data["value"] = new
+                changed = True
         for value in data.values():
-            changed |= _mask_user_data(value, keys)
+            changed |= _user_data(value, stored)
     elif isinstance(data, list):
         for value in data:
-            changed |= _mask_user_data(value, keys)
+            changed |= _user_data(value, stored)
     return changed
+
+
+# ---- what is left in clear: one rule for lint and redact.block_on ---------------------------
+
+# Form keys, query keys and JSON fields named like secrets (their last bracket part, lower case).
+SECRET_NAMES = frozenset({"password", "passwd", "pwd", "secret", "token", "client_secret", "refresh_token",
+                          "access_token", "id_token", "api_key", "apikey", "private_key", "auth_token"})
+_SECRET_SUFFIXES = ("_token", "_secret", "_password", "_key")
+# Header names that carry secrets, beyond SECRET_HEADERS: X-Api-Key, Api-Key, X-Auth-Token, *-Token,
+# *-Secret, *-Key (but the two *-Key headers that hold none).
+_SECRET_HEADER = re.compile(r"^(x-)?(api-key|auth-token)$|-(token|secret|key)$", re.IGNORECASE)
+_NOT_SECRET_HEADERS = frozenset({"idempotency-key", "sec-websocket-key"})
+_TOKENISH = re.compile(r"[A-Za-z0-9+/=_.~-]{24,}")  # what a key, token or password hash looks like
+ENTROPY = 4.0  # bits a character, at least, for a token-like value to be called random
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A secret left in clear in a stored exchange: where (never the value) and why it looks like one."""
+
+    place: str  # header, response header, form, query, answer
+    key: str  # the header name, the decoded form key or the answer's JSON path
+    why: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.place} {self.key}"
+
+    @property
+    def option(self) -> str:
+        """The redact option that would keep it out."""
+        return {"header": "redact.headers", "response header": "redact.headers",
+                "answer": "redact.json_fields"}.get(self.place, "redact.form_keys")
+
+
+def secret_name(key: str) -> bool:
+    """A form key or JSON field named like a secret: `password`, `client_secret`, `userData[Token]`."""
+    parts = split_key(key)
+    name = (parts[-1] if parts else key).lower().replace("-", "_")
+    return name in SECRET_NAMES or (name != "key" and name.endswith(_SECRET_SUFFIXES))
+
+
+def secret_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in {h.lower() for h in SECRET_HEADERS} or (
+        lower not in _NOT_SECRET_HEADERS and _SECRET_HEADER.search(lower) is not None)
+
+
+def random_looking(value: str) -> bool:
+    """A token-like value (24+ characters of a key's alphabet, lower and upper case and digits) whose
+    characters carry ENTROPY bits each and whose letters are not words (about 0.4 of words' letters
+    are vowels, 0.23 of random ones; the line is at 0.32): a key, a token, a password hash (about 85%
+    of random 24-byte tokens), not an id, a date or `MyCompanyOrderNumber12345`."""
+    if not _TOKENISH.fullmatch(value) or PSEUDONYM.fullmatch(value):
+        return False
+    if not (any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)):
+        return False
+    letters = [c for c in value if c.isalpha()]
+    if sum(c in "aeiouyAEIOUY" for c in letters) > 0.32 * len(letters):
+        return False
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values()) >= ENTROPY
+
+
+def _credential(value: str) -> bool:
+    return _CREDENTIAL_VALUE.match(value) is not None
+
+
+_CREDENTIAL_VALUE = re.compile(r"^(Bearer|Basic|Digest|Negotiate)\s+\S{8,}", re.IGNORECASE)
+
+
+def _clear(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and value != MASK and not PSEUDONYM.fullmatch(value)
+
+
+def leaks(req: Request, resp: Response | None = None) -> list[Leak]:
+    """Every secret left in clear in an exchange as stored: headers named like secrets or holding a
+    credential, form and query keys named like secrets, card numbers, credentials and random-looking
+    values; the same in the answer's headers and JSON (and GMS's user-data echoes by their key)."""
+    found: list[Leak] = []
+    for place, headers in (("header", req.headers), ("response header", resp.headers if resp else {})):
+        for name, value in headers.items():
+            if not _clear(value):
+                continue
+            if secret_header(name):
+                found.append(Leak(place, name, "a header that carries secrets"))
+            elif _credential(value):
+                found.append(Leak(place, name, "a credential"))
+    for place, fields in (("form", req.form.fields if not req.form.not_form else ()),
+                          ("query", req.query_form.fields if req.query else ())):
+        for key, value in fields:
+            if _clear(value) and (why := _field_secret(key, value)):
+                found.append(Leak(place, key, why))
+    reply = resp.reply if resp is not None else None
+    if reply is not None:
+        found += _answer(reply, "")
+    return list({leak.where: leak for leak in found}.values())  # a key once, whatever its repeats
+
+
+def _field_secret(key: str, value: str) -> str:
+    if secret_name(key):
+        return "named like a secret"
+    digits = re.sub(r"[ -]", "", value)
+    if digits.isdigit() and 13 <= len(digits) <= 19 and _luhn(digits):
+        return "a card number"
+    if _credential(value):
+        return "a credential"
+    if random_looking(value):
+        return "a random-looking value (a key or token?)"
+    return ""
+
+
+def _answer(data: Any, path: str) -> list[Leak]:
+    found: list[Leak] = []
+    if isinstance(data, dict):
+        echo = isinstance(data.get("key"), str) and "value" in data  # GMS's user-data echo: named by its key
+        if echo and _clear(data["value"]) and (why := _field_secret(f"userData[{data['key']}]", data["value"])):
+            found.append(Leak("answer", f"{path}[{data['key']}]", why))
+        for k, v in data.items():
+            at = f"{path}.{k}" if path else str(k)
+            if isinstance(v, dict | list):
+                found += _answer(v, at)
+            elif k not in ("key", "value") and _clear(v) and (secret_name(str(k)) or random_looking(v)):
+                found.append(Leak("answer", at, "named like a secret" if secret_name(str(k))
+                                  else "a random-looking value (a key or token?)"))
+    elif isinstance(data, list):
+        for item in data:
+            found += _answer(item, path)
+    return found

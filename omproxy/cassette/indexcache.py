@@ -49,6 +49,15 @@ def get(key: str | None, requests_only: bool = False) -> tuple[list[Any], bool] 
     return (entries, alone) if isinstance(entries, list) and isinstance(alone, bool) else None
 
 
+def forget(raw: bytes) -> None:
+    """What was remembered of a cassette with these bytes, removed (the file is being rewritten: a
+    redaction must not leave the old values here)."""
+    key = key_of(raw)
+    if key is not None:
+        for requests_only in (False, True):
+            (folder() / _file(key, requests_only)).unlink(missing_ok=True)
+
+
 Steps = Iterator[None]  # work done a step at a time: the caller may do other things between steps
 _later: list[Callable[[], Steps]] | None = None
 

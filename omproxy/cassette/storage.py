@@ -238,7 +238,7 @@ def _records(raw: bytes, name: str, lines: list[int], starts: list[int] | None =
     starts = yamlformat.entry_starts(raw) if starts is None else [s for s in starts if s < len(raw)]
     key = indexcache.key_of(raw) if key is None else key
     entries, alone = _entries(raw, name, starts, lazy is not None, key)
-    if lazy is None or not alone or not _in_layout(raw, starts) or len(entries) != len(starts):
+    if lazy is None or not alone or not in_layout(raw, starts) or len(entries) != len(starts):
         return [cassette.from_entry(e, name, i, lines[i] if i < len(lines) else 0) for i, e in enumerate(entries)]
     view, bounds = memoryview(raw), [*starts, len(raw)]
     located = [{**_request_only(e), "at": [lines[i], start, end, zlib.crc32(view[start:end])]}
@@ -261,7 +261,7 @@ def _on_disk(located: list[Any], name: str, path: Path, entries: list[Any] | Non
     return out
 
 
-def _in_layout(raw: bytes, starts: list[int]) -> bool:
+def in_layout(raw: bytes, starts: list[int]) -> bool:
     """Whether the file is laid out as omproxy writes it: its provenance comments and header, then one
     entry after another."""
     head = yamlformat.header_length(raw)
@@ -318,7 +318,7 @@ def _entries(raw: bytes, name: str, starts: list[int] | None = None, lazy: bool 
     starts = yamlformat.entry_starts(raw) if starts is None else starts
     entries: list[Any] | None = None
     alone = True
-    if _in_layout(raw, starts):
+    if in_layout(raw, starts):
         bounds = [*starts, len(raw)]
         try:
             entries = []

@@ -126,6 +126,14 @@ def header_length(raw: bytes) -> int | None:
     return pos + len(_HEADER) if raw.startswith(_HEADER, pos) else None
 
 
+def comments(raw: bytes) -> bytes:
+    """The comment lines a file starts with (a recorder's provenance), to keep when it is written anew."""
+    pos = 0
+    while raw.startswith(b"#", pos) and (end := raw.find(b"\n", pos)) >= 0:
+        pos = end + 1
+    return raw[:pos]
+
+
 def entry_starts(data: bytes) -> list[int]:
     """Where each top-level `- ` entry starts: at the start of the data or of a line."""
     first = [0] if data.startswith(b"- ") else []

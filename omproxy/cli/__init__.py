@@ -135,6 +135,9 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
                        help="cassette files, folders, templates or globs (a rotated set: all its files)")
     lint.add_argument("--journal", type=Path, help="the JSON of GET /_omproxy/journal or /_omproxy/cassettes")
     lint.add_argument("--json", action="store_true", help="print one JSON object a finding, a line each")
+    lint.add_argument("--fail-on", choices=("any", "secret"), default="any",
+                      help="what makes the exit status 1: any finding (default), or only a secret left in clear "
+                      "(a pre-commit hook: the other findings are printed all the same)")
 
     show = sub.add_parser("inspect", help="list a cassette's interactions as a table",
                           description="One row per recorded interaction: index, time, operation, service, "
@@ -168,7 +171,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
     into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
 
-    tools = sub.add_parser("cassette", help="work on cassette files: merge, pull, accept, prune, dedup")
+    tools = sub.add_parser("cassette", help="work on cassette files: merge, pull, accept, prune, dedup, redact")
     tool = tools.add_subparsers(dest="tool", metavar="TOOL", parser_class=Parser, required=True)
     merge = tool.add_parser("merge", help="merge cassettes by recorded_at, each file's order kept",
                             description="Merge cassettes (say, one per omproxy instance) into one, ordered by "
@@ -207,6 +210,18 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     dedup.add_argument("--keep", type=int, default=1, metavar="N", help="stories kept per class (default 1)")
     dedup.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
     dedup.add_argument("--json", action="store_true", help="print the classes as JSON")
+
+    redact = tool.add_parser("redact", help="apply today's redact: rules to cassettes recorded before them "
+                             "(a dry run unless --write)",
+                             description="Apply the config file's redact: rules (masks and pseudonyms) to existing "
+                             "cassettes: raw bodies, form views, queries, headers, JSON answers and GMS's echoes. "
+                             "Prints what would change, by key, never the value; --write writes each cassette anew, "
+                             "atomically, and forgets what the index cache held of it. Running it again changes "
+                             "nothing.")
+    redact.add_argument("cassettes", nargs="+", metavar="CASSETTE",
+                        help="cassette files, folders, templates or globs (a rotated set: all its files)")
+    redact.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
+    redact.add_argument("--write", action="store_true", help="write the cassettes (default: only say what changes)")
     return parser
 
 
@@ -225,6 +240,8 @@ def run_cassette(args: argparse.Namespace) -> int:
 
     if args.tool in ("accept", "prune", "dedup"):
         return run_lifecycle(args)
+    if args.tool == "redact":
+        return run_redact(args)
     if args.tool == "pull":
         from omproxy.state.redis import pull
 
@@ -289,6 +306,37 @@ def run_lifecycle(args: argparse.Namespace) -> int:
                   f"keys {c['keys']}; status {c['codes']}")
     print(f"{len(found)} classes; {len(kept)} of {sum(c['stories'] for c in found)} stories kept, "
           f"{count} interactions written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def run_redact(args: argparse.Namespace) -> int:
+    from omproxy.cassette import indexcache, storage
+    from omproxy.redaction import Redactor
+    from omproxy.tools import redact
+
+    redactor = Redactor(resolve(args).redact)
+    paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(spec), must_exist=True)]
+    changed = values = 0
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{path}: cannot read it: {e.strerror or e}") from None
+        new, changes = redact.rewritten(raw, str(path), redactor)
+        for change in changes:
+            print(change.text(str(path)))
+        if new is None:
+            continue
+        changed, values = changed + 1, values + len(changes)
+        if args.write:
+            try:
+                storage.write_atomically(path, [new])
+            except OSError as e:
+                raise UsageError(f"{path}: cannot write it (left as it was): {e.strerror or e}") from None
+            indexcache.forget(raw)
+    done = "changed" if args.write else "would change; --write writes them"
+    print(f"redact: {values} value(s) in {changed} of {len(paths)} cassette(s) {done}" if values
+          else f"redact: nothing to change in {len(paths)} cassette(s)", file=sys.stderr)
     return 0
 
 
@@ -381,16 +429,18 @@ def run_lint(args: argparse.Namespace) -> int:
         return storage.stream(path, lambda report: torn.append(lint.torn_tail(str(path), report)))
 
     recorded = (r for path in paths for r in read(path))
-    found = 0
+    found = secrets = 0
     for problem in lint.lint(recorded, played):
         found += 1
+        secrets += problem.kind == lint.SECRET
         print(json.dumps(problem.as_dict(), ensure_ascii=False) if args.json else problem.line())
     for line, as_json in torn:
         found += 1
         print(json.dumps(as_json, ensure_ascii=False) if args.json else line)
     if not args.json:
-        print(f"lint: {found} finding{'' if found == 1 else 's'}", file=sys.stderr)
-    return 1 if found else 0
+        print(f"lint: {found} finding{'' if found == 1 else 's'}"
+              + (f", {secrets} of them a secret in clear" if secrets else ""), file=sys.stderr)
+    return 1 if (secrets if args.fail_on == "secret" else found) else 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -59,11 +59,18 @@ FORWARDING = frozenset({Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO})
 CASSETTES = frozenset({Mode.RECORD, Mode.REPLAY, Mode.AUTO})
 
 
+class BlockOn(StrEnum):
+    SECRET = "secret"  # an entry lint would flag as holding a secret in clear is not written
+
+
 @dataclass(frozen=True)
 class Redaction:
     headers: tuple[str, ...] = ()
     form_keys: tuple[str, ...] = ()
     json_fields: tuple[str, ...] = ()
+    pseudonymize: tuple[str, ...] = ()
+    key_file: str | None = None
+    block_on: tuple[BlockOn, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,16 @@ def sections(where: str, value: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def block_on(where: str, value: Any) -> tuple[BlockOn, ...]:
+    """`secret`, or a list of such (one kind today)."""
+    out = []
+    for v in strings(where, [value] if isinstance(value, str) else value):
+        found = choice(BlockOn)(where, v)
+        assert isinstance(found, BlockOn)
+        out.append(found)
+    return tuple(out)
+
+
 # ---- the options ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -333,6 +350,13 @@ OPTIONS: tuple[Option, ...] = (
            "Cookie, Set-Cookie"),
     Option("redact.form_keys", strings, "decoded form/query keys to mask, e.g. 'userData[CreditCard]'"),
     Option("redact.json_fields", strings, "dotted paths in JSON response bodies to mask"),
+    Option("redact.pseudonymize", strings, "decoded form/query keys whose values become PSEUDO-<12 hex of an "
+           "HMAC>: the same value, the same pseudonym, in requests and in GMS's echoes, so stories still correlate "
+           "and replay still matches (e.g. 'userData[Phone]'; needs redact.key_file or OMPROXY_REDACT_KEY)"),
+    Option("redact.key_file", text, "a file holding the pseudonyms' secret key (16 bytes at least); else the "
+           "OMPROXY_REDACT_KEY environment variable", path=True, nullable=True),
+    Option("redact.block_on", block_on, "[secret]: record does not write an entry lint would flag as holding a "
+           "secret in clear (answered all the same, logged NOT RECORDED, naming the key)"),
     Option("match.on", matchers, "the named matchers: method, path, query, form"),
     Option("match.headers", strings, "request headers that must be equal too"),
     Option("match.ignore", strings, "form keys left out of matching"),

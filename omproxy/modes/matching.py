@@ -19,7 +19,7 @@ from omproxy.exchange import NearMiss
 from omproxy.gms import formcodec
 from omproxy.gms import vocabulary as gms
 from omproxy.model import Recorded, Request
-from omproxy.redaction import MASK
+from omproxy.redaction import MASK, Redactor
 
 NEAR_MISS_SCAN = 500  # candidates examined to explain one miss, at most: a miss never stalls other clients
 
@@ -29,14 +29,25 @@ class Rules:
     on: tuple[str, ...]
     headers: tuple[str, ...]
     ignore: frozenset[str]
+    # redact.pseudonymize: a request's values of those keys are compared as their pseudonyms, as recorded
+    pseudonyms: Redactor | None = None
 
     @classmethod
-    def of(cls, matching: Matching, also_ignore: Iterable[str] = ()) -> Rules:
+    def of(cls, matching: Matching, also_ignore: Iterable[str] = (), pseudonyms: Redactor | None = None) -> Rules:
         headers = tuple(h.lower() for h in matching.headers)
-        return cls(matching.on, headers, frozenset(matching.ignore) | set(also_ignore))
+        return cls(matching.on, headers, frozenset(matching.ignore) | set(also_ignore), pseudonyms)
+
+    def fields(self, fields: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """Decoded fields as matching compares them: a multiset, ignored keys left out, pseudonymised
+        keys' values as their pseudonyms."""
+        p = self.pseudonyms
+        if p is None or not p.pseudo_keys:
+            return tuple(sorted(f for f in fields if f[0] not in self.ignore))
+        return tuple(sorted((k, p.pseudonym(v) if v and p.pseudo_key(k) else v) for k, v in fields
+                            if k not in self.ignore))
 
 
-def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+def _form(req: Request, rules: Rules) -> tuple[tuple[str, str], ...]:
     """The decoded fields as a multiset; bytes invalid in the charset kept distinct; a body that is not
     a form at all (JSON, ...) compared whole."""
     # an empty body (a get, a big capture's most): its shared decoding, not remembered on the request
@@ -45,19 +56,19 @@ def _form(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
         return ()
     if form.not_form:
         return (("body", req.body.decode("utf-8", "surrogateescape")),)
-    return tuple(sorted(f for f in form.exact if f[0] not in ignore))
+    return rules.fields(form.exact)
 
 
-def _query(req: Request, ignore: frozenset[str]) -> tuple[tuple[str, str], ...]:
+def _query(req: Request, rules: Rules) -> tuple[tuple[str, str], ...]:
     if not req.query:
         return ()
-    return tuple(sorted(f for f in req.query_form.exact if f[0] not in ignore))
+    return rules.fields(req.query_form.exact)
 
 
-# Each matcher: the request's view of it, given the keys to ignore. RecordingRef in `config.MATCHERS`.
-VIEWS: dict[str, Callable[[Request, frozenset[str]], Any]] = {
-    "method": lambda req, ignore: req.method.upper(),
-    "path": lambda req, ignore: unquote(req.path),
+# Each matcher: the request's view of it, given the rules. RecordingRef in `config.MATCHERS`.
+VIEWS: dict[str, Callable[[Request, Rules], Any]] = {
+    "method": lambda req, rules: req.method.upper(),
+    "path": lambda req, rules: unquote(req.path),
     "query": _query,
     "form": _form,
 }
@@ -65,7 +76,7 @@ VIEWS: dict[str, Callable[[Request, frozenset[str]], Any]] = {
 
 def views(req: Request, rules: Rules) -> dict[str, Any]:
     """Each matcher's view of a request, named."""
-    out: dict[str, Any] = {name: VIEWS[name](req, rules.ignore) for name in rules.on}
+    out: dict[str, Any] = {name: VIEWS[name](req, rules) for name in rules.on}
     for header in rules.headers:
         out[f"header {header}"] = tuple(req.headers.getall(header, ()))
     return out
@@ -73,7 +84,7 @@ def views(req: Request, rules: Rules) -> dict[str, Any]:
 
 def key(req: Request, rules: Rules) -> Hashable:
     """`views`' values, in their order."""
-    return (*(VIEWS[name](req, rules.ignore) for name in rules.on),
+    return (*(VIEWS[name](req, rules) for name in rules.on),
             *(tuple(req.headers.getall(header, ())) for header in rules.headers))
 
 

@@ -16,12 +16,12 @@ from typing import Protocol
 from omproxy.cassette import entry as cassette
 from omproxy.cassette import yamlformat
 from omproxy.config.faults import Match
-from omproxy.config.options import SampleBy
+from omproxy.config.options import BlockOn, SampleBy
 from omproxy.errors import BackPressure, OmproxyError
 from omproxy.exchange import Exchange, Outcome
 from omproxy.model import Request, Response
 from omproxy.modes import Responder, escape, faults
-from omproxy.redaction import Redactor
+from omproxy.redaction import Leak, Redactor, leaks
 
 log = logging.getLogger(__name__)
 OFF_LOOP = 256 * 1024  # bodies above this size are redacted and encoded on a worker thread
@@ -41,7 +41,7 @@ class Recorder:
         `choice`: which exchanges are recorded (all, without one)."""
         self.upstream, self.writer, self.redactor, self.origin = upstream, writer, redactor, origin
         self.choice = choice
-        self._warned: set[str] = set()  # suspect keys already warned about, once per run
+        self._warned: set[str] = set()  # where secrets were left in clear, warned about once per run
 
     async def __call__(self, ex: Exchange) -> Response | None:
         started = time.perf_counter()
@@ -56,9 +56,18 @@ class Recorder:
         path = self.writer.path_for(req.service)
         duration = (time.perf_counter() - started) * 1000
         if len(req.body) + len(resp.body) > OFF_LOOP:  # a big answer must not stall every other client
-            data = await asyncio.to_thread(self._encode, ex, resp, duration)
+            data, found = await asyncio.to_thread(self._encode, ex, resp, duration)
         else:
-            data = self._encode(ex, resp, duration)
+            data, found = self._encode(ex, resp, duration)
+        if found:  # what shows the exchange (log, journal, inspector) masks them, recorded or not
+            ex.leaked = frozenset(leak.key for leak in found if leak.place != "answer")
+        if found and BlockOn.SECRET in self.redactor.rules.block_on:
+            ex.record_failure = Outcome.UNREDACTED
+            ex.record_error = f"unredacted secret in {', '.join(leak.where for leak in found)}"
+            log.error("NOT RECORDED (%s) %s %s: add %s, or leave redact.block_on to record it", ex.record_error,
+                      req.method, escape(self.redactor.target(req.path, req.query)),
+                      " and ".join(sorted({f"'{leak.key}' to {leak.option}" for leak in found})))
+            return resp
         appending = time.perf_counter()
         try:
             await self.writer.append(path, data)
@@ -71,15 +80,19 @@ class Recorder:
                       escape(self.redactor.target(req.path, req.query)), ex.record_error)
             return resp
         ex.recorded_to = str(path)
-        for key in self.redactor.suspects(req.form.fields):
-            if key not in self._warned:
-                self._warned.add(key)
-                log.warning("%s looks like a card number or credential and is recorded in clear in %s; "
-                            "add '%s' to redact.form_keys in config.yaml", key, path, key)
+        for leak in found:
+            if leak.where not in self._warned:
+                self._warned.add(leak.where)
+                log.warning("%s (%s) is recorded in clear in %s; add '%s' to %s in config.yaml (or "
+                            "redact.block_on: secret to refuse such entries)", leak.where, leak.why, path, leak.key,
+                            leak.option)
         return resp
 
-    def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> bytes:
-        return encode(self.redactor, ex.request, resp, duration_ms, recorded_from=self.origin)
+    def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> tuple[bytes, list[Leak]]:
+        """The entry, and the secrets it would hold in clear (`leaks`: lint's rule)."""
+        req, resp = self.redactor.request(ex.request), self.redactor.response(resp)
+        entry = cassette.to_entry(req, resp, duration_ms, recorded_from=self.origin)
+        return yamlformat.dump_entry(entry), leaks(req, resp)
 
 
 def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,

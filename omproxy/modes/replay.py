@@ -23,6 +23,7 @@ from omproxy.exchange import Exchange, Outcome
 from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
 from omproxy.modes import error_response, matching
+from omproxy.redaction import Redactor
 from omproxy.state import Prefetched, State
 
 FALLBACK_HINT_SCAN = 200  # candidates looked at for the simulator fallback's one-line hint
@@ -40,11 +41,13 @@ class Playback:
     max_age: float | None = None  # seconds: an older recording is flagged (`Exchange.too_old`)
 
     @classmethod
-    def of(cls, cassettes: Iterable[Cassette], config: Config, also_ignore: Iterable[str] = ()) -> Playback:
-        """Index the cassettes; keys redacted at record time (and `also_ignore`) are left out of matching."""
+    def of(cls, cassettes: Iterable[Cassette], config: Config, also_ignore: Iterable[str] = (),
+           pseudonyms: Redactor | None = None) -> Playback:
+        """Index the cassettes; keys redacted at record time (and `also_ignore`) are left out of matching;
+        `pseudonyms`' keys are matched by their pseudonyms (a request's value made one first)."""
         cassettes = tuple(cassettes)
         recorded = [r for c in cassettes for r in c.interactions]
-        rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore))
+        rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore), pseudonyms)
         return cls(cassettes, matching.Index(recorded, rules), config.repeat, config.restart, config.max_age)
 
     def report(self, played: set[tuple[str, int]]) -> list[dict[str, object]]:

@@ -115,10 +115,10 @@ def reloader(rt: Runtime, reread: Callable[[], Config]) -> Callable[[], None]:
     def reload() -> None:
         try:
             new = reread()
+            differs = rt.reload(new)  # a pseudonym key that does not read: refused before anything changes
         except OmproxyError as e:
             log.error("SIGHUP: kept the running settings: %s", e.message)
             return
-        differs = rt.reload(new)
         log.info("SIGHUP: reloaded redaction, record filters, sampling and fault rules from %s%s", new.source,
                  f"; restart omproxy for: {', '.join(differs)}" if differs else "")
     return reload

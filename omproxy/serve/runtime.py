@@ -235,7 +235,7 @@ def build_runtime(config: Config, mode: Mode, *, simulator: Simulator | None = N
                 log.warning("%s hold recordings waiting for review, not replayed: see them with omproxy inspect, "
                             "move them in with omproxy cassette accept %s", ", ".join(map(str, waiting[:3])),
                             config.cassette)
-            rt.playback = Playback.of(cassettes, config, redactor.form_keys)
+            rt.playback = Playback.of(cassettes, config, redactor.form_keys, redactor)
             if len(rt.playback.index.all) >= BIG:
                 gc.freeze()
         rt.later += writes

@@ -108,7 +108,7 @@ async def test_each_rotated_file_starts_with_its_provenance_which_readers_ignore
             in first and "host " in first and "config " in first
         assert "secret" not in first and "s3cr3t" not in first
         assert yaml.safe_load(part.read_text())["version"] == 1  # any YAML reader skips it
-        assert storage._in_layout(part.read_bytes(), storage.yamlformat.entry_starts(part.read_bytes()))
+        assert storage.in_layout(part.read_bytes(), storage.yamlformat.entry_starts(part.read_bytes()))
     loaded = [r.request.form.get("externalId") for p in parts for r in storage.load(p, lazy=True).interactions]
     streamed = [r.request.form.get("externalId") for p in parts for r in storage.stream(p)]
     assert loaded == streamed == [f"p{i}" for i in range(8)]

@@ -22,6 +22,7 @@ def short(value: str) -> str:
 def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
     req, resp = ex.request, ex.response
     assert resp is not None, "an exchange is rendered once answered"
+    redactor = redactor.also(ex.leaked)
     op = req.operation
     reply = resp.reply or {}
     out: dict[str, Any] = {

@@ -91,7 +91,7 @@ class Live:
         where: dict[str, Any] = {"source": ex.response.source.value if ex.response else None, "note": ex.note}
         if ex.matched is not None:
             where.update(cassette=ex.matched.cassette, index=ex.matched.index)
-        return detail(ex.request, ex.response, self.redactor, where)
+        return detail(ex.request, ex.response, self.redactor.also(ex.leaked), where)
 
     async def stream(self) -> AsyncIterator[bytes]:
         """An open page: what was kept, then each new exchange as it happens (SSE)."""

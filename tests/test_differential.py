@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from omproxy.cassette import entry as cassette
 from omproxy.cassette import yamlformat
 from omproxy.config.faults import rules
-from omproxy.config.options import Config, Fallback, Matching, Mode, Repeat
+from omproxy.config.options import Config, Fallback, Matching, Mode, Redaction, Repeat
 from omproxy.model import SESSION_HEADER, Request, Response, headers_of
 from omproxy.serve.http import front as server
 from omproxy.serve.http.convert import assemble
@@ -91,7 +91,8 @@ class Step:
 steps = st.builds(Step, st.sampled_from(list(STEPS)), st.sampled_from(["", "s1"]), st.booleans(),
                   st.sampled_from(["a", "b"]))
 stories = st.lists(steps, min_size=1, max_size=14)
-configs = st.sampled_from(["default", "repeat miss", "fallback none", "match headers", "auto", "faults"])
+configs = st.sampled_from(["default", "repeat miss", "fallback none", "match headers", "auto", "faults",
+                           "pseudonyms"])
 recordings = st.sampled_from(list(CASSETTES))
 
 
@@ -116,6 +117,10 @@ def config_of(kind: str, recorded: str, folder: Path, state: str, namespace: str
         config = replace(config, match=Matching(headers=("X-Tenant",)))
     elif kind == "auto":  # replay, and what is not recorded forwarded to the built-in simulator and recorded
         return replace(config, upstream="builtin"), Mode.AUTO
+    elif kind == "pseudonyms":  # matched by pseudonym on replay, recorded as pseudonyms in auto
+        (folder / "key").write_text("a key of sixteen bytes or more")
+        return replace(config, upstream="builtin", redact=Redaction(pseudonymize=("userData[A]",),
+                                                                    key_file=str(folder / "key"))), Mode.AUTO
     elif kind == "faults":  # counted per session in the state, drawn from the seed: the same on every backend
         config = replace(config, faults_seed=3, faults=rules("faults", [
             {"match": {"operation": "create"}, "nth": [2], "answer": {"gms_error": 249}},

@@ -171,6 +171,7 @@ class Recorded:
     recorded_at: str = ""
     duration_ms: float = 0.0
     recorded_from: str = ""  # the upstream that answered (a URL, or builtin), when the entry says
+    note: str = ""  # what an import mended (a body rebuilt from a HAR's params), when the entry says
 
     @property
     def response(self) -> Response:
@@ -191,9 +192,9 @@ class Recorded:
         if not isinstance(other, Recorded):
             return NotImplemented
         return (self.cassette, self.index, self.line, self.request, self.response, self.recorded_at,
-                self.duration_ms, self.recorded_from) == (other.cassette, other.index, other.line, other.request,
-                                                          other.response, other.recorded_at, other.duration_ms,
-                                                          other.recorded_from)
+                self.duration_ms, self.recorded_from, self.note) == (
+            other.cassette, other.index, other.line, other.request, other.response, other.recorded_at,
+            other.duration_ms, other.recorded_from, other.note)
 
     def __hash__(self) -> int:
         return hash((self.cassette, self.index))

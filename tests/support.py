@@ -211,3 +211,21 @@ class Redis:
             assert self.proc.stdout is not None
             self.proc.stdout.close()
             self.proc = None
+
+
+HAR_SCHEMA = Path(__file__).resolve().parent.parent.parent / "shared" / "samples" / "field" / "har" / "har-schema"
+
+
+def har_problems(document: Any) -> list[str]:
+    """What the HAR 1.2 JSON schema (ahmadnassri/har-schema, draft-06, formats checked) says is
+    wrong with a HAR document: nothing, for every HAR omproxy writes."""
+    import json
+
+    from jsonschema import Draft6Validator, FormatChecker
+    from referencing import Registry, Resource
+
+    schemas = [json.loads(p.read_text()) for p in sorted(HAR_SCHEMA.glob("*.json"))]
+    registry: Any = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+    root = next(s for s in schemas if s["$id"] == "har.json#")
+    validator = Draft6Validator(root, registry=registry, format_checker=FormatChecker())
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]

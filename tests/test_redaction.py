@@ -25,7 +25,7 @@ from omproxy.config.options import Redaction
 from omproxy.errors import ConfigError
 from omproxy.model import Request, Response, headers_of
 from omproxy.redaction import Redactor, leaks, random_looking
-from tests.support import BASE, FORM, FakeGms
+from tests.support import BASE, FORM, FakeGms, har_problems
 
 KEY = "k" * 32
 PHONE = "+44 7700 900123"
@@ -112,6 +112,7 @@ async def test_a_pseudonymised_phone_is_nowhere_yet_the_story_correlates_and_rep
     subprocess.run([sys.executable, "-m", "omproxy", "export", "c.yaml", "--format", "har", "-o", "c.har"],
                    cwd=tmp_path, check=True, capture_output=True)
     har = (tmp_path / "c.har").read_text()
+    assert har_problems(json.loads(har)) == []
     cache = "".join(p.read_text(errors="replace") for p in (tmp_path / "cache").rglob("*") if p.is_file())
     for where, seen in (("cassette", text), ("logs", logs), ("journal and inspector", shown), ("HAR", har),
                         ("index cache", cache)):

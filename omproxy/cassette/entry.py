@@ -6,6 +6,7 @@ from the model (`Recorded`). No file, no YAML, no redaction: values arrive here 
     interactions:
     - recorded_at: '2026-11-28T10:15:02.114Z'
       recorded_from: http://gms.example:8080   # the upstream that answered, or builtin (the simulator)
+      note: ...                  # what an import mended (optional)
       request:  {method, path, query, headers, body | body_base64, form}
       response: {status, headers, body | body_base64, content_encoding?, json?}
       duration_ms: 12.4          # written last: an entry without it was cut short while being written
@@ -82,11 +83,13 @@ _NOT_RECORDED = frozenset({"content-length", SESSION_HEADER.lower(), "connection
 
 
 def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str | None = None,
-             recorded_from: str | None = None) -> dict[str, Any]:
+             recorded_from: str | None = None, note: str | None = None) -> dict[str, Any]:
     """The entry for an exchange. Redact the request and response before: this stores what it gets."""
     entry: dict[str, Any] = {"recorded_at": recorded_at or now_stamp()}
     if recorded_from:
         entry["recorded_from"] = recorded_from
+    if note:
+        entry["note"] = note
     entry.update(request=request_part(req), response=response_part(resp), duration_ms=round(duration_ms, 1))
     return entry
 
@@ -208,7 +211,7 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
         elif not isinstance(rs.get("body", ""), str):
             raise _problem(where, f"body must be a string (quote it), not {type(rs.get('body')).__name__}")
         return Recorded(cassette, index, line, request, later, str(data.get("recorded_at") or ""), duration,
-                        str(data.get("recorded_from") or ""))
+                        str(data.get("recorded_from") or ""), str(data.get("note") or ""))
     body = _read_body(where, rs)
     headers = _read_headers(where, rs.get("headers"))
     if "Content-Type" not in headers and ("json" in rs or body.lstrip()[:1] in (b"{", b"[")):
@@ -217,7 +220,7 @@ def from_entry(data: Any, cassette: str, index: int, line: int,
     response = Response(status, body, headers, Source.CASSETTE,
                         content_encoding=str(encoding) if encoding else None)
     return Recorded(cassette, index, line, request, response, str(data.get("recorded_at") or ""), duration,
-                    str(data.get("recorded_from") or ""))
+                    str(data.get("recorded_from") or ""), str(data.get("note") or ""))
 
 
 def entries_of(data: Any, name: str) -> list[Any]:

@@ -160,16 +160,24 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     out.add_argument("--base-url", default="http://localhost:8080",
                      help="the GMS base URL the requests go to (default http://localhost:8080)")
     out.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
+    out.add_argument("--force", action="store_true", help="replace the output file when it exists")
 
-    into = sub.add_parser("import", help="turn a VCR.py cassette or a HAR file into an omproxy cassette",
-                          description="Read a VCR.py cassette or a HAR 1.2 capture (browser, mitmproxy, "
-                          "Charles) and write an omproxy cassette: form bodies decoded, base64 content honoured, "
-                          "redaction of config.yaml applied.")
-    into.add_argument("file", type=Path, help="the VCR.py cassette (.yaml) or HAR (.har, .json)")
-    into.add_argument("--from", dest="source", choices=("vcr", "har"), help="its format (default: by its name)")
-    into.add_argument("--all", action="store_true", help="HAR: every entry, not only those under /genesys/")
+    into = sub.add_parser("import", help="turn a HAR, VCR.py, Betamax or GoReplay file into an omproxy cassette",
+                          description="Read what another tool wrote — a HAR 1.1/1.2 capture (browsers, Charles, "
+                          "Fiddler, Insomnia, mitmproxy), a VCR.py cassette (YAML or JSON, any client), a Betamax "
+                          "or Ruby VCR cassette, a GoReplay .gor file — and write an omproxy cassette: form bodies "
+                          "decoded, base64 and compressed bodies honoured, config.yaml's redaction applied. What "
+                          "was left out or mended is said, a line each; what cannot be read is one line naming "
+                          "the entry and field, exit 2.")
+    into.add_argument("file", type=Path, help="the file to import (its format is told by its content)")
+    into.add_argument("--from", dest="source", choices=("har", "vcr", "betamax", "gor"),
+                      help="its format, to insist on one (default: told by its content)")
+    into.add_argument("--all", action="store_true", help="every entry, not only those under /genesys/")
     into.add_argument("--config", type=Path, help="config file, for redact: (default: ./config.yaml)")
     into.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+    exists = into.add_mutually_exclusive_group()
+    exists.add_argument("--force", action="store_true", help="replace the cassette when it exists")
+    exists.add_argument("--append", action="store_true", help="add the entries after the cassette's own")
 
     tools = sub.add_parser("cassette", help="work on cassette files: merge, pull, accept, prune, dedup, redact")
     tool = tools.add_subparsers(dest="tool", metavar="TOOL", parser_class=Parser, required=True)
@@ -355,7 +363,7 @@ def _save(output: Path, recorded: Iterable[Recorded], redactor: Redactor | None)
             yield yamlformat.dump_entry(cassette.to_entry(redactor.request(r.request) if redactor else r.request,
                                                           redactor.response(r.response) if redactor else r.response,
                                                           r.duration_ms, r.recorded_at or None,
-                                                          r.recorded_from or None))
+                                                          r.recorded_from or None, r.note or None))
             count += 1
 
     try:
@@ -380,6 +388,7 @@ def run_export(args: argparse.Namespace) -> int:
                 count += 1
                 yield rec
 
+    _refuse_existing(args.output, args.force)
     text = (interchange.har_text if args.format == "har" else interchange.vcr_text)(recorded(), args.base_url)
     try:
         storage.write_atomically(args.output, (part.encode("utf-8") for part in text))
@@ -389,25 +398,43 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(output: Path, force: bool, append: bool | None = None) -> None:
+    """An output file that exists is replaced only when asked (`--force`), or added to (import's
+    `--append`: `append` is None where a command has none)."""
+    if output.is_file() and not force and not append:
+        more = ", --append adds to it" if append is not None else ""
+        raise UsageError(f"{output}: exists; --force replaces it{more}")
+
+
 def run_import(args: argparse.Namespace) -> int:
-    from omproxy import yamlsafe
-    from omproxy.cassette import interchange
+    from omproxy.cassette import interchange, storage, yamlformat
     from omproxy.redaction import Redactor
 
     config = resolve(args)
-    source = args.source or ("har" if args.file.suffix.lower() in (".har", ".json") else "vcr")
+    _refuse_existing(args.output, args.force, args.append)
     try:
-        raw = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{args.file}: cannot read it: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        data = json.loads(raw) if source == "har" else yamlsafe.load(raw)
-    except Exception as e:  # JSON or YAML: either way one line, never a traceback
-        raise UsageError(f"{args.file}: not valid {'JSON' if source == 'har' else 'YAML'}: {e}") from None
-    name = str(args.file)
-    recorded = (interchange.from_har(data, name, everything=args.all) if source == "har"
-                else interchange.from_vcr(data, name))
-    count = _save(args.output, recorded, Redactor(config.redact))
+        raw = args.file.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{args.file}: cannot read it: {e.strerror or e}") from None
+    imported = interchange.read(raw, str(args.file), args.source, everything=args.all)
+    for note in imported.notes:
+        print(note, file=sys.stderr)
+    redactor = Redactor(config.redact)
+    if args.append and args.output.is_file():
+        from omproxy.cassette import entry as cassette
+
+        storage.check_writable(storage.Template(str(args.output)))
+        data = b"".join(yamlformat.dump_entry(cassette.to_entry(
+            redactor.request(r.request), redactor.response(r.response), r.duration_ms, r.recorded_at or None,
+            r.recorded_from or None, r.note or None)) for r in imported.recorded)
+        try:
+            storage.append_locked(args.output, data)
+        except OSError as e:
+            raise UsageError(f"{args.output}: cannot append to it (left as it was): {e.strerror or e}") from None
+        count = len(imported.recorded)
+        print(f"appended {count} interactions to {args.output}", file=sys.stderr)
+        return 0
+    count = _save(args.output, imported.recorded, redactor)
     print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
     return 0
 

@@ -12,6 +12,7 @@ import pytest
 from omproxy import yamlsafe
 from omproxy.cassette import interchange, storage
 from omproxy.cli import main
+from tests.support import har_problems
 
 STORY = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
 BASE_URL = "http://gms.example:8080"
@@ -74,6 +75,7 @@ def test_vcr_round_trip(vcr_cassette, tmp_path) -> None:
 def test_har_export_has_the_required_fields_and_round_trips(tmp_path) -> None:
     har = tmp_path / "story.har"
     assert main(["export", str(STORY), "--format", "har", "-o", str(har)]) == 0
+    assert har_problems(json.loads(har.read_text())) == []  # the HAR 1.2 JSON schema's word
     log = json.loads(har.read_text())["log"]
     assert log["version"] == "1.2" and log["creator"]["name"] == "omproxy"
     for entry in log["entries"]:
@@ -96,6 +98,7 @@ def test_an_export_written_a_piece_at_a_time_is_the_whole_document() -> None:
     assert json.loads("".join(interchange.har_text(recorded, BASE_URL))) == interchange.to_har(recorded, BASE_URL)
     assert yamlsafe.load("".join(interchange.vcr_text(recorded, BASE_URL))) == interchange.to_vcr(recorded, BASE_URL)
     assert json.loads("".join(interchange.har_text([], BASE_URL)))["log"]["entries"] == []
+    assert har_problems(interchange.to_har(recorded, BASE_URL)) == []
 
 
 @pytest.mark.parametrize("fmt", ["har", "vcr"])
@@ -105,7 +108,7 @@ def test_an_export_is_written_whole_or_not_at_all(tmp_path, capsys, fmt) -> None
     broken.write_bytes(STORY.read_bytes() + b"- request: {method: POST\n")
     out = tmp_path / f"out.{fmt}"
     out.write_text("before")
-    assert main(["export", str(broken), "--format", fmt, "-o", str(out)]) == 2
+    assert main(["export", str(broken), "--format", fmt, "-o", str(out), "--force"]) == 2
     assert "broken.yaml:" in capsys.readouterr().err
     assert out.read_text() == "before" and sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml", f"out.{fmt}"]
 

@@ -25,8 +25,10 @@ def test_decode_explains_the_double_encoded_stop(capsys) -> None:
     assert "double-encoded" in out
     assert "did you mean 'reasonSystemName'" in out
     assert "did you mean 'reasonDescription'" in out
-    fixed = "correctly encoded, the body would read:\n  reason=RSN-123&description=ORDER+CANCELLED"
+    fixed = ("correctly encoded, the body would read (renamed as the findings suggest: reason -> reasonSystemName, "
+             "description -> reasonDescription):\n  reasonSystemName=RSN-123&reasonDescription=ORDER+CANCELLED")
     assert out.rstrip().endswith(fixed)
+    assert "GMS will not see 'reasonSystemName' (meant 'RSN-123')" in out
 
 
 def test_decode_clean_body_exits_0(capsys) -> None:

@@ -567,18 +567,24 @@ def decode_input(args: argparse.Namespace) -> bytes:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    from omproxy.gms import jetty
+
     body = decode_input(args)
     req = Request("POST", args.path or "", "", headers_of({"Content-Type": args.content_type}), body)
     findings = list(req.findings) + gms.path_findings(args.path or "")
     op = req.operation
-    fixed = formcodec.repaired(req.form)
+    fixed = gms.repair(op, req.form)
+    got, differs = jetty.compared(body, args.content_type, req.form, fixed) if not req.form.not_form else (None, [])
+    failed = 1 if findings or differs else 0
     if args.json:
         print(json.dumps({"operation": op.__dict__ if op else None, "fields": [list(f) for f in req.form.fields],
                           "form": req.form.view(), "findings": [f.as_dict() for f in findings],
                           "repaired": fixed.text if fixed else None,
-                          "unrepairable": fixed.reason if fixed and fixed.text is None else None},
+                          "repair_note": fixed.reason if fixed and fixed.text is not None and fixed.reason else None,
+                          "unrepairable": fixed.reason if fixed and fixed.text is None else None,
+                          "gms_reads": jetty.as_dict(got, differs) if got is not None else None},
                          ensure_ascii=False, indent=2))
-        return 1 if findings else 0
+        return failed
     if op:
         print(f"operation: {op.kind} on service '{op.service}'" + (f", id {op.id}" if op.id else ""))
     print(f"fields ({len(req.form.fields)}, charset {req.form.charset}):")
@@ -588,19 +594,42 @@ def run_decode(args: argparse.Namespace) -> int:
         print("form:")
         for line in json.dumps(req.form.view(), ensure_ascii=False, indent=2).splitlines():
             print(f"  {line}")
+    if got is not None and body:
+        _print_gms_reads(got, differs)
     if not findings:
         print("findings: none — the body is cleanly encoded")
-        return 0
+        return failed
     print(f"findings ({len(findings)}):")
     for f in findings:
         print(f"  {f.kind}: {f.message}")
         if f.fragment:
-            print(f"    in: {f.fragment}")
+            print(f"    in: {_visible(f.fragment)}")
     if fixed is not None and fixed.text is not None:
-        print(f"correctly encoded, the body would read:\n  {fixed.text}")
+        guess = f" ({fixed.reason})" if fixed.reason else ""
+        print(f"correctly encoded, the body would read{guess}:\n  {fixed.text}")
     elif fixed is not None:
         print(f"no repair: {fixed.reason}")
     return 1
+
+
+def _visible(text: str) -> str:
+    """A fragment as one printable line: line breaks and other controls shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _print_gms_reads(got: Any, differs: list[str]) -> None:
+    if got.refused:
+        print(f"what GMS will read (Jetty's form rules): nothing — {got.refused}")
+        return
+    if not differs:
+        print(f"what GMS will read (Jetty's form rules, charset {got.charset}): the same fields")
+        return
+    print(f"what GMS will read (Jetty's form rules, charset {got.charset}):")
+    for key, value in got.fields:
+        print(f"  {_visible(key)} = {value!r}")
+    print("where GMS reads otherwise than the client meant:")
+    for line in differs:
+        print(f"  {_visible(line)}")
 
 
 def run_holding(args: argparse.Namespace) -> int:

@@ -224,13 +224,14 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
         fields.append((texts[0], texts[1]))
         raw_fields.append((raws[0], raws[1]))
         previous = (texts[0], texts[1]) if has_eq else None
-    findings += _literal_findings(body)
+    findings += _literal_findings(body, charset)
+    findings += _line_findings(body, fields)
     findings += _shape_findings(body, fields, charset)
     return DecodedForm(tuple(fields), tuple(_unique(findings)), charset, tuple(raw_fields))
 
 
 _REPAIRABLE = {"double-encoded", "literal-space", "unencoded-character", "invalid-escape", "invalid-charset",
-               "unencoded-ampersand"}
+               "unencoded-ampersand", "line-separated"}
 # What a careful form encoder percent-encodes and what double encoding therefore leaves behind.
 _ENCODED_BY_CLIENTS = set(" /[]=&+,:;@?#%$!'()*\"\"<>{}|^`")
 
@@ -256,10 +257,12 @@ def repaired(form: DecodedForm) -> Repair | None:
     """The body as a careful client would have encoded what this one meant, when its encoding was off:
     a repair fixes what each finding names, or there is none (and `reason` says why)."""
     kinds = {f.kind for f in form.findings}
-    if "not-form" in kinds or not kinds & _REPAIRABLE:
+    if "not-form" in kinds:
         return None
-    if "malformed-key" in kinds:
+    if "malformed-key" in kinds:  # said even when it is the only finding
         return Repair(None, "a malformed key cannot be repaired: which key was meant is not known")
+    if not kinds & _REPAIRABLE:
+        return None
     meant = intended(form)
     note = ""
     fields = list(meant.fields)
@@ -272,21 +275,44 @@ def repaired(form: DecodedForm) -> Repair | None:
     twice = {f.key for f in meant.findings if f.kind == "double-encoded" and f.key and "likely" in f.message}
     fields = [(_once_more(k, meant.charset) if k in twice else k, _once_more(v, meant.charset) if v in twice else v)
               for k, v in fields]
+    if "line-separated" in kinds:  # one field a line, as a pasted file has them: the lines made fields
+        fields = [part for k, v in fields for part in _lines_as_fields(k, v)]
+        note = (note + "; " if note else "") + "one field a line: each line made a field"
+        return _checked(fields, meant.charset, note)
     joined: list[tuple[str, str]] = []
     loose = {f.key for f in meant.findings if f.kind == "unencoded-ampersand"}
-    for k, v in fields:
-        if k in loose and not v and joined:
+    # by position: a field read again from its bytes (the cp1252 guess) no longer has the key's text
+    loose_at = {i for i, (k, v) in enumerate(meant.fields) if k in loose and not v}
+    for i, (k, v) in enumerate(fields):
+        if i in loose_at and joined:
             joined[-1] = (joined[-1][0], f"{joined[-1][1]}&{k}")
         else:
             joined.append((k, v))
+    return _checked(joined, meant.charset, note)
+
+
+def _checked(fields: list[tuple[str, str]], charset: str, note: str) -> Repair:
+    """The fields encoded, if that encoding reads back clean in its charset."""
     try:
-        text = encode(joined, meant.charset).decode("ascii")
+        text = encode(fields, charset).decode("ascii")
     except UnicodeEncodeError:
-        return Repair(None, f"the text cannot be encoded in the declared charset {meant.charset}")
-    left = {f.kind for f in decode(text.encode("ascii")).findings} & _REPAIRABLE
+        return Repair(None, f"the text cannot be encoded in the declared charset {charset}")
+    declared = f"{FORM_TYPE}; charset={charset}"  # checked as it will be read: in its charset
+    left = {f.kind for f in decode(text.encode("ascii"), declared).findings} & _REPAIRABLE
     if left:
         return Repair(None, f"no encoding of these fields is clean ({', '.join(sorted(left))} would remain)")
     return Repair(text, note.strip(" ()"))
+
+
+def _lines_as_fields(key: str, value: str) -> list[tuple[str, str]]:
+    """A field whose value runs over lines: its first line its value, each other line a field."""
+    first, *rest = re.split(r"\r?\n", value)
+    out = [(key.strip(), first)]
+    for line in rest:
+        if line.strip():
+            k, _, v = line.partition("=")
+            out.append((k, v))
+    return out
 
 
 def _valid(raw: bytes, charset: str) -> bool:
@@ -368,13 +394,13 @@ def _double_encoded(text: str, what: str, charset: str) -> Finding | None:
                    f"({', '.join(dict.fromkeys(escapes))}): {how}; decoded once more it reads '{once}'", text, text)
 
 
-def _literal_findings(body: bytes) -> list[Finding]:
+def _literal_findings(body: bytes, charset: str = "utf-8") -> list[Finding]:
     findings = []
     for segment in body.split(b"&"):
-        chars = sorted(set(segment.translate(None, _MAY_STAY)))  # the bytes that must be encoded
+        chars = list(dict.fromkeys(segment.translate(None, _MAY_STAY)))  # the bytes to encode, as they come
         if not chars:
             continue
-        shown = segment.decode("utf-8", "replace")
+        shown = segment.decode(charset, "replace")
         if 0x20 in chars:
             findings.append(Finding("literal-space", "a literal space is not valid form encoding (lenient "
                                     "servers keep it); encode it as '+' or '%20'", shown))
@@ -384,6 +410,17 @@ def _literal_findings(body: bytes) -> list[Finding]:
             findings.append(Finding("unencoded-character", f"characters that must be percent-encoded: {names}",
                                     shown))
     return findings
+
+
+def _line_findings(body: bytes, fields: list[tuple[str, str]]) -> list[Finding]:
+    """Fields separated by line breaks, not `&` (a pasted file, one `key=value` a line)."""
+    lines = [line.strip(b"\r") for line in body.strip().split(b"\n")]
+    if len(lines) < 2 or not all(b"=" in line and not line.startswith(b"=") for line in lines):
+        return []
+    crlf = "CR LF" if b"\r\n" in body else "LF"
+    return [Finding("line-separated", f"the fields are separated by line breaks ({crlf}), not '&': a form parser "
+                    f"reads {len(fields)} field(s) where {len(lines)} were meant, the line breaks inside values; "
+                    "join the fields with '&'", body[:80].decode("utf-8", "replace"))]
 
 
 def _shape_findings(body: bytes, fields: list[tuple[str, str]], charset: str) -> list[Finding]:

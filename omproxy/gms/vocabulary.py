@@ -14,7 +14,20 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
-from omproxy.gms.formcodec import FORM_TYPE, SMALL, DecodedForm, Finding, intended, media_type_of, split_key, unescape
+from omproxy.gms.formcodec import (
+    FORM_TYPE,
+    SMALL,
+    DecodedForm,
+    Finding,
+    Repair,
+    decode,
+    encode,
+    intended,
+    media_type_of,
+    repaired,
+    split_key,
+    unescape,
+)
 
 BASE = "/genesys/2/openmedia/"
 OPERATIONS = ("create", "get", "update", "stop")
@@ -220,6 +233,28 @@ def _findings(op: Operation, form: DecodedForm) -> tuple[Finding, ...]:
     return tuple(Finding(f.kind, f.message + suffix, f.fragment) for f in parameter_findings(op, meant))
 
 
+_REPR = re.compile(r"""^([ub])(['"])(.*)\2$""", re.DOTALL)  # u'ABC', b'ABC', b"ABC"
+
+
+def repair(op: Operation | None, form: DecodedForm) -> Repair | None:
+    """`formcodec.repaired`, with the parameters the findings suggest another name for renamed
+    (the reference page's `reason` and `description` of a stop: `reasonSystemName`,
+    `reasonDescription`), so that the repair is the body GMS needs."""
+    fixed = repaired(form)
+    if op is None or fixed is None or fixed.text is None:
+        return fixed
+    charset = form.charset
+    again = decode(fixed.text.encode("ascii"), f"{FORM_TYPE}; charset={charset}")
+    renames = {key: hint for key, _ in again.fields if not _known(op.kind, key)
+               and not any(k != op.kind and _known(k, key) for k in OPERATIONS)
+               and (hint := _suggest(op.kind, key)) is not None}
+    if not renames:
+        return fixed
+    text = encode([(renames.get(k, k), v) for k, v in again.fields], charset).decode("ascii")
+    said = ", ".join(f"{a} -> {b}" for a, b in renames.items())
+    return Repair(text, "; ".join(filter(None, [fixed.reason, f"renamed as the findings suggest: {said}"])))
+
+
 def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
     """What GMS would ignore or refuse in this body, for this operation."""
     findings: list[Finding] = []
@@ -247,7 +282,13 @@ def parameter_findings(op: Operation, form: DecodedForm) -> list[Finding]:
         if parts and re.match(r"^0[a-z]", name):
             findings.append(Finding("zero-for-o", f"the key '{name}' starts with the digit zero before a "
                                     f"letter — legal, but did you mean 'O{name[1:]}'?", key))
-        if re.match(r"^u[A-Z]", value):
+        quoted = _REPR.match(value)
+        if quoted:
+            what = ("Python 3's str() of bytes (b'...'): decode the bytes first" if quoted.group(1) == "b"
+                    else "a Python 2 repr of a unicode string (u'...')")
+            findings.append(Finding("python-repr", f"the value '{value}' is {what}; real clients send "
+                                    f"'{quoted.group(3)}'", f"{key}={value}"))
+        elif re.match(r"^u[A-Z]", value):
             findings.append(Finding("python-repr", f"the value '{value}' starts with 'u' before a capital: it "
                                     f"looks like a Python 2 u'...' repr; real clients send '{value[1:]}'",
                                     f"{key}={value}"))

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from omproxy.gms import jetty
 from omproxy.gms import vocabulary as gms
 from omproxy.model import Recorded
 from omproxy.redaction import MASK, leaks
@@ -65,6 +66,10 @@ def _request(rec: Recorded) -> Iterator[Problem]:
     req = rec.request
     for finding in (*req.findings, *gms.path_findings(req.path)):
         yield Problem(rec, finding.kind, finding.message)
+    if req.body and req.findings and not req.form.not_form:  # a clean body is read alike: not asked
+        fixed = gms.repair(req.operation, req.form)
+        for line in jetty.compared(req.body, req.headers.get("Content-Type"), req.form, fixed)[1]:
+            yield Problem(rec, "gms-reads-otherwise", line)
     target = req.target_of
     if target is not None and not target.external and not GMS_ID.fullmatch(target.id):
         yield Problem(rec, "id-pattern", f"the interaction id '{target.id}' is not 16 of [0-9A-Z], as GMS makes them")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from omproxy.exchange import Exchange, summary
-from omproxy.gms import formcodec
+from omproxy.gms import formcodec, jetty
 from omproxy.gms import vocabulary as gms
 from omproxy.model import Recorded, Request, Response, headers_of
 from omproxy.redaction import Redactor
@@ -24,12 +24,17 @@ KEEP = 500  # exchanges kept for details and for a page that opens late
 
 def explain(req: Request) -> dict[str, Any]:
     """What `omproxy decode` says of a request body: fields, the bracket view, findings, the repair."""
-    fixed = formcodec.repaired(req.form)
+    fixed = gms.repair(req.operation, req.form)
     findings = [*req.findings, *gms.path_findings(req.path)]
+    content_type = req.headers.get("Content-Type")
+    reads = None if req.form.not_form or not req.body else jetty.as_dict(
+        *jetty.compared(req.body, content_type, req.form, fixed))
     return {"fields": [list(f) for f in req.form.fields], "form": {} if req.form.not_form else req.form.view(),
             "findings": [f.as_dict() for f in findings],
             "repaired": fixed.text if fixed else None,
-            "unrepairable": fixed.reason if fixed and fixed.text is None else None}
+            "repair_note": fixed.reason if fixed and fixed.text is not None and fixed.reason else None,
+            "unrepairable": fixed.reason if fixed and fixed.text is None else None,
+            "gms_reads": reads}
 
 
 def _body(body: bytes) -> str:

@@ -4,7 +4,7 @@ aiohttp objects and by `cassette` from entries."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
@@ -70,6 +70,42 @@ class Source(Enum):
     UPSTREAM = "upstream"
     OMPROXY = "omproxy"
     FAULT = "fault"  # injected by a fault rule
+
+
+
+# Headers of one connection, never of the exchange: not forwarded, recorded or re-sent (RFC 9110 7.6.1;
+# HTTP2-Settings, RFC 7540 3.2.1, is named by the Connection header that carries it, and listed here too).
+HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+    "TE", "Trailer", "Trailers", "Transfer-Encoding", "Upgrade", "HTTP2-Settings"))
+
+
+def text_header(value: str) -> str:
+    """A header value as lossless text: bytes that are not UTF-8 (which aiohttp keeps as surrogate
+    escapes) become their latin-1 characters, one per byte, as HTTP/1.1 defines header octets."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def end_to_end(headers: Iterable[tuple[str, str]], also: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """Drop hop-by-hop headers, those a Connection header names, any Proxy-* header, and those named in
+    `also` (lower case); the values as lossless text. One pass, and a second only when a Connection
+    header names more."""
+    pairs = []
+    named: set[str] | None = None
+    for k, v in headers:
+        lower = k.lower()
+        if lower in HOP_BY_HOP or lower in also or lower.startswith("proxy-"):
+            if lower == "connection":
+                named = (named or set()) | {t.strip().lower() for t in v.split(",")}
+            continue
+        pairs.append((k, v if v.isascii() else text_header(v)))
+    return [(k, v) for k, v in pairs if k.lower() not in named] if named else pairs
 
 
 @dataclass(frozen=True)

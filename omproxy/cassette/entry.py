@@ -24,7 +24,7 @@ from typing import Any
 
 from omproxy.errors import CassetteError
 from omproxy.gms import formcodec
-from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
+from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, end_to_end, headers_of
 
 VERSION = 1
 _NOT_KEPT = re.compile("[\x00-\x08\x0b-\x1f]")  # YAML would not keep these exactly (CR among them)
@@ -96,9 +96,11 @@ def to_entry(req: Request, resp: Response, duration_ms: float, recorded_at: str 
 
 def request_part(req: Request) -> dict[str, Any]:
     """An entry's `request`, from the request as it is stored (redacted)."""
+    # the connection's own headers (hop-by-hop, and those its Connection header names) are not the
+    # exchange's: never forwarded, so never recorded, so never re-sent by verify
+    kept = end_to_end((k, v) for k, v in req.headers.items() if k.lower() not in _NOT_RECORDED)
     request: dict[str, Any] = {"method": req.method, "path": req.path, "query": req.query,
-                               "headers": _headers((k, v) for k, v in req.headers.items()
-                                                   if k.lower() not in _NOT_RECORDED)}
+                               "headers": _headers(kept)}
     _body(request, req.body)
     if req.form.fields and not req.form.not_form:
         request["form"] = formcodec.bracket_view(req.form.fields)

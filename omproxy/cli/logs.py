@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from omproxy.config.options import Config, LogFormat
@@ -16,12 +17,23 @@ if TYPE_CHECKING:
     from omproxy.serve.observers.accesslog import Write
 
 
+def iso_time(when: float) -> str:
+    """ISO 8601 in UTC to the millisecond, with its zone: 2026-12-04T20:01:02.345Z."""
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line, every line alike: `time` (ISO 8601, milliseconds, UTC), `level`,
+    `logger`, `message`; an access line adds the exchange's fields (its own start as `time`)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-                                "level": record.levelname.lower(), "logger": record.name}
+        data: dict[str, Any] = {"time": iso_time(record.created), "level": record.levelname.lower(),
+                                "logger": record.name, "message": record.getMessage()}
         entry = getattr(record, "entry", None)
-        data.update(entry if isinstance(entry, dict) else {"message": record.getMessage()})
+        if isinstance(entry, dict):
+            data.update(entry)
+            if isinstance(entry.get("time"), int | float):
+                data["time"] = iso_time(entry["time"])
         return json.dumps(data, ensure_ascii=False, default=str)
 
 

@@ -53,6 +53,14 @@ class Supervisor:
     def reserve(self) -> tuple[socket.socket, int]:
         """The port every worker binds (bound here, not listening, so it stays ours while they start)."""
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        if self.config.port:  # first without SO_REUSEPORT: a port another omproxy --workers serves is refused,
+            with socket.socket(family, socket.SOCK_STREAM) as probe:  # not shared with it by the kernel
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.config.host, self.config.port))
+                except OSError as e:
+                    raise UsageError(f"cannot listen on {self.config.host}:{self.config.port}: "
+                                     f"{e.strerror or e} (another omproxy, or another program, serves it)") from None
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

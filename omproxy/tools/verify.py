@@ -24,7 +24,7 @@ from enum import Enum
 from omproxy.config.options import Redaction
 from omproxy.errors import OmproxyError
 from omproxy.gms import vocabulary as gms
-from omproxy.model import Recorded, Request, Response, headers_of
+from omproxy.model import Recorded, Request, Response, end_to_end, headers_of
 from omproxy.redaction import MASK, Redactor
 from omproxy.tools import compare
 from omproxy.tools.compare import Ids, Noise
@@ -97,7 +97,7 @@ def masked(req: Request) -> list[str]:
 def rewrite(req: Request, ids: Ids) -> Request:
     """The recorded request with recorded ids replaced by live ones, and headers that only described
     the recording (or were masked) left to the sender."""
-    headers = [(k, v) for k, v in req.headers.items()
+    headers = [(k, v) for k, v in end_to_end(req.headers.items())  # an older cassette's hop-by-hop: not re-sent
                if v != MASK and k.lower() not in ("host", "content-length")]
     body = ids.translate(req.body.decode("latin-1")).encode("latin-1")
     return replace(req, path=ids.translate(req.path), query=ids.translate(req.query), body=body,

@@ -475,3 +475,18 @@ async def test_each_entry_says_where_it_was_recorded_from(proxy, gms, tmp_path) 
     assert loaded(tmp_path / "sim.yaml")[0]["recorded_from"] == "builtin"
     (rec,) = storage.load(tmp_path / "sim.yaml").interactions
     assert rec.recorded_from == "builtin"
+
+
+async def test_hop_by_hop_headers_are_neither_recorded_nor_re_sent_by_verify(proxy, gms, tmp_path) -> None:
+    """D20: Java's HttpClient sends an h2c upgrade; what was not forwarded was recorded, and verify re-sent it."""
+    from omproxy.model import Request, headers_of
+    from omproxy.tools.verify import Ids, rewrite
+
+    client = await proxy(cassette=str(tmp_path / "c.yaml"))
+    await client.post("/echo", data=b"a=1", headers={**FORM, "Connection": "Upgrade, HTTP2-Settings",
+                                                      "Upgrade": "h2c", "HTTP2-Settings": "AAEAAEAAAAIAAAAA",
+                                                      "X-Kept": "yes"})
+    recorded = {k.lower() for k in loaded(tmp_path / "c.yaml")[0]["request"]["headers"]}
+    assert {"upgrade", "http2-settings", "connection"}.isdisjoint(recorded) and "x-kept" in recorded
+    old = Request("POST", "/echo", "", headers_of({"Upgrade": "h2c", "HTTP2-Settings": "AAEA", "X-Kept": "yes"}))
+    assert {k.lower() for k in rewrite(old, Ids()).headers} == {"x-kept"}

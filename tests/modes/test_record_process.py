@@ -83,6 +83,13 @@ async def test_json_log_lines_carry_the_decoded_request_and_mask_secrets(tmp_pat
     assert access["request_headers"]["Authorization"] == "REDACTED"
     assert any(e.get("finding", {}).get("kind") == "literal-space" for e in lines)
     assert "4111111111111111" not in err.decode() and "c2VjcmV0" not in err.decode()
+    import re
+
+    # D16: one time format on every line (access lines had epoch floats), and a message on each
+    iso = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert all(isinstance(e["time"], str) and iso.match(e["time"]) for e in lines), [e["time"] for e in lines]
+    assert all(isinstance(e.get("message"), str) and e["message"] for e in lines)
+    assert "create@customer-support" in access["message"]
 
 
 async def test_two_processes_recording_into_one_cassette_interleave_no_entry(tmp_path: Path) -> None:

@@ -384,3 +384,22 @@ async def test_the_consistency_rule_holds_across_instances(aiohttp_client, redis
         assert resp.headers["X-Omproxy-Source"] == "simulator"  # the recorded answers would lack B
         data = (await resp.json())["interactionProperties"]["interactionUserData"]
         assert {"key": "B", "type": "str", "value": "2"} in data
+
+
+def test_a_second_workers_instance_on_a_served_port_is_refused(redis, tmp_path) -> None:
+    """D3: SO_REUSEPORT let a second `--workers` instance share the port silently."""
+    import os
+    import signal
+    import sys
+
+    proc, url, _ = two_workers("simulate", redis, tmp_path)
+    try:
+        port = url.rsplit(":", 1)[1].strip("/")
+        second = subprocess.run([sys.executable, "-m", "omproxy", "simulate", "--workers", "2", "--port", port,
+                                 "--state", redis.url, "--config", str(tmp_path / "empty.yaml")],
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert second.returncode == 2, second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)

@@ -4,46 +4,15 @@ handle) and a `Response` back into an aiohttp one; the header rules a reverse pr
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from omproxy.errors import BodyTooLarge, NotAnOpenProxy, RequestRefused, UnsupportedEncoding
-from omproxy.model import SESSION_HEADER, Request, Response, headers_of, session_of
+from omproxy.model import SESSION_HEADER, Request, Response, headers_of, session_of, text_header
 
-HOP_BY_HOP = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
-    "TE", "Trailer", "Trailers", "Transfer-Encoding", "Upgrade"))
 DECODABLE = ("gzip", "deflate", "identity")
-
-
-def text_header(value: str) -> str:
-    """A header value as lossless text: bytes that are not UTF-8 (which aiohttp keeps as surrogate
-    escapes) become their latin-1 characters, one per byte, as HTTP/1.1 defines header octets."""
-    if value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("latin-1")
-
-
-def end_to_end(headers: Iterable[tuple[str, str]], also: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
-    """Drop hop-by-hop headers, those a Connection header names, any Proxy-* header, and those named in
-    `also` (lower case); the values as lossless text. One pass, and a second only when a Connection
-    header names more."""
-    pairs = []
-    named: set[str] | None = None
-    for k, v in headers:
-        lower = k.lower()
-        if lower in HOP_BY_HOP or lower in also or lower.startswith("proxy-"):
-            if lower == "connection":
-                named = (named or set()) | {t.strip().lower() for t in v.split(",")}
-            continue
-        pairs.append((k, v if v.isascii() else text_header(v)))
-    return [(k, v) for k, v in pairs if k.lower() not in named] if named else pairs
 
 
 async def to_request(request: web.BaseRequest, max_body: int) -> Request:

@@ -10,8 +10,8 @@ import base64
 from yarl import URL
 
 from omproxy.exchange import Exchange
-from omproxy.model import SESSION_HEADER, Request, Response, Source, headers_of
-from omproxy.serve.http.convert import DECODABLE, end_to_end
+from omproxy.model import SESSION_HEADER, Request, Response, Source, end_to_end, headers_of
+from omproxy.serve.http.convert import DECODABLE
 from omproxy.serve.http.upstream import Client
 
 _REPLACED = frozenset({"host", "content-length", SESSION_HEADER.lower(), "x-forwarded-for", "x-forwarded-proto",

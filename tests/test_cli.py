@@ -178,6 +178,11 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-m", "omproxy", "simulate", "--port", port], capture_output=True,
                              text=True, timeout=30, cwd=tmp_path, env={**os.environ})
         assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+        story = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+        out = subprocess.run([sys.executable, "-m", "omproxy", "replay", "--port", port, "--cassette", str(story)],
+                             capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ})
+        assert out.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+        assert "never played" not in out.stderr, out.stderr  # D24: a start that failed served nothing
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
@@ -212,6 +217,9 @@ def test_record_checks_at_start_that_it_can_write(tmp_path: Path) -> None:
     blocker.write_text("x")
     out = run("record", "--cassette", str(blocker / "sub" / "c.yaml"), "--port", "0", "--config", str(_empty(tmp_path)))
     assert out.returncode == 2 and "cannot record here" in out.stderr
+    # D25: as root every access check passes; the check makes a file and removes it
+    out = run("record", "--cassette", "/proc/x.yaml", "--port", "0", "--config", str(_empty(tmp_path)))
+    assert out.returncode == 2 and "/proc: cannot record here" in out.stderr
 
 
 @pytest.mark.parametrize("spec,message", [("", "non-empty string"), ("  ", "non-empty string")])
@@ -241,3 +249,16 @@ def _empty(tmp_path: Path) -> Path:
     path = tmp_path / "empty-config.yaml"
     path.write_text("{}\n")
     return path
+
+
+def test_the_start_up_line_says_where_recordings_go_and_which_state() -> None:
+    """D23: with a shared state, record said `recording to cassettes/{service}.yaml`, where nothing went."""
+    from omproxy.cli import startup_line
+    from omproxy.config.options import Config, Mode
+
+    shared = startup_line(Config(state="redis://:s3cret@redis.example:6379/0", state_namespace="ci"), Mode.RECORD)
+    assert "recording to the shared state's stream omproxy:ci:recorded" in shared
+    assert "state redis://redis.example:6379/0" in shared and "s3cret" not in shared
+    assert "cassettes/{service}.yaml" not in shared
+    alone = startup_line(Config(), Mode.RECORD)
+    assert "recording to cassettes/{service}.yaml" in alone and alone.endswith("state memory")

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import time
 import zlib
 from collections import defaultdict
@@ -461,11 +462,24 @@ def check_writable(template: Template) -> None:
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir() or not _writes(probe):
         raise CassetteError(f"{folder}: cannot record here: the folder is not writable")
     for path in template.files() if template.per_service else [Path(template.spec)]:
         if path.exists():
             _check_appendable(path)
+
+
+def _writes(folder: Path) -> bool:
+    """Whether a file can be made in the folder: made and removed, not asked (`os.access` says yes to
+    root anywhere, /proc included)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".omproxy-write-check.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
 
 
 def _check_appendable(path: Path) -> None:

@@ -450,6 +450,8 @@ def run_lint(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"{args.journal}: cannot read the journal: {getattr(e, 'strerror', None) or e}") from None
     paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    if played is not None:  # the server named its cassettes from where it ran; these are named from here
+        played = lint.here(played, paths)
     torn: list[tuple[str, dict[str, Any]]] = []  # a torn last entry is a finding too
 
     def read(path: Path) -> Iterator[Recorded]:  # as it is checked: never held whole
@@ -530,12 +532,16 @@ def startup_line(config: Config, mode: Mode) -> str:
     parts = [f"mode {mode.value}", f"config {config.source}"]
     if mode in (Mode.RECORD, Mode.PASSTHROUGH, Mode.AUTO):
         parts.append(f"upstream {upstream}")
+    shared = config.state != "memory"
     if mode in (Mode.RECORD, Mode.AUTO):
-        parts.append(f"recording to {config.cassette}")
+        stream = f"omproxy:{config.state_namespace}:recorded"
+        parts.append(f"recording to the shared state's stream {stream} (omproxy cassette pull writes it into "
+                     "cassettes)" if shared else f"recording to {config.cassette}")
     if mode in (Mode.REPLAY, Mode.AUTO):
         parts.append(f"replaying {config.cassette}")
     if mode is Mode.REPLAY:
         parts.append(f"fallback {config.fallback.value}, repeat {config.repeat.value}")
+    parts.append(f"state {origin(config.state)}" if shared else "state memory")
     return "; ".join(parts)
 
 

@@ -64,23 +64,30 @@ def _path_matches(path: tuple[str, ...], pattern: list[str]) -> bool:
                                                                                                  strict=True))
 
 
-def differences(recorded: Response, live: Response, ids: Ids, noise: Noise) -> list[str]:
+Sides = tuple[str, str]  # what the two answers are called: verify's recorded and live, diff's first and second
+VERIFY: Sides = ("recorded", "live")
+DIFF: Sides = ("first", "second")
+
+
+def differences(recorded: Response, live: Response, ids: Ids, noise: Noise, sides: Sides = VERIFY) -> list[str]:
     """What differs, one readable line each: `a.b[2].c: recorded 'x', live 'y'`; [] when the same."""
+    a, b = sides
     out = []
     if recorded.status != live.status:
-        out.append(f"HTTP status: recorded {recorded.status}, live {live.status}")
+        out.append(f"HTTP status: {a} {recorded.status}, {b} {live.status}")
     want, got = recorded.reply, live.reply
     if want is not None and got is not None:
-        out += _walk(want, got, (), ids, noise)
+        out += _walk(want, got, (), ids, noise, sides)
     elif want is not None or got is not None:
-        out.append("body: recorded " + ("JSON" if want is not None else "not JSON") + ", live " +
+        out.append(f"body: {a} " + ("JSON" if want is not None else "not JSON") + f", {b} " +
                    ("JSON" if got is not None else "not JSON"))
     elif ids.translate(recorded.body.decode("utf-8", "replace")) != live.body.decode("utf-8", "replace"):
-        out.append(f"body: recorded {_short(recorded.body)}, live {_short(live.body)}")
+        out.append(f"body: {a} {_short(recorded.body)}, {b} {_short(live.body)}")
     return out
 
 
-def _walk(want: Any, got: Any, path: tuple[str, ...], ids: Ids, noise: Noise) -> list[str]:
+def _walk(want: Any, got: Any, path: tuple[str, ...], ids: Ids, noise: Noise, sides: Sides) -> list[str]:
+    a, b = sides
     if noise.ignores(path):
         return []
     if isinstance(want, dict) and isinstance(got, dict):
@@ -88,28 +95,28 @@ def _walk(want: Any, got: Any, path: tuple[str, ...], ids: Ids, noise: Noise) ->
         for key in list(want) + [k for k in got if k not in want]:
             sub = (*path, str(key))
             if key not in got:
-                out += [] if noise.ignores(sub) else [f"{_show(sub)}: recorded {_value(want[key])}, live absent"]
+                out += [] if noise.ignores(sub) else [f"{_show(sub)}: {a} {_value(want[key])}, {b} absent"]
             elif key not in want:
-                out += [] if noise.ignores(sub) else [f"{_show(sub)}: recorded absent, live {_value(got[key])}"]
+                out += [] if noise.ignores(sub) else [f"{_show(sub)}: {a} absent, {b} {_value(got[key])}"]
             else:
-                out += _walk(want[key], got[key], sub, ids, noise)
+                out += _walk(want[key], got[key], sub, ids, noise, sides)
         return out
     if isinstance(want, list) and isinstance(got, list):
         out = []
         for i in range(max(len(want), len(got))):
             sub = (*path, str(i))
             if i >= len(got):
-                out.append(f"{_show(sub)}: recorded {_value(want[i])}, live absent")
+                out.append(f"{_show(sub)}: {a} {_value(want[i])}, {b} absent")
             elif i >= len(want):
-                out.append(f"{_show(sub)}: recorded absent, live {_value(got[i])}")
+                out.append(f"{_show(sub)}: {a} absent, {b} {_value(got[i])}")
             else:
-                out += _walk(want[i], got[i], sub, ids, noise)
+                out += _walk(want[i], got[i], sub, ids, noise, sides)
         return out
     if isinstance(want, str) and isinstance(got, str) and ids.translate(want) == got:
         return []
     if want == got and type(want) is type(got):
         return []
-    return [f"{_show(path)}: recorded {_value(want)}, live {_value(got)}"]
+    return [f"{_show(path)}: {a} {_value(want)}, {b} {_value(got)}"]
 
 
 def _show(path: tuple[str, ...]) -> str:
@@ -121,6 +128,11 @@ def _show(path: tuple[str, ...]) -> str:
 
 def _value(value: Any) -> str:
     return repr(value) if not isinstance(value, dict | list) else _short(json.dumps(value).encode())
+
+
+def shown(body: bytes) -> str:
+    """A body as a report quotes it: its start, quoted."""
+    return _short(body)
 
 
 def _short(body: bytes, limit: int = 80) -> str:

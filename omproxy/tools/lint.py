@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omproxy.gms import jetty
@@ -92,6 +93,25 @@ def _response(rec: Recorded) -> Iterator[Problem]:
     for found in gms.ids_in_reply(op, reply):
         if not GMS_ID.fullmatch(found):
             yield Problem(rec, "id-pattern", f"the answer's interaction id '{found}' is not 16 of [0-9A-Z]")
+
+
+def here(played: set[tuple[str, int]], paths: list[Path]) -> set[tuple[str, int]]:
+    """What a journal says was played, named by the paths given here: a server names its cassettes as
+    it was given them (relative to where it ran), so a journal's name is a file here when it is the
+    same file, or when the file's whole path ends with that name's parts."""
+    out: set[tuple[str, int]] = set()
+    names = {name for name, _ in played}
+    for path in paths:
+        whole = path.resolve().parts
+        for name in names:
+            parts = tuple(p for p in Path(name).parts if p not in (".", ""))
+            if Path(name).is_absolute():
+                same = Path(name).resolve().parts == whole
+            else:
+                same = len(parts) <= len(whole) and whole[len(whole) - len(parts):] == parts
+            if same:
+                out |= {(str(path), i) for n, i in played if n == name}
+    return out
 
 
 def played_in(journal: Any) -> set[tuple[str, int]]:

@@ -253,20 +253,55 @@ def pair(a: Iterable[Recorded], b: Iterable[tuple[Shape, Callable[[], Recorded]]
         unpaired.setdefault(kept, []).append(again)  # a client polling: many alike
     for queue in unpaired.values():
         queue.reverse()
-    results = []
+    results: list[Result] = []
+    alone: list[tuple[int, Recorded]] = []  # A's recordings no request of B is the same as
     for rec in a:
         waiting = unpaired.get(shape(rec, ids))
         if not waiting:
+            alone.append((len(results), rec))
             results.append(Result(RecordingRef.of(rec), Verdict.DIFFERS, ["only in the first recording"]))
             continue
         other = waiting.pop()()
         mine, theirs = rec.read(), other.read()
         ids.learn(mine, theirs, rec.request.operation)
-        found = compare.differences(mine, theirs, ids, noise)
+        found = compare.differences(mine, theirs, ids, noise, compare.DIFF)
         results.append(Result(RecordingRef.of(rec), Verdict.DIFFERS if found else Verdict.SAME, found))
+    # Requests that differ in their body or query still pair by method and path, in order: what
+    # differs is said (the request, then the answer), not "only in the first" and "only in the second".
+    by_route: dict[tuple[str, str], list[tuple[Shape, Callable[[], Recorded]]]] = {}
+    for kept, queue in unpaired.items():
+        for again in reversed(queue):
+            by_route.setdefault((kept[0], kept[1]), []).append((kept, again))
+    for at, rec in alone:
+        route = shape(rec, ids)[:2]
+        candidates = by_route.get(route)
+        if not candidates:
+            continue
+        kept, again = candidates.pop(0)
+        unpaired[kept].remove(again)
+        other = again()
+        found = [*_request_differences(rec, other, ids), *compare.differences(rec.read(), other.read(), ids, noise,
+                                                                             compare.DIFF)]
+        results[at] = Result(RecordingRef.of(rec), Verdict.DIFFERS, found)
     only_b = [Result(RecordingRef.of(again()), Verdict.DIFFERS, ["only in the second recording"])
               for queue in unpaired.values() for again in reversed(queue)]
     return results, only_b
+
+
+def _request_differences(a: Recorded, b: Recorded, ids: Ids) -> list[str]:
+    first, second = rewrite(a.request, ids), b.request
+    out = []
+    if first.query != second.query:
+        out.append(f"request query: first {first.query!r}, second {second.query!r}")
+    if first.body != second.body:
+        theirs = dict(second.form.fields) if not second.form.not_form else {}
+        mine = dict(first.form.fields) if not first.form.not_form else {}
+        keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+        if keys and (mine or theirs):
+            out += [f"request {k}: first {mine.get(k, 'absent')!r}, second {theirs.get(k, 'absent')!r}" for k in keys]
+        else:
+            out.append(f"request body: first {compare.shown(first.body)}, second {compare.shown(second.body)}")
+    return out
 
 
 def shape(rec: Recorded, ids: Ids | None = None) -> Shape:

@@ -201,3 +201,19 @@ def test_a_timeline_gives_every_recording_in_recorded_order_read_when_its_turn_c
     (tmp_path / "a.yaml").write_bytes(data.replace(b"n=3", b"n=9"))  # edited while it is being verified
     with pytest.raises(CassetteChanged, match=r"a.yaml:\d+: interaction #1: the cassette changed on disk"):
         next(recordings)
+
+
+def test_lint_journal_names_match_wherever_lint_runs(tmp_path, capsys, monkeypatch) -> None:
+    """D22: a server in work/ names capB/cassettes/c.yaml; lint run in work/capB names cassettes/c.yaml."""
+    (tmp_path / "capB" / "cassettes").mkdir(parents=True)
+    path = write(tmp_path / "capB" / "cassettes" / "c.yaml",
+                 [(Request("POST", f"{BASE}/s/{ID}/get", f"n={i}"), ok()) for i in range(3)])
+    journal = tmp_path / "cass.json"
+    journal.write_text(json.dumps({"cassettes": [{"cassette": "capB/cassettes/c.yaml", "interactions": 3,
+                                                  "never_played": [2]}]}))
+    monkeypatch.chdir(tmp_path / "capB")
+    code, out = run(capsys, "lint", "cassettes/c.yaml", "--journal", str(journal))
+    assert code == 1 and [line.split()[1] for line in out.splitlines()] == ["#2"], out
+    monkeypatch.chdir(tmp_path)
+    code, out = run(capsys, "lint", str(path), "--journal", str(journal))  # an absolute path here
+    assert [line.split()[1] for line in out.splitlines()] == ["#2"], out

@@ -185,7 +185,10 @@ def test_diff_of_two_recordings_of_the_same_story(recorded, tmp_path) -> None:
         assert main(["diff", str(recorded), str(recorded)]) == 0
         assert main(["diff", str(recorded), str(again)]) == 1
     text = out.getvalue()
-    assert "interactionProperties.interactionQueue: recorded 'Inbound', live 'Elsewhere'" in text
+    # D21: neither side is live; and two requests whose bodies differ pair, saying what differs
+    assert "interactionProperties.interactionQueue: first 'Inbound', second 'Elsewhere'" in text
+    assert "live" not in text and "only in the" not in text
+    assert "request userData[CreditCard]: first 'REDACTED', second '4111111111111111'" in text
 
 
 async def test_speed_keeps_the_recorded_gaps_divided_by_x() -> None:

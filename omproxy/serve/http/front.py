@@ -199,6 +199,7 @@ async def start(rt: Runtime, config: Config, *, reuse_port: bool = False) -> Lis
                                                 reuse_address=True, reuse_port=reuse_port or None,
                                                 family=socket.AF_UNSPEC, ssl=tls)
     except OSError as e:
+        rt.warn_stale = False  # nothing was served, so nothing was "never played" (D24)
         await rt.close()
         raise UsageError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
     front.port = front.server.sockets[0].getsockname()[1]

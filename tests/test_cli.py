@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from omproxy.cli import main
+from omproxy.model import Request
 
 STOP_PATH = "/genesys/2/openmedia/customer-support/01QG0Q255S50G000/stop"
 
@@ -262,3 +264,50 @@ def test_the_start_up_line_says_where_recordings_go_and_which_state() -> None:
     assert "cassettes/{service}.yaml" not in shared
     alone = startup_line(Config(), Mode.RECORD)
     assert "recording to cassettes/{service}.yaml" in alone and alone.endswith("state memory")
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["record", "--prot", "8080"], "omproxy record: error: --prot: did you mean --port? (see omproxy record --help)"),
+    (["verify", "--junit", "x.xml"], "--junit: here it is --report"),
+    (["auto", "--fallback", "none"], "--fallback is a flag of replay, not of auto (auto forwards what no recording"),
+    (["recrod"], "did you mean 'record'?"),
+    (["lint", "x.yaml", "--fial-on", "secret"], "--fial-on: did you mean --fail-on?")])
+def test_d27_a_mistyped_flag_or_command_gets_its_command_and_a_hint(argv, said, capsys) -> None:
+    with contextlib.suppress(SystemExit):
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_d27_friction_a_config_as_cassette_the_help_a_broken_pipe(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("port: 8080\nhost: 127.0.0.1\n")
+    assert main(["inspect", str(config)]) == 2
+    assert "not a cassette: it has neither 'version' nor 'interactions' (its keys: port, host)" in \
+        capsys.readouterr().err
+    with contextlib.suppress(SystemExit):
+        main(["--help"])
+    assert "merge, pull, accept, prune, dedup, redact" in " ".join(capsys.readouterr().out.split())
+    from omproxy.cassette import entry as cassette
+    from omproxy.cassette import yamlformat
+    from omproxy.model import Response
+
+    big = tmp_path / "big.yaml"
+    one = yamlformat.dump_entry(cassette.to_entry(Request("POST", "/genesys/2/openmedia/s/ID/get"),
+                                                  Response(200, b'{"statusCode":0}' + b" " * 2000), 1.0))
+    big.write_bytes(yamlformat.HEADER.encode() + one * 2000)
+    proc = subprocess.Popen([sys.executable, "-m", "omproxy", "export", str(big), "--format", "har", "-o",
+                             "/dev/stdout"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stdout.read(10)
+    proc.stdout.close()  # `| head -c 10`
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err, err
+
+
+def test_inspect_filters_on_gms_status_and_merge_refuses_a_file_twice(tmp_path: Path, capsys) -> None:
+    story = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+    assert main(["inspect", str(story), "--gms-status", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["statusCode"] for r in rows] == [2] and rows[0]["status"] == 200  # the 248 after the stop
+    assert main(["cassette", "merge", str(story), str(story), "-o", str(tmp_path / "m.yaml")]) == 2
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "m.yaml").exists()

@@ -229,6 +229,9 @@ def entries_of(data: Any, name: str) -> list[Any]:
     """The entries of a whole cassette document, its version checked."""
     if not isinstance(data, dict):
         raise _problem(name, "not a cassette: expected 'version' and 'interactions'")
+    if "version" not in data and "interactions" not in data:
+        raise _problem(name, f"not a cassette: it has neither 'version' nor 'interactions' (its keys: "
+                       f"{', '.join(map(str, list(data)[:5])) or 'none'}); is it another YAML file, a config?")
     if data.get("version") != VERSION:
         raise _problem(name, f"unknown cassette version {data.get('version')!r}; this omproxy reads version "
                        f"{VERSION}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,8 +46,57 @@ MODES = {
 
 
 class Parser(argparse.ArgumentParser):
+    made: dict[str, Parser] = {}  # every command's parser, by its prog ("omproxy record"): for hints
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Parser.made[self.prog] = self
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:  # `omproxy recrod`: the command meant
+            close = difflib.get_close_matches(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)), 1)
+            message += f"; did you mean '{close[0]}'?" if close else ""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def flags(self) -> list[str]:
+        """The flags this command takes (read from its own help: argparse has no public list)."""
+        return sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", self.format_help())))
+
+
+# What a flag a user knows from elsewhere is called here
+KNOWN_AS = {"--junit": "--report", "--junit-xml": "--report", "--record-mode": "--omproxy-mode (pytest)",
+            "--cassette-dir": "--cassette"}
+
+
+def unknown_flags(args: argparse.Namespace, extra: list[str]) -> str:
+    """What to say of arguments a command does not take: its name, and the flag probably meant."""
+    prog = f"omproxy {args.command}" + (f" {args.tool}" if getattr(args, "tool", None) else "")
+    mine = Parser.made[prog].flags() if prog in Parser.made else []
+    said = []
+    after_flag = False
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("-"):
+            if not after_flag:  # else the value of the unknown flag before it
+                said.append(f"{arg!r} is not an argument it takes")
+            after_flag = False
+            continue
+        after_flag = "=" not in arg
+        others = [p.split(" ", 1)[1] for p, parser in Parser.made.items()
+                  if p != prog and " " in p and flag in parser.flags()]
+        close = difflib.get_close_matches(flag, mine, 1, 0.7)
+        if flag in KNOWN_AS:
+            said.append(f"{flag}: here it is {KNOWN_AS[flag]}")
+        elif close:
+            said.append(f"{flag}: did you mean {close[0]}?")
+        elif others:
+            note = " (auto forwards what no recording matches)" if args.command == "auto" and flag == "--fallback" \
+                else ""
+            said.append(f"{flag} is a flag of {', '.join(sorted(others)[:3])}, not of {args.command}{note}")
+        else:
+            said.append(f"{flag} is not one of its flags")
+    return f"{prog}: error: " + "; ".join(said) + f" (see {prog} --help)"
 
 
 def _flag_type(option: Any) -> Any:
@@ -149,6 +200,8 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     show.add_argument("--service", help="only this service")
     show.add_argument("--id", help="only this interaction id")
     show.add_argument("--status", type=int, help="only this HTTP status")
+    show.add_argument("--gms-status", type=int, metavar="CODE",
+                      help="only this GMS statusCode (its failures are HTTP 200 with statusCode 2: --gms-status 2)")
     show.add_argument("--json", action="store_true", help="one JSON object per line")
 
     out = sub.add_parser("export", help="write a cassette as a VCR.py cassette or a HAR 1.2 file",
@@ -187,6 +240,7 @@ Settings: ./config.yaml (every key commented), overridden by flags. Exit status:
     merge.add_argument("cassettes", nargs="+", type=Path, metavar="CASSETTE",
                        help="cassette files, folders, templates or globs (a rotated set: all its files)")
     merge.add_argument("-o", "--output", type=Path, required=True, help="the cassette to write")
+    merge.add_argument("--force", action="store_true", help="replace the output file when it exists")
     pull = tool.add_parser("pull", help="write what instances recorded into a shared state into cassettes",
                            description="Append what every omproxy recording with --state recorded since the "
                            "last pull into one cassette (or one per service), in arrival order. Pulling twice "
@@ -254,16 +308,25 @@ def run_cassette(args: argparse.Namespace) -> int:
         from omproxy.state.redis import pull
 
         written, files = pull(args.state, args.output, args.split_by == "service", args.state_namespace)
-        print(f"pulled {written} interactions into {files} cassette(s) at {args.output}", file=sys.stderr)
+        print(f"pulled {_entries(written)} into {files} cassette(s) at {args.output}", file=sys.stderr)
         return 0
 
     from omproxy.cassette import storage
 
     paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if p.resolve() in seen:  # every entry would be there twice
+            raise UsageError(f"{p}: given twice (as {seen[p.resolve()]} too): merging a file with itself "
+                             "doubles every entry")
+        seen[p.resolve()] = p
+    if args.output.resolve() in seen:
+        raise UsageError(f"{args.output}: is one of the cassettes merged; write the merge to another file")
+    _refuse_existing(args.output, args.force)
     streams = [storage.stream(p) for p in paths]  # each read as it is merged: never held whole
     merged = heapq.merge(*streams, key=lambda r: r.recorded_at)  # each file's own order is kept
     count = _save(args.output, merged, None)
-    print(f"merged {count} interactions from {len(streams)} cassettes into {args.output}", file=sys.stderr)
+    print(f"merged {_entries(count)} from {len(streams)} cassettes into {args.output}", file=sys.stderr)
     return 0
 
 
@@ -392,10 +455,18 @@ def run_export(args: argparse.Namespace) -> int:
     text = (interchange.har_text if args.format == "har" else interchange.vcr_text)(recorded(), args.base_url)
     try:
         storage.write_atomically(args.output, (part.encode("utf-8") for part in text))
+    except BrokenPipeError:  # `-o /dev/stdout | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         raise UsageError(f"{args.output}: cannot write it: {e.strerror or e}") from None
-    print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
+    print(f"wrote {_entries(count)} to {args.output}", file=sys.stderr)
     return 0
+
+
+def _entries(n: int) -> str:
+    """A count of cassette entries, said as entries: "interaction" is GMS's word for what they tell of."""
+    return f"{n} recorded exchange{'' if n == 1 else 's'}"
 
 
 def _refuse_existing(output: Path, force: bool, append: bool | None = None) -> None:
@@ -432,10 +503,10 @@ def run_import(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"{args.output}: cannot append to it (left as it was): {e.strerror or e}") from None
         count = len(imported.recorded)
-        print(f"appended {count} interactions to {args.output}", file=sys.stderr)
+        print(f"appended {_entries(count)} to {args.output}", file=sys.stderr)
         return 0
     count = _save(args.output, imported.recorded, redactor)
-    print(f"wrote {count} interactions to {args.output}", file=sys.stderr)
+    print(f"wrote {_entries(count)} to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -476,7 +547,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from omproxy.cassette import storage
     from omproxy.tools import inspect as listing
 
-    filters = listing.Filters(args.operation, args.service, args.id, args.status)
+    filters = listing.Filters(args.operation, args.service, args.id, args.status, args.gms_status)
     paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]
     for n, path in enumerate(paths):
         if len(paths) > 1 and not args.json:  # JSON rows name their cassette
@@ -655,7 +726,10 @@ def run_holding(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        print(unknown_flags(args, extra), file=sys.stderr)
+        return 2
     args.argv = argv  # what `--workers N` runs again in each worker
     try:
         if args.command == "decode":

@@ -130,7 +130,7 @@ class Simulator:
         return gms.reply(0, interactionId=interaction_id)
 
     async def _make(self, interaction_id: str, service: str, section: dict[str, Any],
-                    fields: tuple[tuple[str, str], ...], store: InteractionStore) -> None:
+                    fields: tuple[tuple[str, str], ...], store: InteractionStore, at: str | None = None) -> None:
         form = dict(fields)
         overwrite = _truthy(section.get("allow_overwrite"))
 
@@ -138,7 +138,7 @@ class Simulator:
             value = form.get(param) if overwrite else None
             return value if value else str(section.get(option, ""))
 
-        now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = at or self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         seq = await store.next_seq()
         props = {
             "interactionType": pick("interactionType", "interaction_type"),
@@ -168,8 +168,10 @@ class Simulator:
         await store.put(Interaction(interaction_id, service, props, user_data))
 
     # ---- learning from a recording ----------------------------------------------------------
-    async def observe(self, req: Request, resp: Response, store: InteractionStore | None = None) -> None:
-        """Apply a recorded request/response pair to the state, as if this simulator had answered it."""
+    async def observe(self, req: Request, resp: Response, store: InteractionStore | None = None,
+                      recorded_at: str = "") -> None:
+        """Apply a recorded request/response pair to the state, as if this simulator had answered it;
+        a create made then (`recorded_at`, the entry's) has that time, as its recorded gets say."""
         store = store or self.store
         op, reply = req.operation, resp.reply
         if op is None or reply is None:
@@ -177,7 +179,8 @@ class Simulator:
         ok = reply.get("statusCode") == 0
         if op.kind == "create" and ok and isinstance(reply.get("interactionId"), str):
             section = self.section(op.service) or dict(DEFAULT_SECTION)
-            await self._make(reply["interactionId"], op.service, section, req.form.fields, store)
+            await self._make(reply["interactionId"], op.service, section, req.form.fields, store,
+                             _second(recorded_at))
         elif op.kind == "get" and ok and isinstance(reply.get("interactionProperties"), dict):
             await _learn(op.service, reply["interactionProperties"], store)
         elif op.kind in ("get", "update", "stop") and gms.is_not_found(reply):
@@ -190,6 +193,11 @@ class Simulator:
                 await store.put(found)
             elif found is not None:
                 await store.delete(found.id)
+
+
+def _second(recorded_at: str) -> str | None:
+    """An entry's `recorded_at` (2026-11-28T10:15:02.114Z) as GMS writes its times, to the second."""
+    return recorded_at[:19] + "Z" if len(recorded_at) >= 19 and recorded_at[10] == "T" else None
 
 
 def _answer(status: int, body: bytes) -> Response:

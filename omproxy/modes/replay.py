@@ -99,7 +99,7 @@ class Replayer:
             store = state.interactions(req.session)
             if taken.read and target is not None:  # read by id, with the take
                 store = Prefetched(store, target.id, taken.interaction)
-            await self.simulator.observe(req, rec.response, store)
+            await self.simulator.observe(req, rec.response, store, rec.recorded_at)
         await state.mark_played(rec.cassette, rec.index)
         ex.matched, ex.outcome = rec, Outcome.FROM_CASSETTE
         if self.playback.max_age is not None:

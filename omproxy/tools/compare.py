@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -62,6 +62,30 @@ def _ignores(noise: Noise, path: tuple[str, ...]) -> bool:
 def _path_matches(path: tuple[str, ...], pattern: list[str]) -> bool:
     return len(path) == len(pattern) and all(p == "*" or fnmatch.fnmatchcase(s, p) for s, p in zip(path, pattern,
                                                                                                  strict=True))
+
+
+def unmatched(patterns: Iterable[str], replies: Iterable[Any]) -> list[str]:
+    """The `verify.ignore` paths that no field of these answers has: a typo, probably (an ignore path
+    that matches nothing ignores nothing, silently)."""
+    left = {p: p.split(".") for p in patterns}
+    for reply in replies:
+        if not left:
+            break
+        for path in _paths(reply, ()):
+            for name in [n for n, pattern in left.items() if _path_matches(path, pattern)]:
+                del left[name]
+    return list(left)
+
+
+def _paths(data: Any, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    if path:
+        yield path
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _paths(v, (*path, str(k)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _paths(v, (*path, str(i)))
 
 
 Sides = tuple[str, str]  # what the two answers are called: verify's recorded and live, diff's first and second

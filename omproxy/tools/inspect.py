@@ -1,7 +1,7 @@
 """`omproxy inspect`: a cassette as a table a person reads in a terminal, one interaction a row —
 index, recorded time, operation, service, interaction id, user data (abridged), HTTP status, GMS
 statusCode, duration — or as JSON lines for scripts (each naming its cassette); filtered by operation,
-service, id or status. Pure."""
+service, id, HTTP status or GMS statusCode. Pure."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ class Filters:
     service: str | None = None
     id: str | None = None
     status: int | None = None
+    gms_status: int | None = None  # GMS's statusCode: its failures are HTTP 200 with statusCode 2
 
     def keep(self, row: dict[str, Any]) -> bool:
         return ((self.operation is None or row["operation"] == self.operation)
                 and (self.service is None or row["service"] == self.service)
                 and (self.id is None or row["interactionId"] == self.id)
-                and (self.status is None or row["status"] == self.status))
+                and (self.status is None or row["status"] == self.status)
+                and (self.gms_status is None or row["statusCode"] == self.gms_status))
 
 
 HEADINGS = ("#", "recorded at", "operation", "service", "interaction id", "user data", "HTTP", "GMS", "ms")

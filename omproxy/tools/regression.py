@@ -16,7 +16,7 @@ from omproxy.errors import UsageError
 from omproxy.exchange import Exchange
 from omproxy.model import Request, Response
 from omproxy.redaction import Redactor
-from omproxy.tools import reports
+from omproxy.tools import compare, reports
 from omproxy.tools.compare import Noise
 from omproxy.tools.verify import Result, Send, Verdict, Verifier, pair, shape
 
@@ -39,6 +39,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
     print(reports.as_json(results, learned) if args.json else reports.text(results, seconds, what))
     if learned and not args.json:
         print(f"learned noise (ignored): {', '.join(learned)}")
+    elif learned is not None and not args.json:
+        print("learned noise: none (each get asked twice answered the same both times)")
+    if config.verify_ignore:
+        read = [args.first] if args.command == "diff" else storage.files_of(storage.Template(config.cassette),
+                                                                           must_exist=True)
+        replies = (rec.response.reply for path in read for rec in storage.stream(Path(path)))
+        for typo in compare.unmatched(config.verify_ignore, replies):
+            print(f"warning: verify.ignore path {typo!r} matches no field of any recorded answer (a typo?)",
+                  file=sys.stderr)
     if args.report is not None:
         try:
             Path(args.report).write_bytes(reports.junit(results, seconds, f"omproxy {what}"))

@@ -511,3 +511,18 @@ async def test_a_miss_is_logged_once_and_ranks_the_same_operation_first(aiohttp_
     body = await (await client.post(f"{BASE}/other", data=b"externalId=b", headers=FORM)).json()
     assert body["nearMisses"][0]["index"] == 3  # the recorded create, before any get
     assert sum("no recorded interaction matches" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_cassette_seeded_interaction_keeps_the_recorded_times(aiohttp_client) -> None:
+    """D26: the simulator's answer for an interaction a recorded create made gave the time of the replay."""
+    story = Path(__file__).resolve().parent.parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+    client = await aiohttp_client(build_app(Config(cassette=str(story)), Mode.REPLAY))
+    create = await client.post(SVC, headers=FORM, data=(
+        b"externalId=xy932&userData%5BOrderNumber%5D=ABC123456789&userData%5BTestKey2%5D=Test+value"
+        b"&userData%5BKeyToDelete%5D=value+to+delete"))
+    assert create.headers["X-Omproxy-Source"] == "cassette"
+    by_external = await client.post(f"{SVC}/xy932/get", data=b"searchByExternalId=true", headers=FORM)
+    assert by_external.headers["X-Omproxy-Source"] == "simulator"
+    props = (await by_external.json())["interactionProperties"]
+    assert props["interactionReceivedAt"] == "2017-05-31T04:43:52Z"  # the create's recorded_at, to the second
+    assert props["interactionSubmittedAt"] == props["interactionPlacedInQueueAt"] == "2017-05-31T04:43:52Z"

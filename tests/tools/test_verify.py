@@ -311,3 +311,18 @@ async def test_a_story_that_fails_outright_raises_and_does_not_stall_the_reading
 
     with pytest.raises(RuntimeError, match="the sender broke"):
         await asyncio.wait_for(Verifier(send, Noise()).run(recorded), 30)
+
+
+def test_learn_noise_says_when_it_learned_nothing_and_a_typo_in_verify_ignore_is_warned(recorded, gms, tmp_path,
+                                                                                      capsys) -> None:
+    """D27: --learn-noise printed nothing when it learned nothing; a mistyped verify.ignore path was inert."""
+    code, out = verify(recorded, "--upstream", gms(), "--learn-noise")
+    assert code == 0 and "learned noise: none" in out
+    capsys.readouterr()
+    config = tmp_path / "typo.yaml"
+    config.write_text((recorded.parent / "config.yaml").read_text() + "verify:\n  ignore: "
+                      "[interactionProperties.interactionQeue, interactionProperties.interactionQueue]\n")
+    assert main(["verify", "--cassette", str(recorded), "--config", str(config), "--upstream", gms()]) == 0
+    err = capsys.readouterr().err
+    assert "verify.ignore path 'interactionProperties.interactionQeue' matches no field" in err
+    assert "'interactionProperties.interactionQueue' matches" not in err

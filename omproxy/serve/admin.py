@@ -10,6 +10,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -58,7 +59,7 @@ class Admin:
             "health": ("GET", self.health), "ready": ("GET", self.ready), "journal": ("GET", self.journal),
             "cassettes": ("GET", self.cassettes), "reset": ("POST", self.reset), "metrics": ("GET", self.metrics),
             "ui": ("GET", self.ui), "events": ("GET", self.events), "exchange": ("GET", self.exchange),
-            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode),
+            "cassette": ("GET", self.cassette), "decode": ("POST", self.decode), "download": ("GET", self.download),
             "faults": ("GET POST DELETE", self.faults)}
 
     async def __call__(self, req: Request) -> Response:
@@ -165,6 +166,38 @@ class Admin:
         rows = [{**cassette_entry.row(self._shown(r)), "played": (r.cassette, r.index) in played}
                 for r in found.interactions[:5000]]
         return compact({"cassette": found.path, "interactions": rows})
+
+    async def download(self, req: Request) -> Response:
+        """?format=har|cassette&ids=1,2,...: the inspector's kept exchanges (those ids, else all), redacted
+        as shown, as a HAR 1.2 file or an omproxy cassette (bodies as the inspector keeps them)."""
+        from omproxy.cassette import interchange, yamlformat
+        from omproxy.cassette.entry import now_stamp
+
+        query = dict(parse_qsl(req.query))
+        form = query.get("format", "har")
+        if form not in ("har", "cassette"):
+            raise RequestRefused(f"format must be har or cassette, not {form!r}")
+        wanted = {int(n) for n in query.get("ids", "").split(",") if n.isdigit()}
+        recorded: list[Recorded] = []
+        for number, ex in self.rt.live.kept:
+            if (wanted and number not in wanted) or ex.response is None:
+                continue
+            shown = self.rt.redactor.also(ex.leaked)
+            when = now_stamp(datetime.fromtimestamp(ex.started, UTC))
+            note = f"bodies cut to what the inspector keeps ({ex.cut} bytes not kept)" if ex.cut else ""
+            recorded.append(Recorded("inspector", len(recorded), 0, shown.request(ex.request),
+                                     shown.response(ex.response), when, ex.duration_ms, note=note))
+        if form == "har":
+            host = req.headers.get("Host", "localhost")
+            body = "".join(interchange.har_text(recorded, f"http://{host}")).encode()
+            kind, name = "application/json", "omproxy.har"
+        else:
+            body = yamlformat.HEADER.encode() + b"".join(yamlformat.dump_entry(cassette_entry.to_entry(
+                r.request, r.response, r.duration_ms, r.recorded_at, note=r.note or None)) for r in recorded)
+            kind, name = "application/yaml", "omproxy-cassette.yaml"
+        return Response(200, body, headers_of({"Content-Type": kind,
+                                               "Content-Disposition": f'attachment; filename="{name}"'}),
+                        Source.OMPROXY)
 
     def _shown(self, rec: Recorded) -> Recorded:
         return replace(rec, request=self.rt.redactor.request(rec.request))

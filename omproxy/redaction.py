@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from omproxy.config.options import Redaction
 from omproxy.errors import ConfigError
-from omproxy.gms.formcodec import charset_of, split_key, unescape
+from omproxy.gms.formcodec import charset_of, decoded, split_key, unescape, wide_charset
 from omproxy.model import Request, Response, headers_of
 
 MASK = "REDACTED"
@@ -52,6 +53,21 @@ def pseudonym_key(rules: Redaction) -> bytes | None:
     if len(key) < 16:
         raise ConfigError(f"{where}: the pseudonyms' key is {len(key)} bytes; 16 at least (`openssl rand -hex 32`)")
     return key
+
+
+DEPTH = 4  # how many times a key or value is decoded again, at most, to see what it holds
+
+
+def _decodings(text: str) -> list[str]:
+    """A text, then decoded again while it still holds percent escapes and changes (DEPTH times at
+    most): every reading a decoder, a server or a finding might make of it."""
+    out = [text]
+    while "%" in out[-1] and len(out) <= DEPTH:
+        again = unescape(out[-1].encode("utf-8", "surrogateescape"))[0].decode("utf-8", "replace")
+        if again == out[-1]:
+            break
+        out.append(again)
+    return out
 
 
 def _expanded(keys: tuple[str, ...]) -> tuple[set[str], set[str]]:
@@ -118,8 +134,7 @@ class Redactor:
         return value
 
     def pseudo_key(self, key: str) -> bool:
-        return bool(self.pseudo_keys) and (key in self.pseudo_keys or ("%" in key and unescape(
-            key.encode("utf-8"))[0].decode("utf-8", "replace") in self.pseudo_keys))
+        return bool(self.pseudo_keys) and any(n in self.pseudo_keys for n in _decodings(key))
 
     def request(self, req: Request) -> Request:
         """The request as it may be stored and shown: secret headers, form and query values masked
@@ -142,21 +157,40 @@ class Redactor:
         return [(k, MASK if k.lower() in self.header_names else v) for k, v in pairs]
 
     def fields(self, fields: Any) -> list[tuple[str, str]]:
-        return [(k, self.value_of(k, v)) for k, v in fields]
+        return [(self._key_shown(k, v), self.value_of(k, v)) for k, v in fields]
+
+    def _inner(self, key: str, value: str) -> list[tuple[str, str]]:
+        """The fields a key holds when a whole body was encoded once more (`a%3D1%26b%3D2` is one key,
+        `a=1&b=2`, with no value); [] for any other key."""
+        if value or "=" not in key:
+            return []
+        return list(decoded(key.encode("utf-8", "surrogateescape"), None).fields)
+
+    def _key_shown(self, key: str, value: str) -> str:
+        inner = self._inner(key, value)
+        if not inner or not any(self.secret_key(k) or self.pseudo_key(k) for k, _ in inner):
+            return key
+        return "&".join(f"{k}={self.value_of(k, v)}" for k, v in inner)
 
     def secret_key(self, key: str) -> bool:
-        """A decoded form key whose value is masked (a key still percent-encoded is decoded once more)."""
-        return key in self.form_keys or ("%" in key and unescape(key.encode("utf-8"))[0].decode(
-            "utf-8", "replace") in self.form_keys)
+        """A decoded form key whose value is masked (a key still percent-encoded is decoded until it
+        is stable: `userData%25255BCard%25255D`, encoded three times, is `userData[Card]`)."""
+        return bool(self.form_keys) and any(n in self.form_keys for n in _decodings(key))
 
     def form_body(self, body: bytes, content_type: str | None) -> bytes:
         """Mask (or pseudonymise) redacted values in the raw body, keeping every other byte as the
         client sent it."""
         if not (self.form_keys or self.pseudo_keys) or not body:
             return body
+        wide = wide_charset(content_type)
+        if wide is not None:  # UTF-16/32: redacted as the text it holds, written back in its charset
+            text = body.decode(wide, "replace").encode("utf-8")
+            done = self.form_body(text, None)
+            return body if done == text else done.decode("utf-8").encode(wide)
         # An empty value stays empty: `delete[CreditCard]=` holds no secret, and a mask there would
         # read as a delete-with-value finding.
-        return b"&".join(raw_key + b"=" + self._stored(raw_value, how, content_type) if how and raw_value else segment
+        return b"&".join(raw_key + b"=" + self._stored(raw_value, how, content_type)
+                         if how in ("mask", "pseudonym") and raw_value else segment
                          for segment, raw_key, raw_value, how in self._segments(body, content_type))
 
     def _stored(self, raw_value: bytes, how: str, content_type: str | None) -> bytes:
@@ -171,12 +205,16 @@ class Redactor:
         charset = charset_of(content_type)
         for segment in body.split(b"&"):
             raw_key, _, raw_value = segment.partition(b"=")
-            once = unescape(raw_key)[0]
-            names = [once.decode(charset, "replace")]
-            if b"%" in once:
-                names.append(unescape(once)[0].decode(charset, "replace"))
+            names = _decodings(unescape(raw_key)[0].decode(charset, "replace"))
             how = ("mask" if any(n in self.form_keys for n in names)
                    else "pseudonym" if any(n in self.pseudo_keys for n in names) else "")
+            if not how and not raw_value and "=" in names[0]:  # a whole body encoded once more: a form inside
+                inner = unescape(raw_key)[0]
+                done = self.form_body(inner, content_type)
+                if done != inner:
+                    how = "inner"
+                    raw_key = quote(done.decode(charset, "replace"), safe="", encoding=charset).encode("ascii")
+                    segment = raw_key
             yield segment, raw_key, raw_value, how
 
     def query(self, query: str) -> str:
@@ -192,9 +230,15 @@ class Redactor:
         text (the mask, or the pseudonym), longest first."""
         if not (self.form_keys or self.pseudo_keys):
             return []
-        found = {v: self.value_of(k, v) for k, v in fields if v and (self.secret_key(k) or self.pseudo_key(k))}
+        found = {}
+        fields = list(fields)
+        held = [pair for key, value in fields for pair in self._inner(key, value)]  # a body encoded once more
+        for k, v in [*fields, *held]:
+            if v and (self.secret_key(k) or self.pseudo_key(k)):
+                for seen in _decodings(v):  # and the value decoded again, as a finding may quote it
+                    found[seen] = self.value_of(k, v)
         for _, _, raw_value, how in self._segments(body, content_type):
-            if how and raw_value:
+            if how in ("mask", "pseudonym") and raw_value:
                 found[raw_value.decode("latin-1")] = self._stored(raw_value, how, content_type).decode()
         return sorted(found.items(), key=lambda pair: len(pair[0]), reverse=True)
 

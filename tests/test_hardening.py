@@ -407,3 +407,61 @@ async def test_answers_with_other_header_lines_are_each_forwarded_with_their_own
         await listener.close()
     assert seen == [(200, "a", False, 0), (200, "b", False, 0), (200, "a", False, 0), (200, "a", False, 0),
                     (200, "a", False, 0), (404, "a", False, 2), (200, "b", False, 0)]
+
+
+# ---- round 3 (../shared/reviews/2026-12-02-reliability-security.md) ------------------------------
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf_16"])
+async def test_3_a_utf16_form_is_recorded_replayable_and_replayed_never_a_500(aiohttp_client, tmp_path,
+                                                                             charset) -> None:
+    """3: replay answered 500, and one recorded entry made its cassette and folder refuse to load."""
+    headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={charset}"}
+    body = "externalId=u16&userData[Note]=Müller".encode(charset)
+    recorder = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "{service}.yaml"), upstream="builtin"),
+                                              Mode.RECORD))
+    assert (await recorder.post(f"{BASE}/s", data=body, headers=headers)).status == 200
+    (loaded,) = storage.load_spec(storage.Template(str(tmp_path) + "/"), must_exist=True)  # the folder loads
+    assert loaded.interactions[0].request.form.get("userData[Note]") == "Müller"
+    replayer = await aiohttp_client(build_app(Config(cassette=str(tmp_path) + "/", fallback="none"), Mode.REPLAY))
+    resp = await replayer.post(f"{BASE}/s", data=body, headers=headers)
+    assert resp.status == 200 and resp.headers["X-Omproxy-Source"] == "cassette"
+
+
+SECRET_FORMS = {  # finding 4's five encodings of one card number under a redacted key
+    "whole body encoded once more": b"userData%5BCreditCard%5D%3D4012888888881881%26x%3D1",
+    "key encoded three times": b"externalId=e&userData%25255BCreditCard%25255D=4012888888881881",
+    "value encoded twice": b"externalId=e&userData%5BCreditCard%5D=" + b"".join(
+        b"%25" + f"{ord(c):02X}".encode() for c in "4012888888881881"),
+    "utf-16": "externalId=e&userData[CreditCard]=4012888888881881".encode("utf-16"),
+}
+
+
+@pytest.mark.parametrize("body", list(SECRET_FORMS.values()), ids=list(SECRET_FORMS))
+async def test_4_a_redacted_card_number_is_nowhere_in_any_encoding(aiohttp_client, tmp_path, caplog, body) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    config = Config(cassette=str(tmp_path / "c.yaml"), upstream="builtin", verbose=1,
+                    redact=Redaction(form_keys=("userData[CreditCard]",)))
+    client = await aiohttp_client(build_app(config, Mode.RECORD))
+    kind = "utf-16" if body.startswith(b"\xff\xfe") else None
+    headers = {"Content-Type": "application/x-www-form-urlencoded" + (f"; charset={kind}" if kind else "")}
+    assert (await client.post(f"{BASE}/customer-support", data=body, headers=headers)).status == 200
+    journal = await (await client.get("/_omproxy/journal")).text()
+    detail = await (await client.get("/_omproxy/exchange?id=1")).text()
+    raw = (tmp_path / "c.yaml").read_bytes()
+    stored = raw + b"".join(r.request.body for r in storage.load(tmp_path / "c.yaml").interactions)
+    for where, text in (("cassette", stored.decode("utf-8", "replace")), ("utf-16 body", stored.decode(
+            "utf-16", "replace") if kind else ""), ("log", caplog.text), ("journal", journal), ("inspector", detail)):
+        assert "4012888888881881" not in text and "4012%" not in text, where
+
+
+async def test_4_a_twice_encoded_secret_key_never_reaches_a_miss_report(aiohttp_client, tmp_path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    story = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+    config = Config(cassette=str(story), fallback="none", redact=Redaction(form_keys=("userData[CreditCard]",)))
+    client = await aiohttp_client(build_app(config, Mode.REPLAY))
+    resp = await client.post(f"{BASE}/customer-support", headers=FORM,
+                             data=b"externalId=xy932&userData%255BCreditCard%255D=4012888888881881")
+    answer = await resp.text()
+    journal = await (await client.get("/_omproxy/journal")).text()
+    for where, text in (("404", answer), ("log", caplog.text), ("journal", journal)):
+        assert "4012888888881881" not in text, where

@@ -56,8 +56,7 @@ class DecodedForm:
         not all alike as U+FFFD: what matching compares, so `M%E4ller` never matches `M%FCller`."""
         if not self.findings or not any(f.kind == "invalid-charset" for f in self.findings):
             return self.fields
-        return tuple((k.decode(self.charset, "surrogateescape"), v.decode(self.charset, "surrogateescape"))
-                     for k, v in self.raw)
+        return tuple((_exact(k, self.charset), _exact(v, self.charset)) for k, v in self.raw)
 
     def view(self) -> dict[str, Any]:
         """The bracket view (a new dict each call: callers may change it)."""
@@ -73,6 +72,13 @@ class DecodedForm:
             if k == key:
                 return v
         return None
+
+
+def _exact(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset, "surrogateescape")
+    except UnicodeError:  # a codec the handler cannot serve: every byte kept apart all the same
+        return raw.decode("latin-1")
 
 
 EMPTY = DecodedForm(())
@@ -94,10 +100,37 @@ def _charset(content_type: str | None) -> tuple[str, str | None]:
                 info = codecs.lookup(value)
             except LookupError:
                 return "utf-8", value
-            if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+            if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS or not _ascii_safe(info.name):
                 return "utf-8", value
             return info.name, None
     return "utf-8", None
+
+
+@lru_cache(maxsize=64)
+def _ascii_safe(charset: str) -> bool:
+    """Whether a charset writes `key=value&` as those ASCII bytes (UTF-16 and UTF-32 do not: a form
+    split on `&` and `=` before decoding would cut their characters in two)."""
+    try:
+        return "k=v&+%".encode(charset) == b"k=v&+%"
+    except (UnicodeError, LookupError):
+        return False
+
+
+def wide_charset(content_type: str | None) -> str | None:
+    """The declared charset when it is a text charset that is not ASCII-safe (UTF-16, UTF-32): such a
+    body is decoded whole first, then read as a form (as Jetty does)."""
+    declared = _charset(content_type)[1]
+    if declared is None or not _known(declared):
+        return None
+    name = codecs.lookup(declared).name
+    return None if name in _NOT_CHARSETS or _ascii_safe(name) else name
+
+
+def _known(name: str) -> bool:
+    try:
+        return getattr(codecs.lookup(name), "_is_text_encoding", True)
+    except LookupError:
+        return False
 
 
 # Text codecs Python has that no HTTP client declares as a charset, and that do not map bytes to text.
@@ -156,7 +189,10 @@ def unescape(raw: bytes) -> tuple[bytes, list[str]]:
             out.append(int(raw[j + 1 : j + 3], 16))
             i = j + 3
         else:
-            bad.append(raw[j : j + 3].decode("latin-1"))
+            if len(bad) < 20:  # the first few, and that there were more: a megabyte of % stays small
+                bad.append(raw[j : j + 3].decode("latin-1"))
+            elif len(bad) == 20:
+                bad.append("…")
             out.append(0x25)
             i = j + 1
     out += raw[i:].replace(b"+", b" ")
@@ -182,11 +218,18 @@ def _remembered(body: bytes, content_type: str | None) -> DecodedForm:
 def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
     """Decode a form body. Never raises; anomalies are returned as findings. A body that is not form
     fields at all (JSON, multipart, text) gets one finding and no fields."""
+    wide = wide_charset(content_type) if body else None
+    if wide is not None:  # UTF-16/32: decoded whole, then read as the form it holds
+        inner = decode(body.decode(wide, "replace").encode("utf-8"), FORM_TYPE)
+        said = Finding("wide-charset", f"the body is in {wide}, which writes '=' and '&' as more than one byte; "
+                       "read whole first, as Jetty does — most servers and proxies expect utf-8: send that", wide)
+        return DecodedForm(inner.fields, (said, *inner.findings), "utf-8", inner.raw)
     charset, unusable = _charset(content_type)
     findings, is_form = _content_type_findings(body, content_type)
     if unusable is not None:
-        findings.append(Finding("unknown-charset", f"charset '{unusable}' is not a text charset omproxy knows; "
-                                "decoded as utf-8 — declare charset=utf-8 (or send no charset)", unusable))
+        why = "is not a text charset omproxy knows"
+        findings.append(Finding("unknown-charset", f"charset '{unusable}' {why}; decoded as utf-8 — declare "
+                                "charset=utf-8 (or send no charset)", unusable))
     if not is_form:
         return DecodedForm((), tuple(findings), charset)
     fields: list[tuple[str, str]] = []
@@ -197,14 +240,15 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
             continue
         raw_key, has_eq, raw_value = segment.partition(b"=")
         texts, raws = [], []
+        shown = _excerpt(segment)
         for raw in (raw_key, raw_value):
             decoded, bad = unescape(raw)
-            for frag in bad:
+            if bad:  # one finding a key or value, however many escapes: memory linear in the body
+                more = (f" (and {len(bad) - 1} more)" if bad[-1] != "…" else " (and many more)") if len(bad) > 1 else ""
                 findings.append(Finding(
                     "invalid-escape",
-                    f"'{frag}' is not a valid percent escape (a % must be followed by two hex digits); "
-                    "kept literally — encode a literal % as %25",
-                    segment.decode("latin-1")))
+                    f"'{bad[0]}' is not a valid percent escape{more} (a % must be followed by two hex digits); "
+                    "kept literally — encode a literal % as %25", shown))
             try:
                 text = decoded.decode(charset)
             except UnicodeDecodeError:
@@ -212,15 +256,14 @@ def decode(body: bytes, content_type: str | None = FORM_TYPE) -> DecodedForm:
                 findings.append(Finding(
                     "invalid-charset",
                     f"bytes that are not valid {charset} (shown as U+FFFD); encode the text as {charset} "
-                    "or declare its charset in Content-Type",
-                    segment.decode("latin-1")))
+                    "or declare its charset in Content-Type", shown))
             texts.append(text)
             raws.append(decoded)
         if not has_eq and previous is not None and previous[1]:
             findings.append(Finding(
                 "unencoded-ampersand",
                 f"'{texts[0]}' has no '=': the value of '{previous[0]}' probably held a raw '&' that needed "
-                f"%26 (it would read '{previous[1]}&{texts[0]}')", segment.decode("latin-1"), texts[0]))
+                f"%26 (it would read '{previous[1]}&{texts[0]}')", shown, texts[0]))
         fields.append((texts[0], texts[1]))
         raw_fields.append((raws[0], raws[1]))
         previous = (texts[0], texts[1]) if has_eq else None
@@ -335,6 +378,17 @@ def encode(fields: list[tuple[str, str]] | tuple[tuple[str, str], ...], charset:
     ).encode("ascii")
 
 
+EXCERPT = 200  # characters of a field a finding quotes, at most
+
+
+def _excerpt(raw: bytes, charset: str = "latin-1") -> str:
+    """A field as a finding quotes it: whole when short, else its start (a finding holds no copy of a
+    megabyte field)."""
+    if len(raw) <= EXCERPT:
+        return raw.decode(charset, "replace")
+    return raw[:EXCERPT].decode(charset, "replace") + f"… ({len(raw)} bytes)"
+
+
 def _unique(findings: list[Finding]) -> list[Finding]:
     seen: set[tuple[str, str]] = set()
     out = []
@@ -400,7 +454,7 @@ def _literal_findings(body: bytes, charset: str = "utf-8") -> list[Finding]:
         chars = list(dict.fromkeys(segment.translate(None, _MAY_STAY)))  # the bytes to encode, as they come
         if not chars:
             continue
-        shown = segment.decode(charset, "replace")
+        shown = _excerpt(segment, charset)
         if 0x20 in chars:
             findings.append(Finding("literal-space", "a literal space is not valid form encoding (lenient "
                                     "servers keep it); encode it as '+' or '%20'", shown))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omproxy.gms.formcodec import FORM_TYPE, DecodedForm, Repair, charset_of, decode, intended
+from omproxy.gms.formcodec import FORM_TYPE, DecodedForm, Repair, charset_of, decode, intended, wide_charset
 
 _HEX = b"0123456789abcdefABCDEF"
 
@@ -35,7 +35,12 @@ class Read:
 
 
 def read(body: bytes, content_type: str | None) -> Read:
-    """Jetty's reading of a form body (its `UrlEncoded`, byte by byte)."""
+    """Jetty's reading of a form body (its `UrlEncoded`, byte by byte; a UTF-16 or UTF-32 body decoded
+    whole first, as its `decodeUtf16To` does)."""
+    wide = wide_charset(content_type)
+    if wide is not None:
+        got = read(body.decode(wide, "replace").encode("utf-8"), FORM_TYPE)
+        return Read(got.fields, wide, got.refused)
     charset = charset_of(content_type)
     latin1 = charset.replace("_", "-").lower() in ("iso8859-1", "iso-8859-1", "latin-1", "latin1", "cp819")
 

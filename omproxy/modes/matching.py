@@ -29,22 +29,23 @@ class Rules:
     on: tuple[str, ...]
     headers: tuple[str, ...]
     ignore: frozenset[str]
-    # redact.pseudonymize: a request's values of those keys are compared as their pseudonyms, as recorded
-    pseudonyms: Redactor | None = None
+    # the redaction rules: a key they mask is never compared (nor shown in a miss report), in any of its
+    # encodings; a pseudonymised key's value is compared as its pseudonym, as recorded
+    redactor: Redactor | None = None
 
     @classmethod
-    def of(cls, matching: Matching, also_ignore: Iterable[str] = (), pseudonyms: Redactor | None = None) -> Rules:
+    def of(cls, matching: Matching, also_ignore: Iterable[str] = (), redactor: Redactor | None = None) -> Rules:
         headers = tuple(h.lower() for h in matching.headers)
-        return cls(matching.on, headers, frozenset(matching.ignore) | set(also_ignore), pseudonyms)
+        return cls(matching.on, headers, frozenset(matching.ignore) | set(also_ignore), redactor)
 
     def fields(self, fields: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-        """Decoded fields as matching compares them: a multiset, ignored keys left out, pseudonymised
-        keys' values as their pseudonyms."""
-        p = self.pseudonyms
-        if p is None or not p.pseudo_keys:
+        """Decoded fields as matching compares them: a multiset, ignored and masked keys left out,
+        pseudonymised keys' values as their pseudonyms."""
+        p = self.redactor
+        if p is None or not (p.pseudo_keys or p.form_keys):
             return tuple(sorted(f for f in fields if f[0] not in self.ignore))
         return tuple(sorted((k, p.pseudonym(v) if v and p.pseudo_key(k) else v) for k, v in fields
-                            if k not in self.ignore))
+                            if k not in self.ignore and not p.secret_key(k)))
 
 
 def _form(req: Request, rules: Rules) -> tuple[tuple[str, str], ...]:

@@ -42,12 +42,13 @@ class Playback:
 
     @classmethod
     def of(cls, cassettes: Iterable[Cassette], config: Config, also_ignore: Iterable[str] = (),
-           pseudonyms: Redactor | None = None) -> Playback:
-        """Index the cassettes; keys redacted at record time (and `also_ignore`) are left out of matching;
-        `pseudonyms`' keys are matched by their pseudonyms (a request's value made one first)."""
+           redactor: Redactor | None = None) -> Playback:
+        """Index the cassettes; keys redacted at record time (and `also_ignore`, and what `redactor`
+        masks, in any encoding) are left out of matching; its pseudonymised keys are matched by their
+        pseudonyms (a request's value made one first)."""
         cassettes = tuple(cassettes)
         recorded = [r for c in cassettes for r in c.interactions]
-        rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore), pseudonyms)
+        rules = matching.Rules.of(config.match, matching.redacted_keys(recorded) | set(also_ignore), redactor)
         return cls(cassettes, matching.Index(recorded, rules), config.repeat, config.restart, config.max_age)
 
     def report(self, played: set[tuple[str, int]]) -> list[dict[str, object]]:

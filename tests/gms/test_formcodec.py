@@ -267,3 +267,28 @@ def test_unescape_is_the_byte_by_byte_rule(raw: bytes) -> None:
     from omproxy.gms.formcodec import unescape
 
     assert unescape(raw) == _unescape_byte_by_byte(raw)
+
+
+def test_a_megabyte_of_percent_signs_takes_memory_linear_in_the_body() -> None:
+    """Reliability finding 5: each invalid escape held its own copy of the whole field (40 KB -> 1.6 GB)."""
+    import tracemalloc
+
+    body = b"userData%5BNote%5D=" + b"%" * 1_000_000  # max_body's default
+    tracemalloc.start()
+    form = decode(body, FORM_TYPE)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * 2**20, peak  # was quadratic: gigabytes
+    (bad,) = [f for f in form.findings if f.kind == "invalid-escape"]
+    assert "(and many more)" in bad.message and len(bad.fragment) < 300
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf_16"])
+def test_a_utf16_or_utf32_form_is_read_whole_never_a_crash(charset) -> None:
+    """Reliability finding 3: split on & before decoding, UTF-16 characters were cut in two (a 500, and a
+    cassette replay refused to load)."""
+    body = "externalId=x1&userData[Note]=Müller".encode(charset)
+    form = decode(body, f"{FORM_TYPE}; charset={charset}")
+    assert form.fields == (("externalId", "x1"), ("userData[Note]", "Müller"))
+    assert "wide-charset" in {f.kind for f in form.findings}
+    assert form.exact == form.fields

@@ -465,3 +465,55 @@ async def test_4_a_twice_encoded_secret_key_never_reaches_a_miss_report(aiohttp_
     journal = await (await client.get("/_omproxy/journal")).text()
     for where, text in (("404", answer), ("log", caplog.text), ("journal", journal)):
         assert "4012888888881881" not in text, where
+
+
+async def test_11_another_writers_torn_entry_ending_on_a_newline_is_cut_before_the_next_append(tmp_path) -> None:
+    """11: only the last byte was checked after a process's first append: a torn entry that ended on a
+    newline stayed, and the next entry after it made the cassette refused."""
+    path = tmp_path / "c.yaml"
+    writer = storage.CassetteWriter(storage.Template(str(path)))
+    await writer.append(path, entry_bytes(0))
+    torn = entry_bytes(1)
+    with path.open("ab") as f:  # the other writer, killed with the cut right after a line
+        f.write(torn[:torn.rindex(b"\n", 0, len(torn) - 30) + 1])
+    await writer.append(path, entry_bytes(2))
+    got = storage.load(path)
+    assert got.dropped is None and [r.request.form.get("externalId") for r in got.interactions] == ["e0", "e2"]
+
+
+def test_10_an_empty_cassette_file_is_a_cassette_with_nothing_in_it(tmp_path, capsys) -> None:
+    """10: a 0-byte file (a full disk's leftover) made replay, lint and inspect refuse the whole folder."""
+    from omproxy.cli import main
+
+    (tmp_path / "old.yaml").write_bytes(yamlformat.HEADER.encode() + entry_bytes(0))
+    (tmp_path / "new.yaml").write_bytes(b"")
+    assert len(storage.load(tmp_path / "new.yaml").interactions) == 0
+    assert main(["inspect", str(tmp_path) + "/"]) == 0
+    assert main(["lint", str(tmp_path) + "/"]) == 0, capsys.readouterr()
+
+
+@pytest.mark.skipif(not Path("/bin/mount").exists() and not Path("/usr/bin/mount").exists(), reason="no mount")
+async def test_10_a_full_disk_leaves_no_empty_cassette_file(aiohttp_client, tmp_path) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        client = await aiohttp_client(build_app(Config(cassette=str(disk / "{service}.yaml"), upstream="builtin"),
+                                                Mode.RECORD))
+        assert (await client.post(f"{BASE}/old", data=b"externalId=a", headers=FORM)).status == 200
+        with (disk / "filler").open("wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"x" * 4096)
+        resp = await client.post(f"{BASE}/newservice", data=b"externalId=b", headers=FORM)
+        assert resp.status == 200  # answered; not recorded, and said
+        assert not (disk / "newservice.yaml").exists()  # no 0-byte file left behind
+        (disk / "filler").unlink()
+        assert [c.path for c in storage.load_spec(storage.Template(str(disk) + "/"), must_exist=True)] == [
+            str(disk / "old.yaml")]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

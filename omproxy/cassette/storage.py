@@ -196,6 +196,8 @@ def load(path: Path, *, lazy: bool = False) -> Cassette:
 
 
 def _load(raw: bytes, name: str, lazy: Path | None = None) -> Cassette:
+    if not raw.strip():  # an empty file (a full disk's leftover, or `touch`): a cassette with nothing in it
+        return Cassette(name, ())
     key = indexcache.key_of(raw)
     if lazy is not None and raw.endswith(b"\n"):  # remembered with where each entry is: nothing to find
         remembered = indexcache.get(key, requests_only=True)
@@ -579,6 +581,7 @@ class CassetteWriter:
         self._pending: dict[Path, list[tuple[bytes, asyncio.Future[None]]]] = defaultdict(list)
         self._flushing: dict[Path, asyncio.Task[None]] = {}
         self._checked: set[Path] = set()
+        self._left: dict[Path, int] = {}  # the size each file was left at by this process's last append
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def path_for(self, service: str | None) -> Path:
@@ -693,8 +696,8 @@ class CassetteWriter:
                 if not self.run:  # (a run's own name is new: another of its processes may be writing it)
                     partial.unlink(missing_ok=True)
             path = partial
-        append_locked(path, data, self.template.per_service, path not in self._checked, sync=not self.interval,
-                      banner=self.banner)
+        self._left[path] = append_locked(path, data, self.template.per_service, path not in self._checked,
+                                         sync=not self.interval, banner=self.banner, left=self._left.get(path))
         self._checked.add(path)
         if self.interval:
             self._dirty.add(path)
@@ -716,21 +719,27 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: bool = True,
-                  sync: bool = True, banner: bytes = b"") -> None:
+                  sync: bool = True, banner: bytes = b"", left: int | None = None) -> int:
     """Append whole entries to a cassette under its flock (creating it with its header), fsync'd (but
     with `sync` false: the caller fsyncs later); a failed write is truncated back so the file is
-    exactly as it was."""
+    exactly as it was, and a file this append made is removed (a full disk leaves no empty file).
+    `left`: the size this process last left the file at; when the file is not that size now, another
+    writer was here, and its last entry is checked whole (a torn one may end on a newline). Returns
+    the size the file is left at."""
     # A file the {service} template names is never a symlink: nothing a request names can make
     # omproxy write elsewhere. A file given by name may be one (the user chose it).
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | (os.O_NOFOLLOW if no_follow else 0)
+    flags = os.O_RDWR | os.O_APPEND | (os.O_NOFOLLOW if no_follow else 0)
+    made = False
     try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:  # its folder is not there (yet, or any more): made, as the file is
+        fd = os.open(path, flags)
+    except FileNotFoundError:  # a new file (and perhaps its folder): made here, removed if nothing lands
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, flags | os.O_CREAT, 0o644)
+        made = True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # another omproxy recording into the same file waits
-        report = cut_torn_tail(fd, str(path), full=full_check)
+        size = os.fstat(fd).st_size
+        report = cut_torn_tail(fd, str(path), full=full_check or (left is not None and size != left))
         if report:
             log.warning("%s", report)
         size = os.fstat(fd).st_size
@@ -744,7 +753,11 @@ def append_locked(path: Path, data: bytes, no_follow: bool = False, full_check: 
                 os.fsync(fd)
         except OSError:
             os.ftruncate(fd, size)  # exactly as it was: a later append never follows a partial one
+            if made and size == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # under the lock: no other writer has written to it
             raise
+        return size + len(data)
     finally:
         os.close(fd)
 

@@ -517,3 +517,76 @@ async def test_10_a_full_disk_leaves_no_empty_cassette_file(aiohttp_client, tmp_
             str(disk / "old.yaml")]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("target,body", [
+    ("/_omproxy/journal?limit=%C2%B2", None), ("/_omproxy/journal?limit=%D9%A3", None),
+    ("/_omproxy/journal?limit=" + "9" * 5000, None), ("/_omproxy/exchange?id=%C2%B2", None),
+    ("/_omproxy/exchange?id=" + "9" * 5000, None), ("/_omproxy/download?ids=%C2%B2,1", None),
+    ("/_omproxy/decode", b"[" * 100_000), ("/_omproxy/decode", b'{"body": "a=b", "content_type": ["x"]}'),
+    ("/_omproxy/decode", b'{"body": "a=b", "content_type": 5}'), ("/_omproxy/decode", b'{"body": "a=b", "path": {}}'),
+    ("/_omproxy/decode", b'{"body": "\\ud800=1"}'), ("/_omproxy/decode", b'{"body": 1e400}'),
+    ("/_omproxy/decode", b'{"body": ' + b"9" * 5000 + b"}"), ("/_omproxy/decode", b"[1, 2]")])
+async def test_9_odd_admin_inputs_get_an_answer_at_once(aiohttp_client, target, body) -> None:
+    """9: each of these got no answer and held its connection for idle_timeout."""
+    client = await aiohttp_client(build_app(Config(), Mode.SIMULATE))
+    if body is None:
+        resp = await asyncio.wait_for(client.get(target), 10)
+    else:
+        resp = await asyncio.wait_for(client.post(target, data=body, headers={"Content-Type": "application/json"}), 10)
+    assert resp.status in (200, 400, 404), (target, resp.status)
+    assert resp.status != 500
+
+
+@pytest.mark.parametrize(("host", "allowed"), [
+    ("127.0.0.1", True), ("localhost", True), ("[::1]", True), ("10.1.2.3", True), ("app.localhost", True),
+    ("rebind.test", False), ("evil.example.com", False), ("gms-proxy.internal", True)])
+async def test_14_the_admin_api_answers_only_hosts_that_cannot_be_rebound(aiohttp_client, host, allowed) -> None:
+    """14: a page whose DNS name rebinds to 127.0.0.1 was same-origin with omproxy: journal read, state reset."""
+    config = Config(admin_allowed_hosts=("gms-proxy.internal",))
+    client = await aiohttp_client(build_app(config, Mode.SIMULATE))
+    for target in ("/_omproxy/journal", "/_omproxy/ui", "/_omproxy/events"):
+        resp = await client.get(target, headers={"Host": f"{host}:8080"})
+        assert (resp.status != 403) is allowed, (host, target, resp.status)
+        resp.close()
+    health = await client.get("/_omproxy/health", headers={"Host": "rebind.test"})  # probes: never refused
+    assert health.status == 200
+    with_token = await aiohttp_client(build_app(Config(admin_token="t0ken"), Mode.SIMULATE))
+    resp = await with_token.get("/_omproxy/journal", headers={"Host": "rebind.test", "Authorization": "Bearer t0ken"})
+    assert resp.status == 200  # with a token, the token guards
+
+
+async def test_15_a_form_key_cannot_forge_log_lines_through_the_secret_warning(aiohttp_client, tmp_path,
+                                                                               caplog) -> None:
+    caplog.set_level(logging.INFO, logger="omproxy")
+    client = await aiohttp_client(build_app(Config(cassette=str(tmp_path / "c.yaml"), upstream="builtin"),
+                                            Mode.RECORD))
+    await client.post(f"{BASE}/s", headers=FORM, data=b"externalId=q&userData%5B%1B%5B2J%1B%5B31mX%0D2026-12-02"
+                                                     b"%2000:00:00,000%20INFO%20forged%5D=4111111111111111")
+    warnings = [r.getMessage() for r in caplog.records if "recorded in clear" in r.getMessage()]
+    assert warnings and not any("\x1b" in w or "\r" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("journal", [b"[" * 100_000, b'{"cassettes":[{"cassette":5,"never_played":"x"}]}',
+                                     b'{"entries": 5, "cassettes": {"a": 1}}'])
+def test_19_a_deep_or_odd_journal_is_one_line_never_a_traceback(tmp_path, capsys, journal) -> None:
+    from omproxy.cli import main
+
+    (tmp_path / "c.yaml").write_bytes(yamlformat.HEADER.encode() + entry_bytes(0))
+    (tmp_path / "j.json").write_bytes(journal)
+    code = main(["lint", str(tmp_path / "c.yaml"), "--journal", str(tmp_path / "j.json")])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err
+
+
+@pytest.mark.parametrize("coding", [b"gzip, gzip", b"compress", b"br"])
+async def test_20_an_answer_in_a_coding_omproxy_cannot_decode_is_a_502(aiohttp_client, raw_upstream, tmp_path,
+                                                                       coding) -> None:
+    """20: gzip, gzip was decoded once and passed on as JSON, still gzip; compress went through unlabelled."""
+    zipped = gzip.compress(gzip.compress(OK))
+    _, url = await raw_upstream({"x": raw_answer(zipped, JSON, b"Content-Encoding: " + coding)})
+    client = await aiohttp_client(build_app(Config(upstream=url, cassette=str(tmp_path / "c.yaml")), Mode.RECORD))
+    resp = await client.post(f"{BASE}/x", data=b"a=1", headers=FORM)
+    advice = (await resp.json())["errors"][0]["advice"]
+    assert resp.status == 502 and ("Content-Encoding" in advice or coding == b"br"), advice  # br: aiohttp's own
+    assert not (tmp_path / "c.yaml").exists()

@@ -518,6 +518,8 @@ def run_lint(args: argparse.Namespace) -> int:
     if args.journal is not None:
         try:
             played = lint.played_in(json.loads(args.journal.read_bytes()))
+        except RecursionError:
+            raise UsageError(f"{args.journal}: nested too deeply to be a journal") from None
         except (OSError, ValueError) as e:
             raise UsageError(f"{args.journal}: cannot read the journal: {getattr(e, 'strerror', None) or e}") from None
     paths = [p for spec in args.cassettes for p in storage.files_of(storage.Template(str(spec)), must_exist=True)]

@@ -338,6 +338,9 @@ OPTIONS: tuple[Option, ...] = (
            "--max-connections"),
     Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
            "TOKEN'", "--admin-token", name="admin_token", nullable=True),
+    Option("admin.allowed_hosts", strings, "Host names the admin API and inspector answer to, beyond localhost, "
+           "IP addresses and the listen address (a name a web page's DNS could point here is refused: "
+           "DNS rebinding)", name="admin_allowed_hosts"),
     Option("workers", whole(1, 64), "worker processes sharing the port (SO_REUSEPORT) under one supervisor; "
            "above 1, replay, auto, simulate and a builtin upstream need --state (default 1)", "--workers"),
     Option("state", state, "where sessions, playback positions and simulated interactions live: memory, or a "
@@ -413,6 +416,7 @@ class Config:
     header_timeout: float = 10.0
     max_connections: int = 512
     admin_token: str | None = None
+    admin_allowed_hosts: tuple[str, ...] = ()
     state: str = "memory"
     state_namespace: str = "omproxy"
     workers: int = 1

@@ -63,10 +63,10 @@ class Recorder:
             ex.leaked = frozenset(leak.key for leak in found if leak.place != "answer")
         if found and BlockOn.SECRET in self.redactor.rules.block_on:
             ex.record_failure = Outcome.UNREDACTED
-            ex.record_error = f"unredacted secret in {', '.join(leak.where for leak in found)}"
+            ex.record_error = f"unredacted secret in {', '.join(escape(leak.where) for leak in found)}"
             log.error("NOT RECORDED (%s) %s %s: add %s, or leave redact.block_on to record it", ex.record_error,
                       req.method, escape(self.redactor.target(req.path, req.query)),
-                      " and ".join(sorted({f"'{leak.key}' to {leak.option}" for leak in found})))
+                      " and ".join(sorted({f"'{escape(leak.key)}' to {leak.option}" for leak in found})))
             return resp
         appending = time.perf_counter()
         try:
@@ -84,8 +84,8 @@ class Recorder:
             if leak.where not in self._warned:
                 self._warned.add(leak.where)
                 log.warning("%s (%s) is recorded in clear in %s; add '%s' to %s in config.yaml (or "
-                            "redact.block_on: secret to refuse such entries)", leak.where, leak.why, path, leak.key,
-                            leak.option)
+                            "redact.block_on: secret to refuse such entries)", escape(leak.where), leak.why, path,
+                            escape(leak.key), leak.option)
         return resp
 
     def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> tuple[bytes, list[Leak]]:

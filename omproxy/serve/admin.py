@@ -7,6 +7,7 @@ cannot send."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -23,13 +24,27 @@ from omproxy.exchange import FIRED
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.formcodec import media_type_of
 from omproxy.model import SESSION_HEADER, Recorded, Request, Response, Source, headers_of
-from omproxy.modes import faults
+from omproxy.modes import escape, faults
 from omproxy.serve.observers import entry, inspector
 
 if TYPE_CHECKING:
     from omproxy.serve.runtime import Runtime
 
 PREFIX = "/_omproxy/"
+
+
+def _count(text: str) -> bool:
+    """A whole number as a query gives it: ASCII digits, nine at most (`²` is a digit to isdigit, and
+    int() refuses 5,000 digits)."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
+def _ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def compact(data: Any, status: int = 200, **headers: str) -> Response:
@@ -72,8 +87,27 @@ class Admin:
         if req.method not in methods.split() and not (req.method == "HEAD" and name == "health"):
             raise AdminMethod(f"{PREFIX}{name} takes {' or '.join(methods.split())}, not {req.method}")
         if name not in ("health", "ready"):
+            self.host_check(req)
             self.guard(req, changes=name == "reset" or req.method in ("POST", "DELETE") and name == "faults")
-        return await endpoint(req)
+        try:
+            return await endpoint(req)
+        except (ValueError, TypeError, RecursionError, UnicodeError) as e:  # an input no check above foresaw
+            raise RequestRefused(f"{PREFIX}{name} cannot take that input ({type(e).__name__}); see "
+                                 f"{PREFIX}health for the endpoints") from None
+
+    def host_check(self, req: Request) -> None:
+        """DNS rebinding: a web page whose name its DNS points at 127.0.0.1 is same-origin with omproxy.
+        Only a Host that cannot be rebound is answered: an IP address, localhost, the address omproxy
+        listens on, or one of admin.allowed_hosts (with admin.token set, the token guards instead)."""
+        if self.rt.config.admin_token is not None:
+            return
+        host = req.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:host.find("]")]
+        allowed = {"localhost", self.rt.config.host.lower(), *(h.lower() for h in self.rt.config.admin_allowed_hosts)}
+        if not name or name.lower() in allowed or name.lower().endswith(".localhost") or _ip_literal(name):
+            return  # (no Host: not a browser's request, which always names one)
+        raise AdminRefused(f"the admin API answers no Host '{escape(name)}' (a DNS rebinding page would send one); "
+                           "open it by IP address or localhost, or add the name to admin.allowed_hosts", 403)
 
     def guard(self, req: Request, *, changes: bool) -> None:
         token = self.rt.config.admin_token
@@ -106,7 +140,7 @@ class Admin:
         session = query.get("session")
         kept = journal.of_session(session) if session is not None else list(journal.entries)
         raw = query.get("limit", str(len(kept)))
-        if not raw.isdigit():
+        if not _count(raw):
             raise RequestRefused(f"limit must be a whole number of 0 or more, not {raw!r}")
         kept = kept[len(kept) - int(raw):] if int(raw) else []
         counts: dict[str, int] = {}
@@ -147,7 +181,7 @@ class Admin:
 
     async def exchange(self, req: Request) -> Response:
         raw = dict(parse_qsl(req.query)).get("id", "")
-        found = self.rt.live.exchange(int(raw)) if raw.isdigit() else None
+        found = self.rt.live.exchange(int(raw)) if _count(raw) else None
         if found is None:
             raise AdminNotFound(f"no exchange {raw!r} among the last {inspector.KEEP}")
         return compact(found)
@@ -160,7 +194,7 @@ class Admin:
         if playback is None or found is None:
             raise AdminNotFound(f"no loaded cassette {query.get('file')!r}; GET {PREFIX}cassettes lists them")
         played = await self.rt.state.played()
-        if query.get("index", "").isdigit() and int(query["index"]) < len(found.interactions):
+        if _count(query.get("index", "")) and int(query["index"]) < len(found.interactions):
             rec = found.interactions[int(query["index"])]
             return compact(inspector.recorded(rec, self.rt.redactor, (rec.cassette, rec.index) in played))
         rows = [{**cassette_entry.row(self._shown(r)), "played": (r.cassette, r.index) in played}
@@ -177,7 +211,7 @@ class Admin:
         form = query.get("format", "har")
         if form not in ("har", "cassette"):
             raise RequestRefused(f"format must be har or cassette, not {form!r}")
-        wanted = {int(n) for n in query.get("ids", "").split(",") if n.isdigit()}
+        wanted = {int(n) for n in query.get("ids", "").split(",") if _count(n)}
         recorded: list[Recorded] = []
         for number, ex in self.rt.live.kept:
             if (wanted and number not in wanted) or ex.response is None:
@@ -203,12 +237,17 @@ class Admin:
         return replace(rec, request=self.rt.redactor.request(rec.request))
 
     async def decode(self, req: Request) -> Response:
+        usage = 'send {"body": "...", "path": "...", "content_type": "..."} as JSON, each a string'
         try:
             data = json.loads(req.body or b"{}")
-            body = str(data.get("body", "")).encode("utf-8")
-        except (ValueError, AttributeError):
-            raise RequestRefused('send {"body": "...", "path": "...", "content_type": "..."} as JSON') from None
-        return compact(inspector.decode_box(body, str(data.get("path") or ""), data.get("content_type")))
+        except (ValueError, RecursionError):
+            raise RequestRefused(usage) from None
+        if not isinstance(data, dict):
+            raise RequestRefused(usage)
+        body, path, content_type = data.get("body", ""), data.get("path") or "", data.get("content_type")
+        if not isinstance(body, str) or not isinstance(path, str) or not isinstance(content_type, str | None):
+            raise RequestRefused(usage)
+        return compact(inspector.decode_box(body.encode("utf-8", "surrogateescape"), path, content_type))
 
     async def faults(self, req: Request) -> Response:
         """GET: the rules (config's, every session's, this session's) and how often each fired; POST adds

@@ -119,11 +119,14 @@ def played_in(journal: Any) -> set[tuple[str, int]]:
     says were played."""
     played: set[tuple[str, int]] = set()
     if isinstance(journal, dict):
-        for e in journal.get("entries") or []:
+        entries = journal.get("entries")
+        for e in entries if isinstance(entries, list) else []:
             if isinstance(e, dict) and isinstance(e.get("index"), int):
                 played.add((str(e.get("cassette")), e["index"]))
-        for c in journal.get("cassettes") or []:
-            if isinstance(c, dict) and isinstance(c.get("interactions"), int):
-                never = set(c.get("never_played") or [])
-                played |= {(str(c.get("cassette")), i) for i in range(c["interactions"]) if i not in never}
+        cassettes = journal.get("cassettes")
+        for c in cassettes if isinstance(cassettes, list) else []:
+            if isinstance(c, dict) and isinstance(c.get("interactions"), int) and isinstance(c.get("cassette"), str):
+                listed = c.get("never_played")
+                never = {i for i in listed if isinstance(i, int)} if isinstance(listed, list) else set()
+                played |= {(c["cassette"], i) for i in range(min(c["interactions"], 10_000_000)) if i not in never}
     return played

@@ -111,14 +111,14 @@ async def test_pipelined_answers_keep_request_order(replaying) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
     writer.write(get() + get() + get())
     assert [state_of((await read_answer(reader))[2]) for _ in range(3)] == ["Queued", "Processing", "Processing"]
-    writer.write(get() + b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n" + get() + get())
+    writer.write(get() + b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + get() + get())
     answers = [await read_answer(reader) for _ in range(4)]
     assert [a[2] for a in answers][0] == answers[2][2] == answers[3][2]
     assert json.loads(answers[1][2])["status"] == "ok"  # the health check in its place, between them
     writer.close()
 
 
-HEALTH = b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n"
+HEALTH = b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 KINDS = {  # what a client may send once the get was answered twice, and what it must be answered
     "the get": (get(), "Processing"),
     "with a request id": (get(b"X-Request-Id: 7\r\n"), "Processing"),
@@ -156,7 +156,7 @@ async def test_a_stream_of_requests_cut_anywhere_is_answered_request_by_request(
 async def test_a_reset_rewinds_the_answer(replaying) -> None:
     listener = await replaying()
     reader, writer = await kept(listener)
-    writer.write(b"POST /_omproxy/reset HTTP/1.1\r\nHost: x\r\nX-Omproxy-Admin: 1\r\nContent-Length: 0\r\n\r\n")
+    writer.write(b"POST /_omproxy/reset HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Omproxy-Admin: 1\r\nContent-Length: 0\r\n\r\n")
     assert (await read_answer(reader))[0] == 200
     writer.write(get())
     assert state_of((await read_answer(reader))[2]) == "Queued"  # from the first recording again

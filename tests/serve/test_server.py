@@ -51,7 +51,7 @@ async def test_a_silent_connection_is_closed_after_header_timeout(listening) -> 
 async def test_a_keep_alive_connection_is_closed_after_idle_timeout(listening) -> None:
     listener = await listening(idle_timeout=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
     assert await closed_within(reader, 5)
     writer.close()
@@ -68,7 +68,7 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
             await asyncio.sleep(0.2)
 
     sender = asyncio.create_task(trickle())
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200  # others are served meanwhile
     assert await closed_within(reader, 10)
     sender.cancel()
@@ -79,12 +79,12 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
 async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> None:
     listener = await listening(max_connections=2, idle_timeout=60)
     held = [await asyncio.open_connection("127.0.0.1", listener.port) for _ in range(2)]
-    status, body = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, body = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 503 and json.loads(body)["statusCode"] == 1
     for reader, writer in held:
         writer.close()
         await closed_within(reader, 5)
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200
 
 
@@ -99,7 +99,7 @@ async def test_what_aiohttp_cannot_parse_is_a_400_and_the_connection_closed(list
     listener = await listening()
     status, body = await send_raw(listener.port, raw)  # read to the end: closed
     assert 400 <= status < 500
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 200  # and the next client is served
 
 
@@ -165,7 +165,7 @@ async def test_keep_alive_and_pipelining_answer_in_request_order(listening) -> N
 async def test_the_journal_pipelined_behind_an_exchange_shows_it(listening) -> None:
     listener = await listening()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(post(f"{BASE}/s", CREATE) + b"GET /_omproxy/journal HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(post(f"{BASE}/s", CREATE) + b"GET /_omproxy/journal HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await read_answer(reader))[0] == 200
     status, _, body = await read_answer(reader)
     writer.close()
@@ -247,10 +247,10 @@ async def test_413_400_and_not_an_open_proxy_close_the_connection(listening) -> 
 async def test_head_gets_the_head_only(listening) -> None:
     listener = await listening()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(b"HEAD /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"HEAD /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head
-    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert (await read_answer(reader))[0] == 200  # no body was sent for HEAD: the next answer is whole
     writer.close()
 
@@ -283,7 +283,7 @@ async def test_a_stop_finishes_the_request_in_flight_then_closes(aiohttp_server)
 async def test_omproxys_answers_name_no_library_or_version(listening) -> None:
     listener = await listening()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     _, headers, _ = await read_answer(reader)
     writer.close()
     assert headers["server"] == "omproxy"  # aiohttp would send "Python/3.11 aiohttp/3.14.x"
@@ -294,7 +294,7 @@ async def test_the_date_header_is_now(listening) -> None:
 
     listener = await listening()
     reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     _, headers, _ = await read_answer(reader)
     writer.close()
     import time

@@ -9,6 +9,7 @@ import base64
 
 from yarl import URL
 
+from omproxy.errors import UpstreamUnreachable
 from omproxy.exchange import Exchange
 from omproxy.model import SESSION_HEADER, Request, Response, Source, end_to_end, headers_of
 from omproxy.serve.http.convert import DECODABLE
@@ -79,5 +80,10 @@ class Forwarder:
         req = ex.request
         up = await self._client.send(req.method, self.prefix + req.target, self._headers(req), req.body)
         encoding = up.headers.get("Content-Encoding")
+        codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+        if len(codings) > 1 or (codings and codings[0] not in DECODABLE):  # gzip, gzip; compress; br
+            raise UpstreamUnreachable(f"GMS at {self.base} answered with Content-Encoding '{encoding}', which omproxy "
+                                      "asked not for and does not decode (it asks for gzip, deflate or none); "
+                                      "the answer is not passed on undecoded and unlabelled")
         return Response(up.status, up.body, headers_of(end_to_end(up.headers.items(), _DERIVED)), Source.UPSTREAM,
                         up.reason, encoding if encoding and encoding.lower() != "identity" else None)

@@ -334,6 +334,8 @@ OPTIONS: tuple[Option, ...] = (
            "--idle-timeout"),
     Option("header_timeout", seconds, "seconds a client has to send a whole request head (default 10)",
            "--header-timeout"),
+    Option("body_timeout", seconds, "seconds a request's body has to arrive once its head has (a slower one, or an "
+           "Expect: 100-continue never followed by its body, is closed; default 30)", "--body-timeout"),
     Option("max_connections", whole(1), "open client connections at most; beyond, 503 (default 512)",
            "--max-connections"),
     Option("admin.token", text, "when set, every /_omproxy/ call but health needs 'Authorization: Bearer "
@@ -414,6 +416,7 @@ class Config:
     log_format: LogFormat = LogFormat.TEXT
     idle_timeout: float = 75.0
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 512
     admin_token: str | None = None
     admin_allowed_hosts: tuple[str, ...] = ()

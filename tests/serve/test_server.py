@@ -13,6 +13,8 @@ from omproxy.serve.http import front as server
 from omproxy.serve.runtime import build_runtime
 from tests.support import BASE, send_raw
 
+HEALTH_CLOSE = b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
 
 @pytest.fixture
 async def listening():
@@ -68,7 +70,7 @@ async def test_a_slowloris_head_is_cut_while_others_are_served(listening) -> Non
             await asyncio.sleep(0.2)
 
     sender = asyncio.create_task(trickle())
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
     assert status == 200  # others are served meanwhile
     assert await closed_within(reader, 10)
     sender.cancel()
@@ -84,7 +86,7 @@ async def test_connections_beyond_the_limit_get_a_503_not_a_hang(listening) -> N
     for reader, writer in held:
         writer.close()
         await closed_within(reader, 5)
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
     assert status == 200
 
 
@@ -99,7 +101,7 @@ async def test_what_aiohttp_cannot_parse_is_a_400_and_the_connection_closed(list
     listener = await listening()
     status, body = await send_raw(listener.port, raw)  # read to the end: closed
     assert 400 <= status < 500
-    status, _ = await send_raw(listener.port, b"GET /_omproxy/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
     assert status == 200  # and the next client is served
 
 
@@ -300,3 +302,44 @@ async def test_the_date_header_is_now(listening) -> None:
     import time
 
     assert abs(parsedate_to_datetime(headers["date"]).timestamp() - time.time()) < 2
+
+
+async def test_7_a_body_that_never_comes_frees_its_slot(listening) -> None:
+    """Reliability finding 7: a connection reading its body was never timed out; 100 of them (a head with
+    Content-Length, then a byte now and then; or Expect: 100-continue and no body) took every slot."""
+    listener = await listening(max_connections=3, body_timeout=1)
+    held = []
+    for n in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        expect = b"Expect: 100-continue\r\n" if n == 0 else b""
+        writer.write(b"POST /genesys/2/openmedia/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                     b"urlencoded\r\n" + expect + b"Content-Length: 100000\r\n\r\n" + (b"" if n == 0 else b"e"))
+        await writer.drain()
+        held.append((reader, writer))
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
+    assert status == 503  # every slot held
+    for reader, writer in held:  # each closed by the server at body_timeout (read returns at EOF)
+        rest = await asyncio.wait_for(reader.read(), 10)
+        assert b"200 OK" not in rest
+        writer.close()
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
+    assert status == 200
+    assert listener.front.closed_slow == 3
+
+
+async def test_7_inspector_streams_hold_no_slot_and_are_bounded(listening) -> None:
+    listener = await listening(max_connections=2)
+    streams = []
+    for _ in range(server.MAX_STREAMS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"GET /_omproxy/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+        streams.append(writer)
+    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
+    assert status == 200  # 16 pages open, max_connections 2: requests are still served
+    status, body = await send_raw(listener.port, b"GET /_omproxy/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                 b"Connection: close\r\n\r\n")
+    assert status == 503 and b"inspector pages are open" in body
+    for writer in streams:
+        writer.close()

@@ -25,7 +25,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from omproxy.config.options import Config, Mode
-from omproxy.errors import OmproxyError, UsageError
+from omproxy.errors import OmproxyError, Overloaded, UsageError
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.simulator import Simulator
 from omproxy.model import Response
@@ -38,6 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger("omproxy")
 SWEEP = 0.5  # seconds between two looks at the open connections
+MAX_STREAMS = 16  # inspector pages' event streams at once (each costs every request a row: a bound)
 _OVERLOADED = gms.retry("omproxy has too many open connections (max_connections); try again")
 OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json;charset=utf-8\r\n"
               b"X-Omproxy-Error: overloaded\r\nX-Omproxy-Source: omproxy\r\nRetry-After: 1\r\n"
@@ -54,7 +55,8 @@ class Guard(asyncio.Protocol):
         self.inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
         self.busy = 0  # requests being served
-        self.streaming = False
+        self.streaming = False  # an inspector page's event stream: counted apart from max_connections
+        self.body_started: float | None = None  # a request's head is in, its body is being read
         self.last = time.monotonic()
         self.head_started: float | None = self.last  # a new connection owes a request head
         self.gone = asyncio.Event()  # set when the connection is lost (what a held fault waits for)
@@ -62,7 +64,7 @@ class Guard(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
         front = self.front
-        if len(front.open) >= front.config.max_connections or front.stopping:
+        if len(front.open) - front.stream_count >= front.config.max_connections or front.stopping:
             stream.write(OVERLOADED)
             stream.close()
             front.refused += 1
@@ -100,16 +102,34 @@ class Guard(asyncio.Protocol):
     def begin(self) -> None:
         self.busy += 1
         self.head_started = None
+        self.body_started = time.monotonic()
+
+    def body_read(self) -> None:
+        self.body_started = None
+
+    def stream(self, on: bool) -> None:
+        """An event stream began (or ended) on this connection: it holds no slot of max_connections."""
+        if on != self.streaming:
+            self.streaming = on
+            self.front.stream_count += 1 if on else -1
 
     def end(self) -> None:
         self.busy -= 1
+        self.body_started = None
         self.last = time.monotonic()
+        self.stream(False)
 
     def check(self, now: float) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing() or self.busy or transport.get_write_buffer_size():
+        if transport is None or transport.is_closing():
             return
         config = self.front.config
+        if self.busy and self.body_started is not None and now - self.body_started > config.body_timeout:
+            self.front.closed_slow += 1  # a body that does not come (slow, or Expect: 100-continue and nothing)
+            transport.abort()
+            return
+        if self.busy or transport.get_write_buffer_size():
+            return
         if self.head_started is not None and now - self.head_started > config.header_timeout:
             self.front.closed_slow += 1
             transport.abort()
@@ -129,6 +149,7 @@ class Front:
         self.open: dict[asyncio.BaseTransport, Guard] = {}
         self.stopping = False
         self.refused = self.closed_idle = self.closed_slow = 0
+        self.stream_count = 0  # connections carrying an inspector page's event stream
         self.server: asyncio.Server | None = None
         self.sweeper: asyncio.Task[None] | None = None
         self.streams: set[asyncio.Task[Any]] = set()  # handlers sending Server-Sent Events
@@ -142,7 +163,7 @@ class Front:
             if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue" and (
                     request.transport is not None and request.can_read_body):
                 request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # what aiohttp's router would send
-            response = await handle(self.rt, request, self.streams, guard.gone if guard is not None else None)
+            response = await handle(self.rt, request, self.streams, guard.gone if guard is not None else None, guard)
             if self.stopping:
                 response.force_close()
             return response
@@ -226,13 +247,16 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Task[Any]] | None = None,
-                 gone: asyncio.Event | None = None) -> web.StreamResponse:
+                 gone: asyncio.Event | None = None, guard: Guard | None = None) -> web.StreamResponse:
     """Every request, whatever its target (CONNECT and absolute-form included): read it once, serve it,
     write the answer. The one request handler, of `Front` and of `build_app`. `streams`
     holds the tasks sending Server-Sent Events, for a stop to cancel; `gone` is set when the client's
-    connection is lost (a held fault stops waiting then)."""
+    connection is lost (a held fault stops waiting then); `guard` watches the connection (its body's
+    deadline, whether it carries an event stream)."""
     try:
         req = await to_request(request, rt.config.max_body)
+        if guard is not None:
+            guard.body_read()
     except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
         log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status, e.message)
         refused = to_web(error_response(e))
@@ -245,6 +269,13 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
     if ex.response.stream is None:
         return to_web(ex.response)
     # Server-Sent Events: sent as they come, delimited by closing the connection
+    if streams is not None and len(streams) >= MAX_STREAMS:
+        await ex.response.stream.aclose()  # type: ignore[attr-defined]
+        busy = to_web(error_response(Overloaded(f"{MAX_STREAMS} inspector pages are open already; close one")))
+        busy.force_close()
+        return busy
+    if guard is not None:
+        guard.stream(True)
     streamed = web.StreamResponse(status=ex.response.status, headers=web_headers(ex.response))
     streamed.force_close()
     await streamed.prepare(request)

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -310,6 +311,40 @@ class StreamWriter:
         await self.state.call(lambda: self.state.client.xadd(self.state.stream, {"service": str(path), "entry": data}))
 
 
+_PULLED = re.compile(rb"\n  pulled_from: '(\d+)-(\d+)'\n")
+
+
+def _with_id(entry: bytes, stream_id: bytes) -> bytes:
+    """An entry as pulled: its stream id kept in it (`pulled_from`, before `duration_ms`, which stays
+    last), so that the output itself says how far a pull got, whatever happened to the marker."""
+    at = entry.rfind(b"\n  duration_ms:")
+    if at < 0:
+        return entry
+    return entry[:at] + b"\n  pulled_from: '" + stream_id + b"'" + entry[at:]
+
+
+def _stream_id(raw: bytes) -> tuple[int, int]:
+    ms, _, seq = raw.decode().partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _outputs(output: Path, split: bool) -> list[Path]:
+    if split:
+        return sorted(output.glob("*.yaml")) if output.is_dir() else []
+    return [output] if output.is_file() else []
+
+
+def _last_pulled(path: Path) -> tuple[int, int]:
+    """The highest stream id the last entries of an output carry (0-0 when none)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 256 * 1024))
+            tail = f.read()
+    except OSError:
+        return 0, 0
+    return max(((int(m.group(1)), int(m.group(2))) for m in _PULLED.finditer(tail)), default=(0, 0))
+
+
 def pull(url: str, output: Path, split_by_service: bool, name: str = "omproxy") -> tuple[int, int]:
     """Write what the cluster `name` recorded since the last pull into `output` (a file, or with
     `split_by_service` a folder of `<service>.yaml`), in arrival order, then trim it from the stream;
@@ -325,6 +360,9 @@ def pull(url: str, output: Path, split_by_service: bool, name: str = "omproxy") 
         marker = f"omproxy:{name}:pulled:{output.resolve()}{'/' if split_by_service else ''}"
         try:
             last = (await state.call(lambda: state.client.get(marker))) or b"0-0"
+            # A pull killed after writing and before it kept its marker: the output knows where it got to
+            done = max([_stream_id(last), *(_last_pulled(p) for p in _outputs(output, split_by_service))])
+            last = f"{done[0]}-{done[1]}".encode()
             written, files = 0, set[Path]()
             while True:
                 batch = await state.call(functools.partial(state.client.xrange, stream, min=f"({last.decode()}",
@@ -332,10 +370,10 @@ def pull(url: str, output: Path, split_by_service: bool, name: str = "omproxy") 
                 if not batch:
                     return written, len(files)
                 groups: dict[Path, list[bytes]] = {}
-                for _, fields in batch:
+                for stream_id, fields in batch:
                     service = fields[b"service"].decode()
                     target = output / f"{storage.safe_name(service)}.yaml" if split_by_service else output
-                    groups.setdefault(target, []).append(fields[b"entry"])
+                    groups.setdefault(target, []).append(_with_id(fields[b"entry"], stream_id))
                 for target, entries in groups.items():
                     storage.append_locked(target, b"".join(entries))
                     files.add(target)

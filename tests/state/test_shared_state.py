@@ -403,3 +403,30 @@ def test_a_second_workers_instance_on_a_served_port_is_refused(redis, tmp_path) 
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=60)
+
+
+async def test_a_pull_killed_after_writing_then_run_again_writes_nothing_twice(aiohttp_client, redis,
+                                                                               tmp_path) -> None:
+    """Reliability finding 12: the entries were on disk, the marker not yet set: the next pull wrote them
+    again (up to 1,000). Each pulled entry now carries its stream id, and a pull resumes after the last."""
+    import redis.asyncio as aioredis
+
+    from omproxy.cassette import storage
+    from omproxy.cli import main
+    from omproxy.state.redis import _with_id
+
+    a, _ = await two(aiohttp_client, Mode.RECORD, redis, cassette=str(tmp_path / "unused" / "{service}.yaml"))
+    for i in range(3):
+        assert (await a.post(f"{BASE}/billing", data=f"externalId=k{i}".encode(), headers=FORM)).status == 200
+    out = tmp_path / "pulled.yaml"
+    client = aioredis.from_url(redis.url)
+    try:  # what a pull killed between its write and its marker leaves: the entries written, nothing else
+        batch = await client.xrange("omproxy:omproxy:recorded")
+        storage.append_locked(out, b"".join(_with_id(fields[b"entry"], stream_id) for stream_id, fields in batch))
+    finally:
+        await client.aclose()
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(out)]) == 0
+    assert [r.request.form.get("externalId") for r in storage.load(out).interactions] == ["k0", "k1", "k2"]
+    assert (await a.post(f"{BASE}/billing", data=b"externalId=k3", headers=FORM)).status == 200
+    assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(out)]) == 0
+    assert [r.request.form.get("externalId") for r in storage.load(out).interactions] == ["k0", "k1", "k2", "k3"]

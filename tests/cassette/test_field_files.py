@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from omproxy import yamlsafe
@@ -222,6 +222,9 @@ def _seen(rec: Recorded) -> tuple[object, ...]:
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pairs=st.lists(exchanges, min_size=1, max_size=4), fmt=st.sampled_from(["har", "vcr"]))
+@example(pairs=[(Request("POST", "/genesys/2/openmedia/s", "", headers_of([]), b""),  # found by Hypothesis:
+                 Response(200, b"\x03\x00", headers_of([]), Source.CASSETTE, content_encoding="deflate"))],
+         fmt="har")  # a decoded body that reads as an empty raw deflate stream
 def test_export_then_import_gives_the_same_bytes(tmp_path_factory, pairs, fmt) -> None:
     folder = tmp_path_factory.mktemp("trip")
     original = storage.load(_cassette(folder / "c.yaml", pairs)).interactions

@@ -56,6 +56,8 @@ def decoded_answer(body: bytes, encoding: str | None, decoded_already: bool) -> 
         except (OSError, EOFError, zlib.error):
             return body, None, "Content-Encoding gzip, but the body is not valid gzip: kept as its bytes"
     if encoding == "deflate":
+        if decoded_already and not (len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0):
+            return body, "deflate", None  # decoded, as the format holds it (no zlib header: not compressed)
         for wbits in (zlib.MAX_WBITS, -zlib.MAX_WBITS):  # zlib-wrapped, as the RFC says, or raw, as some send
             try:
                 return zlib.decompress(body, wbits), "deflate", None

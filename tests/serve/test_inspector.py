@@ -197,3 +197,24 @@ def test_the_table_fits_the_detail_scrolls_and_an_exchange_goes_out_as_curl_har_
     browser.find_element(By.ID, "clear").click()
     assert rows(browser) == []
     assert browser.find_element(By.CSS_SELECTOR, "label[for=decode-body]")
+
+
+async def test_8_a_page_that_reads_nothing_is_let_go() -> None:
+    """Reliability finding 8: a page that never read kept costing every exchange a queue put, for ever."""
+    from omproxy.config.options import Redaction
+    from omproxy.exchange import Exchange
+    from omproxy.model import Request, Response
+    from omproxy.redaction import Redactor
+    from omproxy.serve.observers.inspector import KEEP, Live
+
+    live = Live(Redactor(Redaction()), "simulate")
+    stream = live.stream()
+    assert await stream.__anext__() == b"retry: 2000\n\n"  # the page is open; it reads no further
+    assert len(live.pages) == 1
+    for n in range(KEEP + 1):
+        ex = Exchange(Request("POST", f"{SVC}/{n}/get"))
+        ex.response = Response(200, b'{"statusCode":0}')
+        live(ex)
+    assert live.pages == set()  # let go: no more work for it
+    seen = [chunk async for chunk in stream]  # the kept rows, what it had queued, then its stream ends
+    assert len(seen) == KEEP + KEEP - 1

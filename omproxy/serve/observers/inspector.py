@@ -20,6 +20,7 @@ from omproxy.redaction import Redactor
 from omproxy.serve.observers import entry
 
 KEEP = 500  # exchanges kept for details and for a page that opens late
+GONE = "gone"  # put in a page's queue when it is let go (it read nothing for KEEP rows): its stream ends
 
 
 def explain(req: Request) -> dict[str, Any]:
@@ -72,10 +73,13 @@ class Live:
         ex = summary(ex)
         self.kept.append((number, ex))
         if self.pages:
-            event = self.event(number, ex)
-            for page in self.pages:
-                if page.full():  # a page that does not read loses its oldest rows, never omproxy's memory
+            event = self.event(number, ex)  # made once, whatever the number of pages
+            for page in list(self.pages):
+                if page.full():  # a page that reads nothing for a whole queue's worth is let go: its stream
+                    self.pages.discard(page)  # ends, the page reconnects when it reads again
                     page.get_nowait()
+                    page.put_nowait(GONE)
+                    continue
                 page.put_nowait(event)
 
     def row(self, number: int, ex: Exchange) -> dict[str, Any]:
@@ -108,9 +112,13 @@ class Live:
                 yield self.event(number, ex).encode()
             while True:
                 try:
-                    yield (await asyncio.wait_for(page.get(), 15)).encode()
+                    event = await asyncio.wait_for(page.get(), 15)
                 except TimeoutError:
                     yield b": keep-alive\n\n"  # a comment line: proxies and the page know it is alive
+                    continue
+                if event is GONE:
+                    return
+                yield event.encode()
         finally:
             self.pages.discard(page)
 

@@ -590,3 +590,18 @@ async def test_20_an_answer_in_a_coding_omproxy_cannot_decode_is_a_502(aiohttp_c
     advice = (await resp.json())["errors"][0]["advice"]
     assert resp.status == 502 and ("Content-Encoding" in advice or coding == b"br"), advice  # br: aiohttp's own
     assert not (tmp_path / "c.yaml").exists()
+
+
+async def test_21_notes_credentials_stay_out_of_an_export_and_bearer_is_any_case(aiohttp_client, tmp_path,
+                                                                                 capsys) -> None:
+    from omproxy.cli import main
+
+    story = Path(__file__).resolve().parent.parent / "cassettes" / "examples" / "reference-story.yaml"
+    for fmt in ("vcr", "har"):
+        out = tmp_path / f"x.{fmt}"
+        assert main(["export", str(story), "--format", fmt, "--base-url", "http://user:s3cret@gms.example:8080",
+                     "-o", str(out)]) == 0
+        assert "s3cret" not in out.read_text() and "gms.example:8080" in out.read_text()
+    client = await aiohttp_client(build_app(Config(admin_token="t0ken"), Mode.SIMULATE))
+    assert (await client.get("/_omproxy/journal", headers={"Authorization": "bearer t0ken"})).status == 200
+    assert (await client.get("/_omproxy/journal", headers={"Authorization": "bearer wrong"})).status == 401

@@ -452,7 +452,10 @@ def run_export(args: argparse.Namespace) -> int:
                 yield rec
 
     _refuse_existing(args.output, args.force)
-    text = (interchange.har_text if args.format == "har" else interchange.vcr_text)(recorded(), args.base_url)
+    from omproxy.serve.runtime import origin
+
+    base = origin(args.base_url)  # user:password@ of --base-url never reaches the file
+    text = (interchange.har_text if args.format == "har" else interchange.vcr_text)(recorded(), base)
     try:
         storage.write_atomically(args.output, (part.encode("utf-8") for part in text))
     except BrokenPipeError:  # `-o /dev/stdout | head`: the reader has what it wanted

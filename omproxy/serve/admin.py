@@ -113,6 +113,8 @@ class Admin:
         token = self.rt.config.admin_token
         if token is not None:
             given = req.headers.get("Authorization", "")
+            scheme, _, credentials = given.partition(" ")
+            given = f"Bearer {credentials}" if scheme.lower() == "bearer" else given  # schemes: any case
             if not given.startswith("Bearer ") and req.method == "GET":  # the inspector page: ?token=
                 given = "Bearer " + dict(parse_qsl(req.query)).get("token", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -71,6 +71,20 @@ def decoded_answer(body: bytes, encoding: str | None, decoded_already: bool) -> 
     return body, None, f"Content-Encoding {encoding}, which omproxy does not decode: kept as its bytes"
 
 
+def answer_of(body: bytes, pairs: list[tuple[str, str]], at: str, out: Imported,
+              decoded_already: bool) -> tuple[bytes, list[tuple[str, str]], str | None]:
+    """An answer's body decoded (`decoded_answer`), the headers a cassette keeps of it, and the encoding
+    it came in; one that cannot be decoded keeps its bytes and its Content-Encoding (they still mean
+    what they meant), and the import says so in `out`."""
+    sent_as = encoding_of(pairs)
+    decoded, encoding, note = decoded_answer(body, sent_as, decoded_already)
+    kept = kept_headers(pairs)
+    if note:
+        out.notes.append(f"{at}: {note}")
+        kept.append(("Content-Encoding", sent_as or ""))
+    return decoded, kept, encoding
+
+
 def parse(raw: bytes, name: str) -> tuple[str, Any]:
     """The format of a file other tools wrote, by its content, and its parsed document: har, vcr
     (VCR.py's YAML or JSON), betamax (Betamax, and Ruby VCR's `http_interactions`) or gor (raw bytes)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from omproxy.cassette.interchange.common import GOR_SEPARATOR, Imported, decoded_answer, encoding_of, kept_headers
+from omproxy.cassette.interchange.common import GOR_SEPARATOR, Imported, answer_of, kept_headers
 from omproxy.errors import UsageError
 from omproxy.model import Recorded, Request, Response, Source, headers_of
 
@@ -105,11 +105,6 @@ def _response(message: bytes, at: str, out: Imported) -> Response:
     parts = first.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise UsageError(f"{at}: {first[:60]!r} is not an HTTP status line")
-    sent_as = encoding_of(headers)
-    answer, encoding, note = decoded_answer(body, sent_as, decoded_already=False)
-    kept = kept_headers(headers)
-    if note:
-        out.notes.append(f"{at}: {note}")
-        kept.append(("Content-Encoding", sent_as or ""))
+    answer, kept, encoding = answer_of(body, headers, at, out, decoded_already=False)
     return Response(int(parts[1]), answer, headers_of(kept), Source.CASSETTE, content_encoding=encoding,
                     reason=parts[2].decode("latin-1") if len(parts) > 2 else "")

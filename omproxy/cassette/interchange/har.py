@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omproxy import __version__
-from omproxy.cassette.interchange.common import Imported, decoded_answer, encoding_of, kept_headers, where
+from omproxy.cassette.interchange.common import Imported, answer_of, kept_headers, where
 from omproxy.errors import UsageError
 from omproxy.gms import formcodec
 from omproxy.model import Recorded, Request, Response, Source, headers_of
@@ -123,12 +123,7 @@ def from_har(data: Any, name: str, *, everything: bool = False) -> Imported:
         body, rebuilt = _post_body(rq.get("postData"), rq.get("bodySize"), at)
         response_headers = _headers(rs, at, "response")
         content: dict[str, Any] = rs["content"] if isinstance(rs.get("content"), dict) else {}
-        sent_as = encoding_of(response_headers)
-        answer, encoding, note = decoded_answer(_content(content, at), sent_as, decoded_already=True)
-        kept = kept_headers(response_headers)
-        if note:  # kept as its bytes: they still mean what they meant
-            out.notes.append(f"{at}: {note}")
-            kept.append(("Content-Encoding", sent_as or ""))
+        answer, kept, encoding = answer_of(_content(content, at), response_headers, at, out, decoded_already=True)
         request = Request(_string(rq, "method", at, "request").upper(), target.path or "/", target.query,
                           headers_of(kept_headers(headers)), body)
         response = Response(status, answer, headers_of(kept), Source.CASSETTE, content_encoding=encoding)

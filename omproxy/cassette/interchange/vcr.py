@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from omproxy import yamlsafe
-from omproxy.cassette.interchange.common import DROPPED, Imported, decoded_answer, encoding_of, kept_headers, where
+from omproxy.cassette.interchange.common import DROPPED, Imported, answer_of, kept_headers, where
 from omproxy.cassette.interchange.har import phrase, url_of
 from omproxy.errors import UsageError
 from omproxy.gms import formcodec
@@ -137,13 +137,7 @@ def _response(status: Any, raw: bytes, headers: Any, at: str, out: Imported) -> 
         status = int(status)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise UsageError(f"{at}: response.status {status!r} is not an HTTP status (100-599)")
-    pairs = _pairs(headers, at, "response")
-    sent_as = encoding_of(pairs)
-    body, encoding, note = decoded_answer(raw, sent_as, decoded_already=False)
-    kept = kept_headers(pairs)
-    if note:
-        out.notes.append(f"{at}: {note}")
-        kept.append(("Content-Encoding", sent_as or ""))
+    body, kept, encoding = answer_of(raw, _pairs(headers, at, "response"), at, out, decoded_already=False)
     return Response(status, body, headers_of(kept), Source.CASSETTE, content_encoding=encoding)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +45,15 @@ log = logging.getLogger(__name__)
 # simulator owns the interaction asked about (ARGV[4], in the set KEYS[2]): -2, nothing taken. With it,
 # when ARGV[5] names one, that interaction of the session's simulator (in the hash KEYS[3], whose
 # expiry is refreshed: it is in use) or false — read in the same round trip.
+# A take is named (ARGV[6]); the hash KEYS[4] keeps, per key, the name and position of its last take.
+# ARGV[7] names a take of this key this instance gave up on (Redis stalled past the client's timeout):
+# if it ran after all, its position is handed out again, to the retry; if it has not run, it is
+# cancelled (the set KEYS[5]), so that if it ever runs it takes nothing (-3). Playback then stays
+# exactly once for a request retried on the instance that lost its answer.
 _TAKE = """
+if redis.call('SISMEMBER', KEYS[5], ARGV[6]) == 1 then
+  return {-3, false}
+end
 if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
   return {-2, false}
 end
@@ -53,12 +62,24 @@ if ARGV[5] ~= '' then
   read = redis.call('HGET', KEYS[3], ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
+if ARGV[7] ~= '' then
+  local last = redis.call('HGET', KEYS[4], ARGV[1])
+  if last and string.sub(last, 1, string.len(ARGV[7]) + 1) == ARGV[7] .. ' ' then
+    local again = tonumber(string.sub(last, string.len(ARGV[7]) + 2))
+    redis.call('HSET', KEYS[4], ARGV[1], ARGV[6] .. ' ' .. again)
+    return {again, read}
+  end
+  redis.call('SADD', KEYS[5], ARGV[7])
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
+end
 local position = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) - 1
 if position >= tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
   return {-1, read}
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[6] .. ' ' .. position)
+redis.call('EXPIRE', KEYS[4], ARGV[3])
 return {position, read}
 """
 
@@ -68,11 +89,13 @@ def digest(parts: Any) -> str:
 
 
 class RedisState:
-    def __init__(self, url: str, namespace: str, session_idle: float, name: str = "omproxy") -> None:
+    def __init__(self, url: str, namespace: str, session_idle: float, name: str = "omproxy",
+                 timeout: float = 5.0) -> None:
         if aioredis is None:
             raise UsageError("--state redis://... needs the redis package: pip install 'omproxy[redis]'")
         self.url = url
-        self.client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=timeout)
+        self._lost: dict[tuple[str, str], str] = {}  # (session, key) -> a take given up on, for its retry
         self.ns = f"omproxy:{namespace}:"
         self.ttl = max(1, int(session_idle))
         self._take = self.client.register_script(_TAKE)
@@ -104,10 +127,20 @@ class RedisState:
         base = self._session(session)
         owners = base + ("diverged-external" if about is not None and about.external else "diverged")
         reading = about.id if read and about is not None and not about.external else ""
-        position, raw = await self.call(lambda: self._take(
-            keys=[base + "positions", owners, base + "interactions"],
-            args=[digest(key), count, self.ttl, about.id if about is not None else "", reading]))
+        field, name = digest(key), secrets.token_hex(8)
+        lost = self._lost.pop((base, field), "")
+        try:
+            position, raw = await self.call(lambda: self._take(
+                keys=[base + "positions", owners, base + "interactions", base + "taken", base + "cancelled"],
+                args=[field, count, self.ttl, about.id if about is not None else "", reading, name, lost]))
+        except StateUnavailable:
+            self._lost[(base, field)] = name  # it may still run: its retry here gets its position
+            if len(self._lost) > 10_000:
+                del self._lost[next(iter(self._lost))]
+            raise
         position = int(position)
+        if position == -3:  # a take given up on, run late: it took nothing (its caller is gone)
+            return Take(None)
         if position == -2:
             return Take(None, owned=True)
         return Take(None if position < 0 else position, read=bool(reading),

@@ -430,3 +430,35 @@ async def test_a_pull_killed_after_writing_then_run_again_writes_nothing_twice(a
     assert (await a.post(f"{BASE}/billing", data=b"externalId=k3", headers=FORM)).status == 200
     assert await asyncio.to_thread(main, ["cassette", "pull", "--state", redis.url, "-o", str(out)]) == 0
     assert [r.request.form.get("externalId") for r in storage.load(out).interactions] == ["k0", "k1", "k2", "k3"]
+
+
+async def test_2_a_take_redis_ran_after_its_client_gave_up_is_the_retrys(redis) -> None:
+    """Reliability finding 2: Redis stalled past the client's timeout ran the take anyway; the 503'd
+    request's retry got the next recording. Now the retry on that instance gets the position the lost
+    take had — or, had the lost take not run yet, it is cancelled and takes nothing when it does."""
+    import os
+    import signal
+
+    from omproxy.errors import StateUnavailable
+    from omproxy.state.redis import RedisState, digest
+
+    state = RedisState(redis.url, "stall", 60, timeout=0.5)
+    try:
+        assert (await state.take("s1", "get", 5)).position == 0
+        os.kill(redis.proc.pid, signal.SIGSTOP)  # a stalled Redis: the take is sent, and waits
+        try:
+            with pytest.raises(StateUnavailable):
+                await state.take("s1", "get", 5)  # answered 503; the take runs when Redis wakes
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        assert (await state.take("s1", "get", 5)).position == 1  # the retry: the lost take's position
+        assert (await state.take("s1", "get", 5)).position == 2  # and on from there
+        # the other order: the lost take is cancelled before it runs, and takes nothing when it does
+        state._lost[(state._session("s1"), digest("get"))] = "never-ran-yet"
+        assert (await state.take("s1", "get", 5)).position == 3
+        late = await state._take(keys=[state._session("s1") + k for k in ("positions", "diverged", "interactions",
+                                                                          "taken", "cancelled")],
+                                 args=[digest("get"), 5, 60, "", "", "never-ran-yet", ""])
+        assert int(late[0]) == -3 and (await state.take("s1", "get", 5)).position == 4
+    finally:
+        await state.close()

@@ -343,3 +343,17 @@ async def test_7_inspector_streams_hold_no_slot_and_are_bounded(listening) -> No
     assert status == 503 and b"inspector pages are open" in body
     for writer in streams:
         writer.close()
+
+
+async def test_17_a_request_pipelined_behind_an_upgrade_is_never_left_waiting(listening) -> None:
+    """Reliability finding 17: the request behind an Upgrade one was never answered, the client waited
+    for idle_timeout. omproxy upgrades nothing: it answers the first and closes, so the client resends."""
+    listener = await listening(idle_timeout=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(b"GET /genesys/2/openmedia/s/ID/get HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                 b"Upgrade: websocket\r\n\r\nPOST /genesys/2/openmedia/s HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 12\r\n\r\nexternalId=a")
+    await writer.drain()
+    answered = await asyncio.wait_for(reader.read(), 10)  # to EOF: closed after the first answer
+    assert answered.startswith(b"HTTP/1.1 ") and b"Connection: close" in answered
+    writer.close()

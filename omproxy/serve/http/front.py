@@ -267,7 +267,12 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
     if ex.response.action is not None:
         return await fault(ex.response, request, gone, rt.config.upstream_timeout)
     if ex.response.stream is None:
-        return to_web(ex.response)
+        answer = to_web(ex.response)
+        if "upgrade" in request.headers.get("Connection", "").lower():
+            # omproxy upgrades nothing, and aiohttp reads no request pipelined behind an Upgrade one:
+            # closing after the answer tells such a client to send it again, rather than wait for ever
+            answer.force_close()
+        return answer
     # Server-Sent Events: sent as they come, delimited by closing the connection
     if streams is not None and len(streams) >= MAX_STREAMS:
         await ex.response.stream.aclose()  # type: ignore[attr-defined]

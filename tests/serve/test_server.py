@@ -307,18 +307,26 @@ async def test_the_date_header_is_now(listening) -> None:
 async def test_7_a_body_that_never_comes_frees_its_slot(listening) -> None:
     """Reliability finding 7: a connection reading its body was never timed out; 100 of them (a head with
     Content-Length, then a byte now and then; or Expect: 100-continue and no body) took every slot."""
+    async def hold(port: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        held = []
+        for n in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            expect = b"Expect: 100-continue\r\n" if n == 0 else b""
+            writer.write(b"POST /genesys/2/openmedia/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-"
+                         b"form-urlencoded\r\n" + expect + b"Content-Length: 100000\r\n\r\n"
+                         + (b"" if n == 0 else b"e"))
+            await writer.drain()
+            held.append((reader, writer))
+        return held
+
+    waiting = await listening(max_connections=3, body_timeout=30)
+    held = await hold(waiting.port)
+    status, _ = await send_raw(waiting.port, HEALTH_CLOSE)
+    assert status == 503  # every slot held by a body that does not come
+    for _, writer in held:
+        writer.close()
     listener = await listening(max_connections=3, body_timeout=1)
-    held = []
-    for n in range(3):
-        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
-        expect = b"Expect: 100-continue\r\n" if n == 0 else b""
-        writer.write(b"POST /genesys/2/openmedia/s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
-                     b"urlencoded\r\n" + expect + b"Content-Length: 100000\r\n\r\n" + (b"" if n == 0 else b"e"))
-        await writer.drain()
-        held.append((reader, writer))
-    status, _ = await send_raw(listener.port, HEALTH_CLOSE)
-    assert status == 503  # every slot held
-    for reader, writer in held:  # each closed by the server at body_timeout (read returns at EOF)
+    for reader, writer in await hold(listener.port):  # each closed by the server at body_timeout (EOF)
         rest = await asyncio.wait_for(reader.read(), 10)
         assert b"200 OK" not in rest
         writer.close()

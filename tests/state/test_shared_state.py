@@ -442,7 +442,7 @@ async def test_2_a_take_redis_ran_after_its_client_gave_up_is_the_retrys(redis) 
     from omproxy.errors import StateUnavailable
     from omproxy.state.redis import RedisState, digest
 
-    state = RedisState(redis.url, "stall", 60, timeout=0.5)
+    state = RedisState(redis.url, "stall", 60, timeout=2)
     try:
         assert (await state.take("s1", "get", 5)).position == 0
         os.kill(redis.proc.pid, signal.SIGSTOP)  # a stalled Redis: the take is sent, and waits

@@ -28,7 +28,7 @@ from omproxy.config.options import Config, Mode
 from omproxy.errors import OmproxyError, Overloaded, UsageError
 from omproxy.gms import vocabulary as gms
 from omproxy.gms.simulator import Simulator
-from omproxy.model import Response
+from omproxy.model import Request, Response
 from omproxy.modes import error_response, escape
 from omproxy.serve.http.convert import to_request, to_web, web_headers
 from omproxy.serve.runtime import Runtime, build_runtime
@@ -257,6 +257,8 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
         req = await to_request(request, rt.config.max_body)
         if guard is not None:
             guard.body_read()
+        if len(req.body) > OFF_LOOP:  # a big form decoded on a thread: other clients are served meanwhile
+            await asyncio.to_thread(_decoded, req)
     except OmproxyError as e:  # refused while reading (413, 400, 415): the path in the log
         log.warning("%s %s -> %s: %s", request.method, escape(request.raw_path.split("?")[0]), e.status, e.message)
         refused = to_web(error_response(e))
@@ -297,6 +299,15 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
             streams.discard(task)
         await ex.response.stream.aclose()  # type: ignore[attr-defined]
     return streamed
+
+
+OFF_LOOP = 256 * 1024  # request bodies above this size are decoded on a worker thread
+
+
+def _decoded(req: Request) -> None:
+    """What a request's form and findings decode to, computed once (each is remembered on the request)."""
+    req.form  # noqa: B018 — the property decodes and keeps
+    req.findings  # noqa: B018
 
 
 async def fault(resp: Response, request: web.BaseRequest, gone: asyncio.Event | None,

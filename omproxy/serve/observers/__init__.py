@@ -12,6 +12,7 @@ from omproxy.gms import formcodec
 from omproxy.redaction import Redactor
 
 SHOWN = 80  # characters of a value a line shows
+FIELDS_SHOWN = 200  # fields of a form a line, the journal and the inspector's row show, at most
 
 
 def short(value: str) -> str:
@@ -32,13 +33,15 @@ def entry(ex: Exchange, redactor: Redactor, verbose: int = 0) -> dict[str, Any]:
         "operation": op.kind if op else None,
         "service": op.service if op else req.service,
         "form": {} if req.form.not_form else formcodec.bracket_view(
-            [(k, short(v)) for k, v in redactor.fields(req.form.fields)]),
+            [(k, short(v)) for k, v in redactor.fields(req.form.fields[:FIELDS_SHOWN])]),
         "status": resp.status,
         "statusCode": reply.get("statusCode"),
         "interactionId": reply.get("interactionId") or req.interaction_id,
         "source": resp.source.value,
         "duration_ms": round(ex.duration_ms, 1),
     }
+    if len(req.form.fields) > FIELDS_SHOWN and not req.form.not_form:
+        out["fields_not_shown"] = len(req.form.fields) - FIELDS_SHOWN  # a 45,000-key form: its first ones
     if ex.outcome is not None:
         out["outcome"] = ex.outcome.value
     if req.session:

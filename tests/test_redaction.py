@@ -382,3 +382,16 @@ async def test_block_on_secret_answers_but_does_not_record_and_says_which_key(ai
     assert "not recorded (unredacted secret) 1" in logs
     got = storage.load(tmp_path / "c.yaml").interactions
     assert [r.request.form.get("externalId") for r in got] == ["x2"]
+
+
+def test_16_a_cassette_scrubbed_by_hand_leaves_no_old_copy_in_the_index_cache(tmp_path, monkeypatch) -> None:
+    """Reliability finding 16: the index cache, named by content, kept the old values of a cassette
+    edited by hand; now the next read of that path removes what its earlier content left there."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(indexcache, "MIN_SIZE", 0)
+    path = leaky(tmp_path / "c.yaml")
+    storage.load(path)
+    assert any(SECRET in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+    path.write_text(path.read_text().replace(SECRET, "scrubbed-by-hand"))  # an editor, not omproxy
+    storage.load(path)
+    assert not any(SECRET in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))

@@ -49,6 +49,29 @@ def get(key: str | None, requests_only: bool = False) -> tuple[list[Any], bool] 
     return (entries, alone) if isinstance(entries, list) and isinstance(alone, bool) else None
 
 
+def seen(path: Path, raw: bytes) -> None:
+    """A cassette read from `path`: when its content is not what this path held when last read, what
+    was remembered of that earlier content is removed (a cassette scrubbed by hand must not leave its
+    old values here). One small pointer file a path, in `paths/`."""
+    key = key_of(raw)
+    try:
+        named = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+        pointer = folder() / "paths" / named
+        try:
+            old: str | None = pointer.read_text().strip()
+        except FileNotFoundError:
+            old = None
+        if old == (key or ""):
+            return
+        if old:
+            for requests_only in (False, True):
+                (folder() / _file(old, requests_only)).unlink(missing_ok=True)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(key or "")
+    except OSError:  # a cache that cannot be read or written is simply not used
+        return
+
+
 def forget(raw: bytes) -> None:
     """What was remembered of a cassette with these bytes, removed (the file is being rewritten: a
     redaction must not leave the old values here)."""

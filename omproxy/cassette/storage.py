@@ -188,6 +188,7 @@ def load(path: Path, *, lazy: bool = False) -> Cassette:
         raise CassetteError(f"{name}: cassette not found") from None
     except OSError as e:
         raise CassetteError(f"{name}: cannot read the cassette: {e.strerror or e}") from None
+    indexcache.seen(path, raw)
     try:
         with no_gc():
             return _load(raw, name, path if lazy else None)

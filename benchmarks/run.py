@@ -16,7 +16,8 @@ answer; 32 connections.
                 upstream's cost alone over both processes' cost together
     capture     replay from a 10-interaction cassette = 1.00x; from the big capture
     load        PyYAML's C loader on the big capture = 1.00x; omproxy's first start and restart
-                (minus a start with a 1-interaction cassette: interpreter and imports)
+                (minus a start with a 1-interaction cassette: interpreter and imports); VCR.py
+                loading the same capture exported as a VCR.py cassette (when vcrpy is installed)
     paced       the upstream alone at a fixed 1,000 req/s (open loop) = 1.00x; the p99 omproxy record adds,
                 durability each and interval
     append      one fsync'd append to an empty cassette = 1.00x; to the big capture
@@ -442,6 +443,30 @@ def load(workdir: Path, capture: Path, one: Path, rows: list[Row]) -> None:
     rows.append(("load", "omproxy restart, unchanged capture (s)", again.ready_after - floor.ready_after, 0, 0,
                  float("nan"), (again.ready_after - floor.ready_after) / pyyaml))
     rows.append(("load", "resident memory, settled / file size", rss / size_mb, 0, 0, rss, rss / size_mb))
+    peer = vcr_load(workdir, capture)  # issue 30, item 4: the peer a Python team would load it with
+    if peer is not None:
+        rows.append(("load", "VCR.py loading the same capture, exported (s)", peer, 0, 0, float("nan"),
+                     peer / pyyaml))
+
+
+def vcr_load(workdir: Path, capture: Path) -> float | None:
+    """Seconds VCR.py (its filesystem persister and YAML serializer, as `use_cassette` loads) takes to
+    read the capture exported as a VCR.py cassette; None when VCR.py is not installed."""
+    try:
+        from vcr.persisters.filesystem import FilesystemPersister
+        from vcr.serializers import yamlserializer
+    except ImportError:
+        print("VCR.py is not installed (pip install vcrpy): its load row is left out", file=sys.stderr)
+        return None
+    from omproxy.cassette import interchange, storage
+
+    exported = workdir / "capture-vcr.yaml"
+    with exported.open("w", encoding="utf-8") as f:
+        for part in interchange.vcr_text(storage.stream(capture), "http://gms.example:8080"):
+            f.write(part)
+    t = time.perf_counter()
+    FilesystemPersister.load_cassette(str(exported), yamlserializer)
+    return time.perf_counter() - t
 
 
 def workers(workdir: Path, small: Path, measure: Measure) -> None:

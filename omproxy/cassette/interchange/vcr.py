@@ -168,17 +168,16 @@ def _request_body(body: Any, headers: Any, at: str) -> tuple[bytes, str | None]:
         return _bytes(body, at, "request.body"), None
     if isinstance(body, dict) and set(body) <= {"string", "encoding"}:  # a body written as VCR writes answers
         return _bytes(body.get("string"), at, "request.body"), None
+    pairs_given = isinstance(body, list) and all(isinstance(f, list | tuple) and len(f) == 2 for f in body)
+    if not (isinstance(body, dict) or pairs_given):
+        raise UsageError(f"{at}: request.body is a {type(body).__name__} omproxy cannot turn into bytes")
+    content_type = next((v for k, v in _pairs(headers, at, "request") if k.lower() == "content-type"), "")
+    if "json" in content_type.lower():  # json=: the JSON it was, values and all
+        return json.dumps(body).encode(), "request body rebuilt as JSON from what VCR.py's aiohttp stub stored (json=)"
     fields = body.items() if isinstance(body, dict) else body
-    if isinstance(fields, list) and all(isinstance(f, list | tuple) and len(f) == 2 for f in fields) or isinstance(
-            body, dict):
-        pairs = [(str(k), "" if v is None else str(v)) for k, v in fields]
-        content_type = next((v for k, v in _pairs(headers, at, "request") if k.lower() == "content-type"), "")
-        if "json" in content_type.lower():
-            return json.dumps(dict(pairs) if isinstance(body, dict) else pairs).encode(), (
-                "request body rebuilt as JSON from what VCR.py's aiohttp stub stored (json=)")
-        return formcodec.encode(pairs), ("request body rebuilt, form-encoded, from the fields VCR.py's aiohttp "
-                                         "stub stored (data=)")
-    raise UsageError(f"{at}: request.body is a {type(body).__name__} omproxy cannot turn into bytes")
+    pairs = [(str(k), "" if v is None else str(v)) for k, v in fields]
+    return formcodec.encode(pairs), ("request body rebuilt, form-encoded, from the fields VCR.py's aiohttp "
+                                     "stub stored (data=)")
 
 
 def _betamax_body(body: Any, at: str, part: str) -> bytes:

@@ -89,17 +89,21 @@ class Recorder:
         return resp
 
     def _encode(self, ex: Exchange, resp: Response, duration_ms: float) -> tuple[bytes, list[Leak]]:
-        """The entry, and the secrets it would hold in clear (`leaks`: lint's rule)."""
-        req, resp = self.redactor.request(ex.request), self.redactor.response(resp)
-        entry = cassette.to_entry(req, resp, duration_ms, recorded_from=self.origin)
-        return yamlformat.dump_entry(entry), leaks(req, resp)
+        return encoded(self.redactor, ex.request, resp, duration_ms, recorded_from=self.origin)
+
+
+def encoded(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
+            recorded_at: str | None = None, recorded_from: str | None = None) -> tuple[bytes, list[Leak]]:
+    """An exchange's cassette entry, redacted, and the secrets it would hold in clear (`leaks`: lint's rule)."""
+    req, resp = redactor.request(req), redactor.response(resp)
+    entry = cassette.to_entry(req, resp, duration_ms, recorded_at, recorded_from)
+    return yamlformat.dump_entry(entry), leaks(req, resp)
 
 
 def encode(redactor: Redactor, req: Request, resp: Response, duration_ms: float,
            recorded_at: str | None = None, recorded_from: str | None = None) -> bytes:
     """An exchange's cassette entry, redacted."""
-    return yamlformat.dump_entry(cassette.to_entry(redactor.request(req), redactor.response(resp), duration_ms,
-                                                   recorded_at, recorded_from))
+    return encoded(redactor, req, resp, duration_ms, recorded_at, recorded_from)[0]
 
 
 def failure_of(e: BaseException) -> Outcome:

@@ -30,6 +30,7 @@ from omproxy.gms import vocabulary as gms
 from omproxy.gms.simulator import Simulator
 from omproxy.model import Request, Response
 from omproxy.modes import error_response, escape
+from omproxy.modes.record import OFF_LOOP  # bodies above it are worked on a thread, here as in record
 from omproxy.serve.http.convert import to_request, to_web, web_headers
 from omproxy.serve.runtime import Runtime, build_runtime
 from omproxy.state import State
@@ -299,9 +300,6 @@ async def handle(rt: Runtime, request: web.BaseRequest, streams: set[asyncio.Tas
             streams.discard(task)
         await ex.response.stream.aclose()  # type: ignore[attr-defined]
     return streamed
-
-
-OFF_LOOP = 256 * 1024  # request bodies above this size are decoded on a worker thread
 
 
 def _decoded(req: Request) -> None:

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -349,6 +350,7 @@ class Leak:
                 "answer": "redact.json_fields"}.get(self.place, "redact.form_keys")
 
 
+@lru_cache(maxsize=4096)  # keyed by the whole input: an answer's field names repeat from one to the next
 def secret_name(key: str) -> bool:
     """A form key or JSON field named like a secret: `password`, `client_secret`, `userData[Token]`."""
     parts = split_key(key)
@@ -356,9 +358,13 @@ def secret_name(key: str) -> bool:
     return name in SECRET_NAMES or (name != "key" and name.endswith(_SECRET_SUFFIXES))
 
 
+_SECRET_HEADERS_LOWER = frozenset(h.lower() for h in SECRET_HEADERS)
+
+
+@lru_cache(maxsize=1024)  # keyed by the whole input: header names repeat
 def secret_header(name: str) -> bool:
     lower = name.lower()
-    return lower in {h.lower() for h in SECRET_HEADERS} or (
+    return lower in _SECRET_HEADERS_LOWER or (
         lower not in _NOT_SECRET_HEADERS and _SECRET_HEADER.search(lower) is not None)
 
 
@@ -367,7 +373,7 @@ def random_looking(value: str) -> bool:
     characters carry ENTROPY bits each and whose letters are not words (about 0.4 of words' letters
     are vowels, 0.23 of random ones; the line is at 0.32): a key, a token, a password hash (about 85%
     of random 24-byte tokens), not an id, a date or `MyCompanyOrderNumber12345`."""
-    if not _TOKENISH.fullmatch(value) or PSEUDONYM.fullmatch(value):
+    if len(value) < 24 or not _TOKENISH.fullmatch(value) or PSEUDONYM.fullmatch(value):
         return False
     if not (any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)):
         return False
@@ -433,12 +439,12 @@ def _answer(data: Any, path: str) -> list[Leak]:
         if echo and _clear(data["value"]) and (why := _field_secret(f"userData[{data['key']}]", data["value"])):
             found.append(Leak("answer", f"{path}[{data['key']}]", why))
         for k, v in data.items():
-            at = f"{path}.{k}" if path else str(k)
             if isinstance(v, dict | list):
-                found += _answer(v, at)
-            elif k not in ("key", "value") and _clear(v) and (secret_name(str(k)) or random_looking(v)):
-                found.append(Leak("answer", at, "named like a secret" if secret_name(str(k))
-                                  else "a random-looking value (a key or token?)"))
+                found += _answer(v, f"{path}.{k}" if path else str(k))
+            elif (isinstance(v, str) and k not in ("key", "value")
+                  and ((named := secret_name(str(k))) or random_looking(v)) and _clear(v)):
+                found.append(Leak("answer", f"{path}.{k}" if path else str(k),
+                                  "named like a secret" if named else "a random-looking value (a key or token?)"))
     elif isinstance(data, list):
         for item in data:
             found += _answer(item, path)
